@@ -1,0 +1,40 @@
+# Quickstart targets. Each one creates or reuses .venv and installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: setup test demo bench cuda-check cuda-ext-check gpu-suite clean
+
+setup:
+	bash scripts/setup_venv.sh
+
+## the main job (until `siri demo` lands: the build report and one kernel benchmark)
+demo: setup
+	$(VENV)/bin/siri info
+	$(PY) benchmarks/bench_group_advantages.py
+
+## the test suite (CPU; CUDA tests run too when the build has CUDA and a GPU is visible)
+test: setup
+	$(PY) -m pytest -q tests
+
+## every kernel benchmark, CPU, in one process each
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+## nvcc compile check of every CUDA kernel file for sm_80 and sm_90 (no GPU needed)
+cuda-check:
+	bash scripts/check_cuda_compile.sh "80;90"
+
+## on a GPU machine: CUDA build + all tests + benchmarks, results in bench_results/
+gpu-suite:
+	bash benchmarks/gpu_suite.sh
+
+clean:
+	rm -rf build *.egg-info siri/_C*.so
+
+## compile + link + import the whole extension with CUDA (bindings too) on a CPU-only
+## machine, against a CUDA torch in .venv-cuda (about 5.5 GB, installed on first use)
+cuda-ext-check:
+	test -x .venv-cuda/bin/python || python3 -m venv .venv-cuda
+	.venv-cuda/bin/python -c "import torch, pybind11" 2>/dev/null || .venv-cuda/bin/pip install -q torch==2.14.1 ninja cmake pybind11==3.0.4 numpy
+	bash scripts/check_cuda_extension.sh .venv-cuda

@@ -1,0 +1,87 @@
+"""Shared benchmark helpers: interleaved repeated timing, median ratios, the machine's
+memory-copy bandwidth measured in the same run, and a JSON results file.
+
+Every benchmark times siri and its baseline alternately in one process (so load from other
+jobs on a shared machine hits both alike) and reports the median over repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_once(fn: Callable[[], object], device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def compare(candidates: dict[str, Callable[[], object]], device, repeats: int = 10,
+            warmup: int = 2) -> dict[str, list[float]]:
+    """Run each candidate `repeats` times, interleaved, after `warmup` untimed runs.
+    Returns the per-run seconds of each candidate."""
+    for _ in range(warmup):
+        for fn in candidates.values():
+            fn()
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            times[name].append(time_once(fn, device))
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def median_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median of the per-repeat ratios slow/fast (pairs taken from the same repeat)."""
+    return statistics.median(s / f for s, f in zip(slow, fast))
+
+
+def copy_bandwidth(device, nbytes: int = 1 << 28, repeats: int = 5) -> float:
+    """Memory-copy bandwidth in bytes/s (bytes read + bytes written), measured now with a
+    large torch copy: the physical limit bandwidth-bound kernels are judged against."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(time_once(lambda: dst.copy_(src), device) for _ in range(repeats))
+    return 2 * nbytes / best
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when visible)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out", default=os.environ.get("SIRI_BENCH_OUT", "bench_results"),
+                   help="directory for the JSON results file")
+    return p
+
+
+def write_results(out_dir: str, name: str, results: dict) -> Path:
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    results = {"benchmark": name, "torch": torch.__version__,
+               "threads": torch.get_num_threads(), **results}
+    file = path / f"{name}.json"
+    file.write_text(json.dumps(results, indent=2))
+    print(f"results written to {file}")
+    return file

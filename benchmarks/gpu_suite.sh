@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU suite: one command for a machine with a CUDA device. Builds siri with the CUDA
+# kernels against the machine's torch, runs every test (CUDA variants included) and every
+# benchmark, and writes everything to $OUT (or bench_results/gpu when OUT is unset).
+#
+# Missing Python packages travel as wheels in .whl/ (see README, "GPU suite"); they are
+# installed into /tmp/site with --no-index, since the GPU machine has no network.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS="${OUT:-bench_results/gpu}"
+mkdir -p "$RESULTS"
+export SIRI_BENCH_OUT="$RESULTS" PYTHONUNBUFFERED=1 SIRI_CUDA=1
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" MAX_JOBS="${MAX_JOBS:-16}"
+PY="${PYTHON:-python3}"
+log="$RESULTS/gpu_suite.log"
+status=0
+
+run() {  # run a named step, keep going on failure, remember that something failed
+  echo "=== $1 ===" | tee -a "$log"
+  shift
+  if ! "$@" 2>&1 | tee -a "$log"; then echo "!!! step failed" | tee -a "$log"; status=1; fi
+}
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  run "install carried wheels" "$PY" -m pip install -q --no-index --no-deps --no-compile \
+      --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+run "nvidia-smi" nvidia-smi
+run "build siri with CUDA" "$PY" -m pip install --no-build-isolation --no-deps -e .
+run "siri info" "$PY" -m siri info
+run "tests (CPU + CUDA)" "$PY" -m pytest -q -rs tests --junitxml="$RESULTS/pytest.xml"
+for bench in benchmarks/bench_*.py; do
+  run "$bench" "$PY" "$bench" --device cuda
+done
+echo "GPU suite finished with status $status; results in $RESULTS" | tee -a "$log"
+exit $status

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Compile every CUDA kernel file (csrc/cuda/*.cu) with nvcc for each target architecture,
+# without torch and without a GPU. Kernel files include only CUDA and csrc/include headers,
+# so this covers all kernel bodies. Usage: scripts/check_cuda_compile.sh [ARCHS]  (default "80;90")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NVCC="${NVCC:-}"
+if [[ -z "$NVCC" ]]; then
+  for candidate in "${CUDA_HOME:-}/bin/nvcc" /usr/local/cuda/bin/nvcc "$(command -v nvcc || true)"; do
+    if [[ -n "$candidate" && -x "$candidate" ]]; then NVCC="$candidate"; break; fi
+  done
+fi
+if [[ -z "$NVCC" ]]; then
+  echo "check_cuda_compile: nvcc not found (set CUDA_HOME or NVCC)" >&2
+  exit 2
+fi
+
+ARCHS="${1:-${SIRI_CUDA_ARCHS:-80;90}}"
+gencode=()
+for arch in ${ARCHS//[;,]/ }; do gencode+=("-gencode=arch=compute_${arch},code=sm_${arch}"); done
+
+out_dir="$(mktemp -d)"
+trap 'rm -rf "$out_dir"' EXIT
+"$NVCC" --version | tail -n 2
+status=0
+shopt -s nullglob
+files=(csrc/cuda/*.cu)
+if (( ${#files[@]} == 0 )); then echo "check_cuda_compile: no .cu files found" >&2; exit 2; fi
+for file in "${files[@]}"; do
+  start=$(date +%s)
+  if "$NVCC" -std=c++17 -O3 -Icsrc/include -Icsrc "${gencode[@]}" -Xptxas=-warn-spills \
+       -Werror=all-warnings -c "$file" -o "$out_dir/$(basename "$file").o"; then
+    echo "PASS  $file  (sm_${ARCHS//[;,]/, sm_}; $(( $(date +%s) - start ))s)"
+  else
+    echo "FAIL  $file" >&2
+    status=1
+  fi
+done
+if (( status == 0 )); then
+  echo "check_cuda_compile: all ${#files[@]} CUDA kernel files compiled for sm_${ARCHS//[;,]/ and sm_}"
+fi
+exit $status

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Create (or reuse) the local virtualenv .venv and install siri into it, editable, with the
+# C++ extension built against the torch in that venv. Safe to re-run: a second run only
+# rebuilds what changed.
+#   TORCH_SPEC   torch to install when the venv has none (default torch==2.13.0, the CPU wheel
+#                on this machine kind; on a GPU machine install your CUDA torch first)
+#   VENV         venv directory (default .venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+PYTHON="${PYTHON:-python3}"
+PIP_QUIET=(-q --disable-pip-version-check)
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "[setup] creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+py="$VENV/bin/python"
+
+if ! "$py" -c "import torch" 2>/dev/null; then
+  echo "[setup] installing $TORCH_SPEC"
+  "$py" -m pip install "${PIP_QUIET[@]}" "$TORCH_SPEC"
+fi
+# Build tools and runtime/test dependencies first, so the --no-build-isolation build finds
+# them and pip never resolves a second torch.
+stamp="$VENV/.siri-deps-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+  echo "[setup] installing build, runtime and test dependencies"
+  "$py" -m pip install "${PIP_QUIET[@]}" "setuptools>=70" wheel
+  "$py" -m pip install "${PIP_QUIET[@]}" --no-build-isolation -e ".[build,test]"
+  touch "$stamp"
+else
+  echo "[setup] dependencies up to date; rebuilding the extension if sources changed"
+  "$py" -m pip install "${PIP_QUIET[@]}" --no-build-isolation --no-deps -e .
+fi
+"$py" -c "import siri; info = siri.build_info(); print('[setup] siri', info['version'], 'backends:', ', '.join(info['backends']))"

@@ -1,0 +1,6 @@
+"""siri's tensor ops. Each wraps a ``torch.ops.siri.*`` kernel (CPU and CUDA) and documents
+its arguments' shapes and dtypes; ``*_reference`` functions are plain-PyTorch float64
+references used by the tests."""
+from siri.ops.group_advantages import group_advantages, group_advantages_reference
+
+__all__ = ["group_advantages", "group_advantages_reference"]

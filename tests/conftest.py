@@ -1,0 +1,37 @@
+"""Shared test fixtures. CUDA variants of every op test are parametrised here and skip
+with a stated reason when the build has no CUDA kernels or no device is visible."""
+import pytest
+import torch
+
+import siri
+
+
+def _cuda_skip_reason():
+    if not siri.has_cuda_kernels():
+        return "siri was built without CUDA kernels (CPU-only torch or no nvcc)"
+    if not torch.cuda.is_available():
+        return "no CUDA device visible"
+    return None
+
+
+CUDA_SKIP_REASON = _cuda_skip_reason()
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu,
+                                pytest.mark.skipif(CUDA_SKIP_REASON is not None,
+                                                   reason=CUDA_SKIP_REASON or "")]),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def gen():
+    """A torch.Generator with a fresh seed per test, printed on failure for reproduction."""
+    seed = torch.randint(0, 2**31 - 1, ()).item()
+    g = torch.Generator().manual_seed(seed)
+    print(f"generator seed: {seed}")
+    return g

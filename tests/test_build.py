@@ -1,0 +1,38 @@
+"""The installed package: extension loads, build_info is complete, ops are registered, CLI."""
+import subprocess
+import sys
+
+import torch
+
+import siri
+
+
+def test_build_info_fields():
+    info = siri.build_info()
+    for key in ("version", "backends", "cuda_archs", "compiler", "simd", "torch_version"):
+        assert key in info, key
+    assert info["version"] == siri.__version__
+    assert "cpu" in info["backends"]
+    # The extension must be built against the torch it runs with (ABI).
+    assert torch.__version__.startswith(info["torch_version"])
+
+
+def test_extension_module_is_pybind11():
+    from siri import _C
+
+    assert callable(_C.build_info)
+    assert _C.build_info()["version"] == siri.__version__
+
+
+def test_ops_registered_for_cpu():
+    assert hasattr(torch.ops.siri, "group_advantages")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("siri::group_advantages", "CPU")
+    if "cuda" in siri.build_info()["backends"]:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("siri::group_advantages", "CUDA")
+
+
+def test_cli_info_shows_cpu_backend():
+    out = subprocess.run([sys.executable, "-m", "siri", "info"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "compiled backends" in out and "cpu" in out
+    assert "CUDA device" in out
