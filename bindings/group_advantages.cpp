@@ -2,7 +2,7 @@
 
 #include <torch/library.h>
 
-#include "cpu/kernels.h"
+#include "cpu/group_advantages.h"
 
 namespace siri::bind {
 

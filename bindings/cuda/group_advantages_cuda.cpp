@@ -1,6 +1,6 @@
 #include <torch/library.h>
 
-#include "cuda/launchers.h"
+#include "cuda/group_advantages.h"
 #include "cuda_utils.h"
 #include "group_advantages.h"
 

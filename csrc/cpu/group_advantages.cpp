@@ -1,7 +1,9 @@
 // CPU kernel for siri::group_advantages: groups are independent, one task per block of groups.
-#include "cpu/kernels.h"
+#include "cpu/group_advantages.h"
 
 #include <ATen/Parallel.h>
+
+#include <algorithm>
 
 #include "siri/group_advantages.h"
 

@@ -1,6 +1,6 @@
 // CUDA kernel for siri::group_advantages: one thread per group. Reward batches are small
 // (thousands of samples), so the launch dominates and a simple mapping is the right one.
-#include "cuda/launchers.h"
+#include "cuda/group_advantages.h"
 
 namespace siri::cuda {
 

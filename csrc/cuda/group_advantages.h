@@ -1,5 +1,5 @@
-// Host-side launchers of the CUDA kernels. Raw pointers only: this header is included by
-// the CUDA bindings (which see torch) and by kernel files (which must not).
+// Host-side launcher of the siri::group_advantages CUDA kernel. Raw pointers only: included
+// by the CUDA binding (which sees torch) and by the kernel file (which must not).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,8 +1,5 @@
-// Entry points of the CPU kernels. Arguments are validated by the bindings before these run.
+// CPU kernel entry point of siri::group_advantages. Arguments are validated by the binding.
 #pragma once
-
-#include <algorithm>
-#include <cmath>
 
 #include "siri/group_advantages.h"
 
