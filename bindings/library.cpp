@@ -5,4 +5,14 @@
 
 TORCH_LIBRARY(siri, m) {
   m.def("group_advantages(Tensor rewards, int group_size, float eps, bool scale_by_std) -> Tensor");
+  // Selective log-softmax (logp, lse, entropy) and the gradient of a loss of logp w.r.t. logits.
+  m.def("token_logprobs(Tensor logits, Tensor targets, Tensor? mask, float temperature, "
+        "bool return_entropy) -> (Tensor, Tensor, Tensor)");
+  m.def("logits_grad(Tensor logits, Tensor targets, Tensor lse, Tensor row_scale, float temperature) -> Tensor");
+  m.def("logits_grad_(Tensor(a!) logits, Tensor targets, Tensor lse, Tensor row_scale, "
+        "float temperature) -> ()");
+  // Per-token GRPO/DAPO loss, its derivative w.r.t. logp, and the clip state.
+  m.def("grpo_token_loss(Tensor logp, Tensor old_logprobs, Tensor advantages, Tensor mask, "
+        "Tensor? ref_logprobs, float clip_low, float clip_high, float clip_c, float kl_coef) "
+        "-> (Tensor, Tensor, Tensor)");
 }

@@ -29,7 +29,7 @@ files=(csrc/cuda/*.cu)
 if (( ${#files[@]} == 0 )); then echo "check_cuda_compile: no .cu files found" >&2; exit 2; fi
 for file in "${files[@]}"; do
   start=$(date +%s)
-  if "$NVCC" -std=c++17 -O3 -Icsrc/include -Icsrc "${gencode[@]}" -Xptxas=-warn-spills \
+  if "$NVCC" -std=c++17 -O3 -Icsrc/include -Icsrc "${gencode[@]}" \
        -Werror=all-warnings -c "$file" -o "$out_dir/$(basename "$file").o"; then
     echo "PASS  $file  (sm_${ARCHS//[;,]/, sm_}; $(( $(date +%s) - start ))s)"
   else

@@ -6,12 +6,12 @@
 # Usage: scripts/check_cuda_extension.sh [VENV]   (default /tmp/cudavenv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${1:-/tmp/cudavenv}"
+VENV="$(realpath -m "${1:-/tmp/cudavenv}")"
 py="$VENV/bin/python"
 CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 site="$("$py" -c 'import site; print(site.getsitepackages()[0])')"
 nvrtc="$(ls "$site"/nvidia/cu*/lib/libnvrtc.so.* 2>/dev/null | head -n1 || true)"
-build="${BUILD_DIR:-build/cuda-ext-check}"
+build="$(realpath -m "${BUILD_DIR:-build/cuda-ext-check}")"
 out="$build/out/siri"
 mkdir -p "$out"
 prefix="$("$py" -c 'import torch, pybind11; print(torch.utils.cmake_prefix_path + ";" + pybind11.get_cmake_dir())')"
@@ -23,5 +23,16 @@ PATH="$VENV/bin:$PATH" cmake -S . -B "$build" -G Ninja -DSIRI_CUDA=ON -DSIRI_CUD
 PATH="$VENV/bin:$PATH" cmake --build "$build" --parallel "${MAX_JOBS:-2}"
 # Import the CUDA build: copy the Python sources next to the freshly linked _C.
 cp siri/*.py "$out/" && rm -rf "$out/ops" && cp -r siri/ops "$out/ops"
-(cd "$build/out" && "$py" -c "import siri; info = siri.build_info(); print(info); assert 'cuda' in info['backends']")
+(cd "$build/out" && "$py" - <<'PYEOF'
+import torch
+import siri
+info = siri.build_info()
+print(info)
+assert "cuda" in info["backends"], "the build has no CUDA backend"
+ops = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("siri::"))
+missing = [n for n in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
+assert not missing, f"ops without a CUDA kernel: {missing}"
+print(f"{len(ops)} ops, each with CPU and CUDA kernels: {', '.join(ops)}")
+PYEOF
+)
 echo "check_cuda_extension: CUDA extension compiled, linked and imported"

@@ -1,6 +1,12 @@
-"""siri's tensor ops. Each wraps a ``torch.ops.siri.*`` kernel (CPU and CUDA) and documents
+"""siri's tensor ops. Each wraps ``torch.ops.siri.*`` kernels (CPU and CUDA) and documents
 its arguments' shapes and dtypes; ``*_reference`` functions are plain-PyTorch float64
 references used by the tests."""
 from siri.ops.group_advantages import group_advantages, group_advantages_reference
+from siri.ops.grpo_loss import GrpoLossStats, grpo_loss, grpo_loss_reference
+from siri.ops.logprobs import token_logprobs, token_logprobs_reference
 
-__all__ = ["group_advantages", "group_advantages_reference"]
+__all__ = [
+    "group_advantages", "group_advantages_reference",
+    "grpo_loss", "grpo_loss_reference", "GrpoLossStats",
+    "token_logprobs", "token_logprobs_reference",
+]

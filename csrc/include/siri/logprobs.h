@@ -1,0 +1,107 @@
+// Selective log-softmax over the vocabulary, the math shared by CPU and CUDA kernels.
+//
+// For row i with logits x (length V), z = x / temperature:
+//   lse_i     = log sum_j exp(z_j)                (online: running max and sum-exp)
+//   logp_i    = z[target_i] - lse_i
+//   entropy_i = lse_i - sum_j softmax(z)_j z_j     (optional)
+// and the gradient of any loss L(logp) with respect to the logits:
+//   dL/dx_ij = g_i / temperature * (1[j == target_i] - softmax(z)_j),   g_i = dL/dlogp_i
+// The log-softmax is never materialised; the backward recomputes softmax from lse_i.
+#pragma once
+
+#include "siri/numeric.h"
+
+namespace siri {
+
+// Row r of a [rows, V] view whose rows may be strided in two levels, so a [B, T, V] tensor
+// sliced as logits[:, :-1] is read in place: offset(r) = (r / inner) * outer_stride +
+// (r % inner) * inner_stride. For a 2-D tensor: inner = rows, outer_stride = 0.
+struct RowLayout {
+  int64_t inner;
+  int64_t outer_stride;
+  int64_t inner_stride;
+
+  SIRI_HOST_DEVICE int64_t offset(int64_t row) const {
+    return (row / inner) * outer_stride + (row % inner) * inner_stride;
+  }
+};
+
+template <typename T>
+struct LogprobParams {
+  const T* logits;           // rows x V, laid out by `layout`; last dim contiguous
+  RowLayout layout;
+  int64_t rows;
+  int64_t vocab;
+  const int64_t* targets;    // [rows]
+  const bool* mask;          // [rows] or nullptr; masked-out rows are skipped (outputs 0)
+  acc_t<T> inv_temperature;
+  acc_t<T>* logp;            // [rows]
+  acc_t<T>* lse;             // [rows]
+  acc_t<T>* entropy;         // [rows] or nullptr
+};
+
+template <typename T>
+struct LogitsGradParams {
+  const T* logits;           // as in LogprobParams
+  RowLayout layout;
+  T* grad;                   // may alias logits (in-place backward)
+  RowLayout grad_layout;
+  int64_t rows;
+  int64_t vocab;
+  const int64_t* targets;    // [rows]
+  const acc_t<T>* lse;       // [rows], from the forward
+  const acc_t<T>* row_scale; // [rows], g_i = dL/dlogp_i; 0 means the row's gradient is 0
+  acc_t<T> inv_temperature;
+};
+
+// Softmax arguments below this (relative to the max) contribute nothing in fp32/fp64
+// sums; clamping keeps 0 * (-inf) out of the entropy term.
+template <typename A> SIRI_HOST_DEVICE A min_log_weight() { return A(-745); }
+template <> SIRI_HOST_DEVICE float min_log_weight<float>() { return -104.0f; }
+
+// Running (max, sum of exp(z - max), sum of exp(z - max) * (z - max)) of part of a row.
+// The third term gives the entropy; it is kept relative to the max so -inf logits add 0.
+template <typename A>
+struct SoftmaxState {
+  A max;
+  A sum;
+  A weighted;
+
+  SIRI_HOST_DEVICE static SoftmaxState empty() { return {-INFINITY, A(0), A(0)}; }
+
+  // Merge another partial state (of disjoint elements) into this one.
+  SIRI_HOST_DEVICE void merge(const SoftmaxState& o) {
+    if (o.sum == A(0)) return;
+    if (sum == A(0)) { *this = o; return; }
+    const A m = max > o.max ? max : o.max;
+    const A da = max - m, db = o.max - m;  // both <= 0
+    const A ea = exp_approx(da), eb = exp_approx(db);
+    weighted = ea * (weighted + da * sum) + eb * (o.weighted + db * o.sum);
+    sum = ea * sum + eb * o.sum;
+    max = m;
+  }
+
+  // Add one element z with a single exp in the common case (no new max); used by the GPU
+  // kernels, where exp throughput matters.
+  SIRI_HOST_DEVICE void add(A z) {
+    if (z == -INFINITY) return;
+    if (z > max) {
+      const A delta = max - z;  // < 0; -inf on the first element
+      const A scale = sum == A(0) ? A(0) : exp_approx(delta);
+      weighted = sum == A(0) ? A(0) : scale * (weighted + delta * sum);
+      sum = scale * sum + A(1);
+      max = z;
+    } else {
+      const A d = z - max;
+      const A e = exp_approx(d);
+      sum += e;
+      weighted += e * (d > min_log_weight<A>() ? d : min_log_weight<A>());
+    }
+  }
+
+  SIRI_HOST_DEVICE A lse() const { return max + log(sum); }
+  SIRI_HOST_DEVICE A entropy() const { return log(sum) - weighted / sum; }
+};
+
+
+}  // namespace siri

@@ -1,0 +1,89 @@
+"""Selective log-softmax over the vocabulary: ``siri.ops.token_logprobs``.
+
+One pass over the logits computes each row's log-sum-exp (online max and sum-exp) and the
+target's logprob, without materialising a ``[N, V]`` log-softmax. The gradient recomputes
+the softmax from the saved log-sum-exp.
+"""
+from __future__ import annotations
+
+import torch
+
+from siri import _ext  # noqa: F401  (registers torch.ops.siri)
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                   return_entropy: bool = False, mask: torch.Tensor | None = None):
+    """Log-probability of each target token under ``softmax(logits / temperature)``.
+
+    Args:
+        logits: ``[N, V]`` or ``[B, T, V]``, float32, bfloat16 or float64, contiguous in the
+            last dimension (row-strided views such as ``logits[:, :-1]`` are read in place).
+        targets: int64, ``logits.shape[:-1]``, each in ``[0, V)`` (except on masked rows).
+        temperature: > 0; the logits are divided by it.
+        return_entropy: also return the entropy of each row's distribution.
+        mask: optional bool, ``logits.shape[:-1]``; rows where it is False are skipped (their
+            outputs are 0 and their targets are not read), so padding costs nothing.
+
+    Returns:
+        ``logp`` (float32, or float64 for float64 logits), shape ``logits.shape[:-1]``; with
+        ``return_entropy`` a tuple ``(logp, entropy)``. ``logp`` is differentiable with respect
+        to ``logits``; the entropy is not.
+
+    Example:
+        >>> logits = torch.randn(4, 32000)
+        >>> siri.ops.token_logprobs(logits, torch.randint(0, 32000, (4,)))
+    """
+    logp, _, entropy = torch.ops.siri.token_logprobs(logits, targets, mask, float(temperature),
+                                                     bool(return_entropy))
+    return (logp, entropy) if return_entropy else logp
+
+
+def _rows(logits: torch.Tensor):
+    return logits.shape[:-1]
+
+
+@torch.library.register_fake("siri::token_logprobs")
+def _token_logprobs_fake(logits, targets, mask, temperature, return_entropy):
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    logp = logits.new_empty(_rows(logits), dtype=acc)
+    entropy = logits.new_empty(_rows(logits) if return_entropy else (0,), dtype=acc)
+    return logp, torch.empty_like(logp), entropy
+
+
+@torch.library.register_fake("siri::logits_grad")
+def _logits_grad_fake(logits, targets, lse, row_scale, temperature):
+    return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("siri::logits_grad_")
+def _logits_grad_inplace_fake(logits, targets, lse, row_scale, temperature):
+    return None
+
+
+def _token_logprobs_setup(ctx, inputs, output):
+    logits, targets, mask, temperature, _ = inputs
+    _, lse, _ = output
+    ctx.save_for_backward(logits, targets, lse)
+    ctx.temperature = temperature
+    ctx.has_mask = mask is not None
+
+
+def _token_logprobs_backward(ctx, grad_logp, grad_lse, grad_entropy):
+    logits, targets, lse = ctx.saved_tensors
+    if grad_lse is not None and bool(grad_lse.ne(0).any()):
+        raise RuntimeError("siri.ops.token_logprobs: the lse output is not differentiable")
+    row_scale = grad_logp.to(lse.dtype).contiguous()
+    grad = torch.ops.siri.logits_grad(logits, targets, lse, row_scale, ctx.temperature)
+    return grad, None, None, None, None
+
+
+torch.library.register_autograd("siri::token_logprobs", _token_logprobs_backward,
+                                setup_context=_token_logprobs_setup)
+
+
+def token_logprobs_reference(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0):
+    """Float64 reference: ``(logp, entropy)`` from a materialised log-softmax (for tests)."""
+    logsm = torch.log_softmax(logits.double() / temperature, dim=-1)
+    logp = logsm.gather(-1, targets.clamp(0, logits.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+    entropy = -(logsm.exp() * logsm.nan_to_num(neginf=0.0)).sum(-1)
+    return logp, entropy
