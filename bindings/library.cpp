@@ -5,11 +5,12 @@
 
 TORCH_LIBRARY(siri, m) {
   m.def("group_advantages(Tensor rewards, int group_size, float eps, bool scale_by_std) -> Tensor");
-  // Selective log-softmax (logp, lse, entropy) and the gradient of a loss of logp w.r.t. logits.
+  // Selective log-softmax -> (logp, softmax_stats [.., 2] = (row max, log normaliser), entropy),
+  // and the gradient of a loss of logp with respect to the logits (out of place / in place).
   m.def("token_logprobs(Tensor logits, Tensor targets, Tensor? mask, float temperature, "
         "bool return_entropy) -> (Tensor, Tensor, Tensor)");
-  m.def("logits_grad(Tensor logits, Tensor targets, Tensor lse, Tensor row_scale, float temperature) -> Tensor");
-  m.def("logits_grad_(Tensor(a!) logits, Tensor targets, Tensor lse, Tensor row_scale, "
+  m.def("logits_grad(Tensor logits, Tensor targets, Tensor softmax_stats, Tensor row_scale, float temperature) -> Tensor");
+  m.def("logits_grad_(Tensor(a!) logits, Tensor targets, Tensor softmax_stats, Tensor row_scale, "
         "float temperature) -> ()");
   // Per-token GRPO/DAPO loss, its derivative w.r.t. logp, and the clip state.
   m.def("grpo_token_loss(Tensor logp, Tensor old_logprobs, Tensor advantages, Tensor mask, "

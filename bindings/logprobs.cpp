@@ -17,14 +17,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_cpu(const at::Tens
   return token_logprobs_impl(logits, targets, mask, temperature, return_entropy, cpu_token_logprobs);
 }
 
-at::Tensor logits_grad_cpu(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
+at::Tensor logits_grad_cpu(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
                            const at::Tensor& row_scale, double temperature) {
-  return logits_grad_out_of_place(logits, targets, lse, row_scale, temperature, cpu_logits_grad);
+  return logits_grad_out_of_place(logits, targets, softmax_stats, row_scale, temperature, cpu_logits_grad);
 }
 
-void logits_grad_inplace_cpu(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
+void logits_grad_inplace_cpu(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
                              const at::Tensor& row_scale, double temperature) {
-  logits_grad_impl(logits, targets, lse, row_scale, temperature, logits, cpu_logits_grad);
+  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, logits, cpu_logits_grad);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <tuple>
+#include <vector>
 
 #include "checks.h"
 #include "dispatch.h"
@@ -61,33 +62,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_impl(
   }
   const auto out_opts = logits.options().dtype(acc_dtype(logits.scalar_type()));
   const auto rows = logits.sizes().slice(0, logits.dim() - 1);
-  at::Tensor logp = at::empty(rows, out_opts), lse = at::empty(rows, out_opts);
+  std::vector<int64_t> stats_shape(rows.begin(), rows.end());
+  stats_shape.push_back(2);
+  at::Tensor logp = at::empty(rows, out_opts), stats = at::empty(stats_shape, out_opts);
   at::Tensor entropy = return_entropy ? at::empty(rows, out_opts) : at::empty({0}, out_opts);
   dispatch_logits_dtype(logits.scalar_type(), "logits", [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     LogprobParams<T> p{data_as<const T>(logits), layout, t.numel(), vocab, t.data_ptr<int64_t>(),
                        m.defined() ? m.data_ptr<bool>() : nullptr, static_cast<A>(1.0 / temperature),
-                       data_as<A>(logp), data_as<A>(lse), return_entropy ? data_as<A>(entropy) : nullptr};
+                       data_as<A>(logp), data_as<A>(stats), return_entropy ? data_as<A>(entropy) : nullptr};
     if (p.rows > 0) launch(p);
   });
-  return {logp, lse, entropy};
+  return {logp, stats, entropy};
 }
 
 // Writes dL/dlogits into `grad` (which may be `logits` itself).
 template <typename Launch>
-void logits_grad_impl(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
+void logits_grad_impl(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
                       const at::Tensor& row_scale, double temperature, const at::Tensor& grad,
                       Launch&& launch) {
   const RowLayout layout = logits_layout(logits, "logits");
   const RowLayout grad_layout = logits_layout(grad, "grad");
   const at::ScalarType acc = acc_dtype(logits.scalar_type());
   check_row_tensor(targets, "targets", logits, at::kLong);
-  check_row_tensor(lse, "lse", logits, acc);
+  check_dtype(softmax_stats, "softmax_stats", acc);
+  check_same_device(softmax_stats, "softmax_stats", logits, "logits");
+  TORCH_CHECK_VALUE(softmax_stats.dim() == logits.dim() && softmax_stats.size(-1) == 2 &&
+                        softmax_stats.sizes().slice(0, logits.dim() - 1) == targets.sizes(),
+                    "softmax_stats must have shape logits.shape[:-1] + (2,), got ", softmax_stats.sizes());
   check_row_tensor(row_scale, "row_scale", logits, acc);
   check_temperature(temperature);
   const int64_t vocab = logits.size(-1);
-  const at::Tensor t = targets.contiguous(), l = lse.contiguous(), s = row_scale.contiguous();
+  const at::Tensor t = targets.contiguous(), l = softmax_stats.contiguous(), s = row_scale.contiguous();
   check_targets_in_range(t, s.ne(0), vocab);
   dispatch_logits_dtype(logits.scalar_type(), "logits", [&](auto tag) {
     using T = decltype(tag);
@@ -100,10 +107,11 @@ void logits_grad_impl(const at::Tensor& logits, const at::Tensor& targets, const
 }
 
 template <typename Launch>
-at::Tensor logits_grad_out_of_place(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
-                                    const at::Tensor& row_scale, double temperature, Launch&& launch) {
+at::Tensor logits_grad_out_of_place(const at::Tensor& logits, const at::Tensor& targets,
+                                    const at::Tensor& softmax_stats, const at::Tensor& row_scale, double temperature,
+                                    Launch&& launch) {
   at::Tensor grad = at::empty(logits.sizes(), logits.options());
-  logits_grad_impl(logits, targets, lse, row_scale, temperature, grad, launch);
+  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, grad, launch);
   return grad;
 }
 

@@ -22,16 +22,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_cuda(const at::Ten
   return token_logprobs_impl(logits, targets, mask, temperature, return_entropy, cuda_token_logprobs);
 }
 
-at::Tensor logits_grad_cuda(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
+at::Tensor logits_grad_cuda(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
                             const at::Tensor& row_scale, double temperature) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  return logits_grad_out_of_place(logits, targets, lse, row_scale, temperature, cuda_logits_grad);
+  return logits_grad_out_of_place(logits, targets, softmax_stats, row_scale, temperature, cuda_logits_grad);
 }
 
-void logits_grad_inplace_cuda(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
+void logits_grad_inplace_cuda(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
                               const at::Tensor& row_scale, double temperature) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  logits_grad_impl(logits, targets, lse, row_scale, temperature, logits, cuda_logits_grad);
+  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, logits, cuda_logits_grad);
 }
 
 }  // namespace

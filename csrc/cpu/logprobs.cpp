@@ -18,48 +18,51 @@ template <typename T>
 SoftmaxState<acc_t<T>> row_softmax_state(const T* x, int64_t vocab, acc_t<T> inv_temp,
                                          bool with_entropy) {
   using A = acc_t<T>;
-  A z[kChunk];
+  A buf[kChunk];
   SoftmaxState<A> state = SoftmaxState<A>::empty();
   for (int64_t begin = 0; begin < vocab; begin += kChunk) {
     const int64_t n = std::min(kChunk, vocab - begin);
     A chunk_max = -INFINITY;
 #pragma omp simd reduction(max : chunk_max)
     for (int64_t j = 0; j < n; ++j) {
-      z[j] = load_acc(x, begin + j) * inv_temp;
-      chunk_max = std::max(chunk_max, z[j]);
+      buf[j] = load_acc(x, begin + j);
+      chunk_max = std::max(chunk_max, buf[j]);
     }
     if (chunk_max == -INFINITY) continue;  // an all -inf chunk adds nothing
     A sum = 0, weighted = 0;
     if (with_entropy) {
 #pragma omp simd reduction(+ : sum, weighted)
       for (int64_t j = 0; j < n; ++j) {
-        const A d = std::max(z[j] - chunk_max, min_log_weight<A>());
+        const A d = std::max((buf[j] - chunk_max) * inv_temp, min_log_weight<A>());
         const A e = exp_approx(d);
         sum += e;
         weighted += e * d;
       }
     } else {
 #pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < n; ++j) sum += exp_approx(z[j] - chunk_max);
+      for (int64_t j = 0; j < n; ++j) sum += exp_approx((buf[j] - chunk_max) * inv_temp);
     }
-    state.merge(SoftmaxState<A>{chunk_max, sum, weighted});
+    state.merge(SoftmaxState<A>{chunk_max, sum, weighted}, inv_temp);
   }
   return state;
 }
 
 template <typename T>
-void row_grad(const T* x, T* grad, int64_t vocab, int64_t target, acc_t<T> lse, acc_t<T> scale,
-              acc_t<T> inv_temp) {
+void row_grad(const T* x, T* grad, int64_t vocab, int64_t target, const acc_t<T>* stats,
+              acc_t<T> scale, acc_t<T> inv_temp) {
   using A = acc_t<T>;
   const A a = scale * inv_temp;
   if (a == A(0)) {
     for (int64_t j = 0; j < vocab; ++j) store_acc(grad, j, A(0));
     return;
   }
+  const A row_max = stats[0], log_norm = stats[1];
   // Read the target logit first: grad may alias x.
-  const A p_target = exp_approx(load_acc(x, target) * inv_temp - lse);
+  const A p_target = exp_approx(log_softmax_at(load_acc(x, target), row_max, log_norm, inv_temp));
 #pragma omp simd
-  for (int64_t j = 0; j < vocab; ++j) store_acc(grad, j, -a * exp_approx(load_acc(x, j) * inv_temp - lse));
+  for (int64_t j = 0; j < vocab; ++j) {
+    store_acc(grad, j, -a * exp_approx(log_softmax_at(load_acc(x, j), row_max, log_norm, inv_temp)));
+  }
   store_acc(grad, target, a * (A(1) - p_target));
 }
 
@@ -71,15 +74,17 @@ void token_logprobs(const LogprobParams<T>& p) {
     for (int64_t row = begin; row < end; ++row) {
       if (p.mask != nullptr && !p.mask[row]) {
         p.logp[row] = 0;
-        p.lse[row] = 0;
+        p.softmax_stats[2 * row] = 0;
+        p.softmax_stats[2 * row + 1] = 0;
         if (p.entropy) p.entropy[row] = 0;
         continue;
       }
       const T* x = p.logits + p.layout.offset(row);
       const auto state = row_softmax_state(x, p.vocab, p.inv_temperature, p.entropy != nullptr);
-      const auto lse = state.lse();
-      p.lse[row] = lse;
-      p.logp[row] = load_acc(x, p.targets[row]) * p.inv_temperature - lse;
+      const auto log_norm = state.log_norm();
+      p.softmax_stats[2 * row] = state.max;
+      p.softmax_stats[2 * row + 1] = log_norm;
+      p.logp[row] = log_softmax_at(load_acc(x, p.targets[row]), state.max, log_norm, p.inv_temperature);
       if (p.entropy) p.entropy[row] = state.entropy();
     }
   });
@@ -90,7 +95,7 @@ void logits_grad(const LogitsGradParams<T>& p) {
   at::parallel_for(0, p.rows, row_grain(p.vocab), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       row_grad(p.logits + p.layout.offset(row), p.grad + p.grad_layout.offset(row), p.vocab,
-               p.targets[row], p.lse[row], p.row_scale[row], p.inv_temperature);
+               p.targets[row], p.softmax_stats + 2 * row, p.row_scale[row], p.inv_temperature);
     }
   });
 }

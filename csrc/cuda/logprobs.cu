@@ -1,6 +1,6 @@
 // CUDA selective log-softmax. Forward: one block per row; each thread keeps an online
 // (max, sum-exp, entropy) state over 16-byte vector loads, then the block merges the states.
-// Backward: a 2-D grid (row, chunk of the vocabulary) recomputes softmax from the saved lse
+// Backward: a 2-D grid (row, chunk of the vocabulary) recomputes softmax from the saved (max, log_norm)
 // and writes dlogits (possibly into the logits themselves: each element is read, then
 // written, by the same thread).
 #include "cuda/logprobs.h"
@@ -21,15 +21,15 @@ __device__ SoftmaxState<A> shfl_down(const SoftmaxState<A>& s, int offset) {
 
 // Merges the states of all threads of the block; the result is valid in thread 0.
 template <typename A>
-__device__ SoftmaxState<A> block_merge(SoftmaxState<A> s) {
+__device__ SoftmaxState<A> block_merge(SoftmaxState<A> s, A inv_temp) {
   __shared__ SoftmaxState<A> warp_states[kForwardThreads / 32];
-  for (int offset = 16; offset > 0; offset >>= 1) s.merge(shfl_down(s, offset));
+  for (int offset = 16; offset > 0; offset >>= 1) s.merge(shfl_down(s, offset), inv_temp);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) warp_states[warp] = s;
   __syncthreads();
   if (warp == 0) {
     s = lane < kForwardThreads / 32 ? warp_states[lane] : SoftmaxState<A>::empty();
-    for (int offset = 16; offset > 0; offset >>= 1) s.merge(shfl_down(s, offset));
+    for (int offset = 16; offset > 0; offset >>= 1) s.merge(shfl_down(s, offset), inv_temp);
   }
   return s;
 }
@@ -42,7 +42,8 @@ __global__ void __launch_bounds__(kForwardThreads) token_logprobs_kernel(Logprob
   if (p.mask != nullptr && !p.mask[row]) {
     if (threadIdx.x == 0) {
       p.logp[row] = 0;
-      p.lse[row] = 0;
+      p.softmax_stats[2 * row] = 0;
+      p.softmax_stats[2 * row + 1] = 0;
       if (p.entropy) p.entropy[row] = 0;
     }
     return;
@@ -56,17 +57,18 @@ __global__ void __launch_bounds__(kForwardThreads) token_logprobs_kernel(Logprob
       A v[V::kSize];
       V::load(x + j, v);
 #pragma unroll
-      for (int k = 0; k < V::kSize; ++k) state.add(v[k] * p.inv_temperature);
+      for (int k = 0; k < V::kSize; ++k) state.add(v[k], p.inv_temperature);
     }
   }
   for (int64_t j = vector_end + threadIdx.x; j < p.vocab; j += blockDim.x) {
-    state.add(load_acc(x, j) * p.inv_temperature);
+    state.add(load_acc(x, j), p.inv_temperature);
   }
-  state = block_merge(state);
+  state = block_merge(state, p.inv_temperature);
   if (threadIdx.x == 0) {
-    const A lse = state.lse();
-    p.lse[row] = lse;
-    p.logp[row] = load_acc(x, p.targets[row]) * p.inv_temperature - lse;
+    const A log_norm = state.log_norm();
+    p.softmax_stats[2 * row] = state.max;
+    p.softmax_stats[2 * row + 1] = log_norm;
+    p.logp[row] = log_softmax_at(load_acc(x, p.targets[row]), state.max, log_norm, p.inv_temperature);
     if (p.entropy) p.entropy[row] = state.entropy();
   }
 }
@@ -79,10 +81,10 @@ __global__ void __launch_bounds__(kBackwardThreads) logits_grad_kernel(LogitsGra
   const T* x = p.logits + p.layout.offset(row);
   T* g = p.grad + p.grad_layout.offset(row);
   const A a = p.row_scale[row] * p.inv_temperature;
-  const A lse = p.lse[row];
+  const A row_max = p.softmax_stats[2 * row], log_norm = p.softmax_stats[2 * row + 1];
   const int64_t target = a == A(0) ? -1 : p.targets[row];
   const auto grad_of = [&](A logit, int64_t j) {
-    const A prob = a == A(0) ? A(0) : exp_approx(logit * p.inv_temperature - lse);
+    const A prob = a == A(0) ? A(0) : exp_approx(log_softmax_at(logit, row_max, log_norm, p.inv_temperature));
     return j == target ? a * (A(1) - prob) : -a * prob;
   };
   const int64_t chunk = int64_t(kBackwardThreads) * kBackwardElemsPerThread;

@@ -1,7 +1,7 @@
 """Fused GRPO / DAPO policy loss: ``siri.ops.grpo_loss``.
 
-``logits -> loss`` without a log-softmax over the vocabulary: the forward keeps one float per
-row (the log-sum-exp), and the backward recomputes the softmax and writes ``dlogits``,
+``logits -> loss`` without a log-softmax over the vocabulary: the forward keeps two floats per
+row (max logit and log-normaliser), and the backward recomputes the softmax and writes ``dlogits``,
 by default into the logits' own storage, so peak memory stays about one copy of the logits.
 """
 from __future__ import annotations
@@ -109,17 +109,23 @@ def _stats(logp, clip_state, entropy, old_logprobs, mask) -> GrpoLossStats:
         logp=logp)
 
 
+@torch.library.register_fake("siri::grpo_token_loss")
+def _grpo_token_loss_fake(logp, old_logprobs, advantages, mask, ref_logprobs, clip_low, clip_high,
+                          clip_c, kl_coef):
+    return torch.empty_like(logp), torch.empty_like(logp), torch.empty_like(logp, dtype=torch.int8)
+
+
 class _GrpoLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, old, adv, mask, ref, clip_low, clip_high, clip_c,
                 temperature, kl_coef, denominator, inplace_backward, return_entropy):
-        logp, lse, entropy = torch.ops.siri.token_logprobs(logits, targets, mask, temperature,
+        logp, softmax_stats, entropy = torch.ops.siri.token_logprobs(logits, targets, mask, temperature,
                                                            return_entropy)
         per_token, dloss_dlogp, clip_state = torch.ops.siri.grpo_token_loss(
             logp, old, adv, mask, ref, clip_low, clip_high, clip_c, kl_coef)
         safe_denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
         loss = per_token.sum() / safe_denominator
-        ctx.save_for_backward(logits, targets, lse, dloss_dlogp, safe_denominator)
+        ctx.save_for_backward(logits, targets, softmax_stats, dloss_dlogp, safe_denominator)
         ctx.temperature = temperature
         ctx.inplace = inplace_backward
         ctx.mark_non_differentiable(logp, clip_state)
@@ -127,13 +133,13 @@ class _GrpoLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_logp, _grad_state, _grad_entropy):
-        logits, targets, lse, dloss_dlogp, denominator = ctx.saved_tensors
+        logits, targets, softmax_stats, dloss_dlogp, denominator = ctx.saved_tensors
         row_scale = (dloss_dlogp * (grad_loss / denominator)).contiguous()
         if ctx.inplace:
-            torch.ops.siri.logits_grad_(logits, targets, lse, row_scale, ctx.temperature)
+            torch.ops.siri.logits_grad_(logits, targets, softmax_stats, row_scale, ctx.temperature)
             grad = logits
         else:
-            grad = torch.ops.siri.logits_grad(logits, targets, lse, row_scale, ctx.temperature)
+            grad = torch.ops.siri.logits_grad(logits, targets, softmax_stats, row_scale, ctx.temperature)
         return (grad,) + (None,) * 13
 
 

@@ -1,8 +1,8 @@
 """Selective log-softmax over the vocabulary: ``siri.ops.token_logprobs``.
 
-One pass over the logits computes each row's log-sum-exp (online max and sum-exp) and the
-target's logprob, without materialising a ``[N, V]`` log-softmax. The gradient recomputes
-the softmax from the saved log-sum-exp.
+One pass over the logits computes each row's max and log-normaliser (online max and
+sum-exp) and the target's logprob, without materialising a ``[N, V]`` log-softmax. The
+gradient recomputes the softmax from those two saved floats per row.
 """
 from __future__ import annotations
 
@@ -46,34 +46,33 @@ def _rows(logits: torch.Tensor):
 def _token_logprobs_fake(logits, targets, mask, temperature, return_entropy):
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logp = logits.new_empty(_rows(logits), dtype=acc)
+    stats = logits.new_empty((*_rows(logits), 2), dtype=acc)
     entropy = logits.new_empty(_rows(logits) if return_entropy else (0,), dtype=acc)
-    return logp, torch.empty_like(logp), entropy
+    return logp, stats, entropy
 
 
 @torch.library.register_fake("siri::logits_grad")
-def _logits_grad_fake(logits, targets, lse, row_scale, temperature):
+def _logits_grad_fake(logits, targets, softmax_stats, row_scale, temperature):
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("siri::logits_grad_")
-def _logits_grad_inplace_fake(logits, targets, lse, row_scale, temperature):
+def _logits_grad_inplace_fake(logits, targets, softmax_stats, row_scale, temperature):
     return None
 
 
 def _token_logprobs_setup(ctx, inputs, output):
     logits, targets, mask, temperature, _ = inputs
-    _, lse, _ = output
-    ctx.save_for_backward(logits, targets, lse)
+    _, softmax_stats, _ = output
+    ctx.save_for_backward(logits, targets, softmax_stats)
     ctx.temperature = temperature
     ctx.has_mask = mask is not None
 
 
-def _token_logprobs_backward(ctx, grad_logp, grad_lse, grad_entropy):
-    logits, targets, lse = ctx.saved_tensors
-    if grad_lse is not None and bool(grad_lse.ne(0).any()):
-        raise RuntimeError("siri.ops.token_logprobs: the lse output is not differentiable")
-    row_scale = grad_logp.to(lse.dtype).contiguous()
-    grad = torch.ops.siri.logits_grad(logits, targets, lse, row_scale, ctx.temperature)
+def _token_logprobs_backward(ctx, grad_logp, grad_stats, grad_entropy):
+    logits, targets, softmax_stats = ctx.saved_tensors
+    row_scale = grad_logp.to(softmax_stats.dtype).contiguous()
+    grad = torch.ops.siri.logits_grad(logits, targets, softmax_stats, row_scale, ctx.temperature)
     return grad, None, None, None, None
 
 

@@ -1,12 +1,14 @@
 // Selective log-softmax over the vocabulary, the math shared by CPU and CUDA kernels.
 //
-// For row i with logits x (length V), z = x / temperature:
-//   lse_i     = log sum_j exp(z_j)                (online: running max and sum-exp)
-//   logp_i    = z[target_i] - lse_i
-//   entropy_i = lse_i - sum_j softmax(z)_j z_j     (optional)
+// For row i with logits x (length V) and temperature T, with m_i = max_j x_ij:
+//   log_norm_i = log sum_j exp((x_ij - m_i) / T)          (online max and sum-exp)
+//   logp_i     = (x_i[target_i] - m_i) / T - log_norm_i
+//   entropy_i  = -sum_j softmax(x_i / T)_j log softmax(x_i / T)_j   (optional)
 // and the gradient of any loss L(logp) with respect to the logits:
-//   dL/dx_ij = g_i / temperature * (1[j == target_i] - softmax(z)_j),   g_i = dL/dlogp_i
-// The log-softmax is never materialised; the backward recomputes softmax from lse_i.
+//   dL/dx_ij = g_i / T * (1[j == target_i] - softmax(x_i / T)_j),   g_i = dL/dlogp_i
+// The log-softmax is never materialised; the backward recomputes softmax from the two
+// floats per row (m_i, log_norm_i) the forward saves. Differences are taken in raw logit
+// units before scaling, so logits as large as 1e4 lose no precision to cancellation.
 #pragma once
 
 #include "siri/numeric.h"
@@ -36,7 +38,7 @@ struct LogprobParams {
   const bool* mask;          // [rows] or nullptr; masked-out rows are skipped (outputs 0)
   acc_t<T> inv_temperature;
   acc_t<T>* logp;            // [rows]
-  acc_t<T>* lse;             // [rows]
+  acc_t<T>* softmax_stats;   // [rows, 2]: (max logit m_i, log_norm_i)
   acc_t<T>* entropy;         // [rows] or nullptr
 };
 
@@ -49,7 +51,7 @@ struct LogitsGradParams {
   int64_t rows;
   int64_t vocab;
   const int64_t* targets;    // [rows]
-  const acc_t<T>* lse;       // [rows], from the forward
+  const acc_t<T>* softmax_stats;  // [rows, 2], from the forward
   const acc_t<T>* row_scale; // [rows], g_i = dL/dlogp_i; 0 means the row's gradient is 0
   acc_t<T> inv_temperature;
 };
@@ -59,8 +61,8 @@ struct LogitsGradParams {
 template <typename A> SIRI_HOST_DEVICE A min_log_weight() { return A(-745); }
 template <> SIRI_HOST_DEVICE float min_log_weight<float>() { return -104.0f; }
 
-// Running (max, sum of exp(z - max), sum of exp(z - max) * (z - max)) of part of a row.
-// The third term gives the entropy; it is kept relative to the max so -inf logits add 0.
+// Running state of part of a row: max raw logit, sum of exp(d) and sum of exp(d) * d with
+// d = (x - max) / T. The last gives the entropy; -inf logits add nothing to either sum.
 template <typename A>
 struct SoftmaxState {
   A max;
@@ -70,38 +72,43 @@ struct SoftmaxState {
   SIRI_HOST_DEVICE static SoftmaxState empty() { return {-INFINITY, A(0), A(0)}; }
 
   // Merge another partial state (of disjoint elements) into this one.
-  SIRI_HOST_DEVICE void merge(const SoftmaxState& o) {
+  SIRI_HOST_DEVICE void merge(const SoftmaxState& o, A inv_temp) {
     if (o.sum == A(0)) return;
     if (sum == A(0)) { *this = o; return; }
     const A m = max > o.max ? max : o.max;
-    const A da = max - m, db = o.max - m;  // both <= 0
+    const A da = (max - m) * inv_temp, db = (o.max - m) * inv_temp;  // both <= 0
     const A ea = exp_approx(da), eb = exp_approx(db);
     weighted = ea * (weighted + da * sum) + eb * (o.weighted + db * o.sum);
     sum = ea * sum + eb * o.sum;
     max = m;
   }
 
-  // Add one element z with a single exp in the common case (no new max); used by the GPU
-  // kernels, where exp throughput matters.
-  SIRI_HOST_DEVICE void add(A z) {
-    if (z == -INFINITY) return;
-    if (z > max) {
-      const A delta = max - z;  // < 0; -inf on the first element
+  // Add one raw logit x with a single exp in the common case (no new max); used by the
+  // GPU kernels, where exp throughput matters.
+  SIRI_HOST_DEVICE void add(A x, A inv_temp) {
+    if (x == -INFINITY) return;
+    if (x > max) {
+      const A delta = (max - x) * inv_temp;  // < 0; -inf on the first element
       const A scale = sum == A(0) ? A(0) : exp_approx(delta);
       weighted = sum == A(0) ? A(0) : scale * (weighted + delta * sum);
       sum = scale * sum + A(1);
-      max = z;
+      max = x;
     } else {
-      const A d = z - max;
+      const A d = (x - max) * inv_temp;
       const A e = exp_approx(d);
       sum += e;
       weighted += e * (d > min_log_weight<A>() ? d : min_log_weight<A>());
     }
   }
 
-  SIRI_HOST_DEVICE A lse() const { return max + log(sum); }
+  SIRI_HOST_DEVICE A log_norm() const { return log(sum); }
   SIRI_HOST_DEVICE A entropy() const { return log(sum) - weighted / sum; }
 };
 
+// log softmax(x / T) at logit x, from the saved (max, log_norm) of its row.
+template <typename A>
+SIRI_HOST_DEVICE A log_softmax_at(A x, A row_max, A log_norm, A inv_temp) {
+  return (x - row_max) * inv_temp - log_norm;
+}
 
 }  // namespace siri
