@@ -63,6 +63,52 @@ def copy_bandwidth(device, nbytes: int = 1 << 28, repeats: int = 5) -> float:
     return 2 * nbytes / best
 
 
+class PeakMemory:
+    """Peak memory above the level at entry, in bytes, of the code run inside the block.
+
+    CUDA: the caching allocator's peak. CPU: the process's peak resident set (VmHWM, reset
+    through /proc/self/clear_refs); call :func:`cpu_allocations_return_to_os` once first so
+    that freed large buffers leave the resident set instead of being recycled unseen."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.extra = 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")
+            self._start = _proc_status_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.extra = torch.cuda.max_memory_allocated() - self._start
+        else:
+            self.extra = _proc_status_kib("VmHWM") * 1024 - self._start
+        return False
+
+
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def cpu_allocations_return_to_os(threshold_bytes: int = 1 << 16) -> None:
+    """Make glibc serve allocations above `threshold_bytes` with mmap, so they are returned
+    to the OS when freed and peak-RSS measurements see each buffer's real lifetime."""
+    import ctypes
+
+    m_mmap_threshold = -3
+    ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, threshold_bytes)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
