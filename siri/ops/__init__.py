@@ -2,5 +2,8 @@
 its arguments' shapes and dtypes; ``*_reference`` functions are plain-PyTorch float64
 references used by the tests."""
 from siri.ops.group_advantages import group_advantages, group_advantages_reference
+from siri.ops.sampling import (SampleOutput, sample_tokens, sample_tokens_reference,
+                               sampling_probs_reference)
 
-__all__ = ["group_advantages", "group_advantages_reference"]
+__all__ = ["group_advantages", "group_advantages_reference", "SampleOutput", "sample_tokens",
+           "sample_tokens_reference", "sampling_probs_reference"]
