@@ -133,20 +133,28 @@ struct Row {
     float best = -1.0f;
     int64_t winner = -1;
     uint64_t total = 0;
+    const bool filtered = keep.key_cut != 0 || keep.last_tie_index < vocab - 1;
     for_each_chunk([&](int64_t begin, const float* v, int64_t n) {
       const int64_t groups = (n + 3) / 4;
       const uint32_t first_group = static_cast<uint32_t>(begin / 4);
 #pragma omp simd
       for (int64_t g = 0; g < groups; ++g) {
         const Philox4x32 r = vocab_noise_bits(seed, position, first_group + static_cast<uint32_t>(g));
-        for (int j = 0; j < 4; ++j) bits[4 * g + j] = r.v[j];
+        bits[4 * g] = r.v[0];  // written out: a loop over j here stops the vectoriser
+        bits[4 * g + 1] = r.v[1];
+        bits[4 * g + 2] = r.v[2];
+        bits[4 * g + 3] = r.v[3];
       }
 #pragma omp simd reduction(+ : total)
       for (int64_t i = 0; i < n; ++i) {
         const float e = exp_nonpositive((v[i] - max) * inv_t);
         total += fixed_mass(e);
-        const bool kept = keep.keeps(order_key(v[i]), begin + i);
-        score[i] = kept ? e / exponential_from_bits(bits[i]) : -1.0f;
+        score[i] = e / exponential_from_bits(bits[i]);
+      }
+      // A separate loop: folded into the one above, the select stops the vectoriser.
+      if (filtered) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) score[i] = keep.keeps(order_key(v[i]), begin + i) ? score[i] : -1.0f;
       }
       const int64_t i = first_max_above(score, n, best);
       if (i >= 0) {

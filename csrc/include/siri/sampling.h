@@ -103,7 +103,8 @@ SIRI_HOST_DEVICE uint32_t order_key(float x) {
 // e^x for x <= 0 within about 1 ulp; 0 below -87 and for NaN.
 SIRI_HOST_DEVICE float exp_nonpositive(float x) {
   constexpr float kShift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float xc = fminf(fmaxf(x, -87.0f), 0.0f);
+  // Clamps written as selects: fminf/fmaxf (NaN rules) keep GCC from vectorising.
+  const float xc = x > -87.0f ? (x < 0.0f ? x : 0.0f) : -87.0f;
   const float t = fmaf(xc, 1.44269504088896341f, kShift);
   const float n = t - kShift;
   float r = fmaf(n, -0.693145751953125f, xc);  // ln2 split in a high and a low part
@@ -141,11 +142,14 @@ SIRI_HOST_DEVICE float log_positive(float x) {
 // An Exp(1) variate from 32 random bits: -log(1 - w) with w uniform in (0, 1). Small values
 // (the ones that win the race) come from small w, where a float has full relative precision.
 SIRI_HOST_DEVICE float exponential_from_bits(uint32_t r) {
-  const float w = fminf(fmaf(static_cast<float>(r), 2.3283064365386963e-10f, 1.1641532182693481e-10f),
-                        0.99999994f);
+  // Bits above 2^32 - 256 would round to w = 1; they are clamped (in the integer domain, which
+  // unlike a float select keeps GCC vectorising) to w = 1 - 2^-24.
+  const uint32_t clamped = r < 0xFFFFFF00u ? r : 0xFFFFFF00u;
+  const float w = fmaf(static_cast<float>(clamped), 2.3283064365386963e-10f, 1.1641532182693481e-10f);
   const float u = 1.0f - w;
-  // log1p(-w) = log(u) * (-w / (u - 1)) corrects the rounding of u (Goldberg's trick).
-  return u == 1.0f ? w : -log_positive(u) * (-w / (u - 1.0f));
+  // log1p(-w) = log(u) - ((u - 1) + w) / u: the second term undoes the rounding of u (and is
+  // the whole answer when u rounds to 1). No branch, so the loops calling this vectorise.
+  return ((u - 1.0f) + w) / u - log_positive(u);
 }
 
 // Philox counter layout: (group of 4 vocabulary entries, stream 0, position lo, position hi),
