@@ -72,17 +72,25 @@ struct Row {
   }
 
   // Histogram of the next radix digit over the candidates (key >= min_key, matching the prefix).
+  // Keys and masses are computed by vectorised loops; only the scatter is scalar.
   void histogram(const RadixSelect& s, uint32_t min_key, float max, float inv_t, bool with_mass,
                  uint32_t* count, uint64_t* mass) {
     std::fill(count, count + kRadixBuckets, 0u);
     std::fill(mass, mass + kRadixBuckets, uint64_t(0));
+    uint32_t keys[kChunk];
+    uint64_t masses[kChunk];
     for_each_chunk([&](int64_t, const float* v, int64_t n) {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) keys[i] = order_key(v[i]);
+      if (with_mass) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) masses[i] = fixed_mass(exp_nonpositive((v[i] - max) * inv_t));
+      }
       for (int64_t i = 0; i < n; ++i) {
-        const uint32_t key = order_key(v[i]);
-        if (key < min_key || !s.matches(key)) continue;
-        const int d = s.digit(key);
+        if (keys[i] < min_key || !s.matches(keys[i])) continue;
+        const int d = s.digit(keys[i]);
         ++count[d];
-        if (with_mass) mass[d] += fixed_mass(exp_nonpositive((v[i] - max) * inv_t));
+        if (with_mass) mass[d] += masses[i];
       }
     });
   }
