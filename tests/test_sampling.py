@@ -189,6 +189,32 @@ def test_reproducible_and_independent_of_the_batch(device, gen):
         assert torch.equal(cpu, first)
 
 
+def test_filters_reuse_the_same_noise(device, gen):
+    """The draw is an argmax over per-token noise: when the unfiltered winner survives the
+    filter it is still the winner, and a filter that keeps everything changes nothing."""
+    logits = (torch.randn(500, 300, generator=gen) * 2).to(device)
+    common = dict(temperature=0.9, seeds=torch.randint(0, 2**62, (500,), generator=gen), positions=5)
+    plain = sample_tokens(**make_args(logits, **common)).tokens.cpu()
+    assert torch.equal(sample_tokens(**make_args(logits, top_k=300, **common)).tokens.cpu(), plain)
+    assert torch.equal(sample_tokens(**make_args(logits, top_k=1000, **common)).tokens.cpu(), plain)
+    filtered = sample_tokens(**make_args(logits, top_k=30, top_p=0.8, **common)).tokens.cpu()
+    probs = sampling_probs_reference(logits.cpu(), torch.full((500,), 0.9), torch.full((500,), 30),
+                                     torch.full((500,), 0.8))
+    survived = probs.gather(1, plain[:, None]).squeeze(1) > 0
+    assert 0 < survived.sum() < 500
+    assert torch.equal(filtered[survived], plain[survived])
+    assert (probs.gather(1, filtered[:, None]) > 0).all()
+
+
+def test_rows_without_a_finite_maximum(device):
+    logits = torch.full((3, 6), -float("inf"))
+    logits[1, 4] = float("inf")
+    logits[2, 2] = float("nan")
+    out = sample_tokens(**make_args(logits.to(device), temperature=1.0))
+    assert out.tokens.tolist() == [0, 4, 0]  # all -inf / NaN: index 0; +inf: its index
+    assert torch.isnan(out.logprobs).all()
+
+
 def test_position_and_seed_change_the_noise(device):
     logits = torch.zeros(1000, 64, device=device)  # uniform: every token equally likely
     base = sample_tokens(**make_args(logits, seeds=1, positions=torch.arange(1000))).tokens
