@@ -38,6 +38,8 @@ def chi2_pvalue(counts, probs):
         obs, exp = obs[:-1], exp[:-1]
     stat = ((obs - exp) ** 2 / exp).sum()
     dof = obs.numel() - 1
+    if dof == 0:  # a single possible outcome cannot deviate
+        return 1.0
     return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), stat / 2))
 
 
@@ -105,6 +107,23 @@ def test_ties_at_the_cuts(device):
     assert (probs_p > 0).tolist() == [False, True, True, True, True, False, False, False]
     counts = draw_counts(row, device, draws=50_000, seed=6, top_p=top_p)
     assert counts[probs_p == 0].sum() == 0 and chi2_pvalue(counts, probs_p) > 1e-3
+
+
+def test_random_filters_on_tied_logits_keep_the_reference_set(device):
+    """Integer logits (many ties) with random top-k/top-p: the tokens drawn are exactly the
+    reference's kept set, with the reference's frequencies."""
+    gen = torch.Generator().manual_seed(21)
+    for _ in range(30):
+        vocab = int(torch.randint(2, 16, (), generator=gen))
+        row = torch.randint(0, 4, (vocab,), generator=gen).float()
+        params = dict(temperature=float(torch.rand((), generator=gen)) + 0.5,
+                      top_k=int(torch.randint(0, vocab + 1, (), generator=gen)),
+                      top_p=float(torch.rand((), generator=gen)) * 0.9 + 0.1)
+        probs = reference_probs(row, **params)
+        counts = draw_counts(row, device, draws=8000, seed=int(torch.randint(0, 2**31, (), generator=gen)),
+                             **params)
+        assert torch.equal(counts > 0, probs > 0), (row.tolist(), params)
+        assert chi2_pvalue(counts, probs) > 1e-4, (row.tolist(), params)
 
 
 def hf_top_p_mask(scores, top_p):
