@@ -234,6 +234,17 @@ def test_rows_without_a_finite_maximum(device):
     assert torch.isnan(out.logprobs).all()
 
 
+def test_nan_logits_count_as_masked(device):
+    nan = float("nan")
+    row = torch.tensor([nan, 1.0, 2.0, 3.0, nan, -float("inf")])
+    masked = torch.where(torch.isnan(row), -float("inf"), row)
+    for params in (dict(top_k=2), dict(top_p=0.8), dict(top_k=5, top_p=0.99)):
+        counts = draw_counts(row, device, draws=20_000, seed=8, **params)
+        probs = reference_probs(masked, **params)
+        assert counts[probs == 0].sum() == 0, params
+        assert chi2_pvalue(counts, probs) > 1e-3, params
+
+
 def test_position_and_seed_change_the_noise(device):
     logits = torch.zeros(1000, 64, device=device)  # uniform: every token equally likely
     base = sample_tokens(**make_args(logits, seeds=1, positions=torch.arange(1000))).tokens

@@ -94,10 +94,11 @@ SIRI_HOST_DEVICE float load_logit(const uint16_t* row, int64_t i) {
   return bits_float(static_cast<uint32_t>(row[i]) << 16);
 }
 
-// A uint32 that orders like the float (for non-NaN x); -0 and +0 map to the same key.
+// A uint32 that orders like the float; -0 and +0 map to the same key, NaN to 0 (below -inf).
 SIRI_HOST_DEVICE uint32_t order_key(float x) {
   const uint32_t b = float_bits(x + 0.0f);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  const uint32_t key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return x == x ? key : 0u;
 }
 
 // e^x for x <= 0 within about 1 ulp; 0 below -87 and for NaN.
