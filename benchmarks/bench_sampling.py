@@ -19,7 +19,7 @@ import common  # noqa: E402
 from siri.ops import sample_tokens  # noqa: E402
 
 BATCH, VOCAB = 64, 151936
-LOGIT_SCALE = 3.0  # logits ~ N(0, 3^2): top-p 0.95 keeps a few thousand tokens per row
+LOGIT_SCALE = 3.0  # logits ~ N(0, 3^2): top-p 0.95 keeps about 13k of the 152k tokens per row
 CONFIGS = {  # name: (temperature, top_k, top_p)
     "temperature": (1.0, 0, 1.0),
     "top_p": (1.0, 0, 0.95),
