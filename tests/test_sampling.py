@@ -162,6 +162,15 @@ def test_greedy_is_argmax_with_lowest_index_on_ties(device, gen):
     torch.testing.assert_close(out.logprobs.cpu().double(), expected, atol=1e-5, rtol=0)
 
 
+def test_tiny_temperature_is_the_argmax_limit(device, gen):
+    logits = torch.randn(50, 40, generator=gen)
+    for temperature in (1e-40, 1e-30):  # 1e-40 is denormal: 1 / T overflows to inf
+        out = sample_tokens(**make_args(logits.to(device), temperature=temperature, top_p=0.9,
+                                        seeds=torch.arange(50)))
+        assert torch.equal(out.tokens.cpu(), torch.argmax(logits, dim=1))
+        assert torch.equal(out.logprobs.cpu(), torch.zeros(50))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (5, 1.0), (0, 0.7), (50, 0.95)])
 def test_logprobs_are_unfiltered_log_softmax(device, gen, dtype, top_k, top_p):

@@ -192,7 +192,7 @@ void sample_row(const SampleParams& p, int64_t r, Row<T>& row) {
     write_running_row(p, r, argmax, logprob);
     return;
   }
-  const float inv_t = 1.0f / temperature;
+  const float inv_t = inverse_temperature(temperature);
   KeepFilter keep;  // keeps everything
   keep.last_tie_index = p.vocab - 1;
   if (top_k_active(p.top_k[r], p.vocab)) {

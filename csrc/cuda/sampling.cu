@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) sample_tokens_kernel(SampleParams p)
     }
     return;
   }
-  const float inv_t = 1.0f / temperature;
+  const float inv_t = inverse_temperature(temperature);
   KeepFilter keep;
   keep.last_tie_index = vocab - 1;
   if (top_k_active(p.top_k[r], vocab)) {

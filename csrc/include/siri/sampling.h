@@ -218,6 +218,13 @@ SIRI_HOST_DEVICE uint32_t top_p_ties_kept(const RadixSelect& s, double target) {
   return needed >= static_cast<double>(s.tie_count) ? s.tie_count : static_cast<uint32_t>(needed);
 }
 
+// 1 / T, capped at FLT_MAX so that a denormal T (1 / T = inf) gives (max - max) / T = 0,
+// not NaN: the draw then becomes the argmax, the T -> 0 limit.
+SIRI_HOST_DEVICE float inverse_temperature(float temperature) {
+  const float inv = 1.0f / temperature;
+  return inv < 3.402823466e38f ? inv : 3.402823466e38f;
+}
+
 SIRI_HOST_DEVICE bool top_k_active(int32_t k, int64_t vocab) { return k > 0 && k < vocab; }
 SIRI_HOST_DEVICE bool top_p_active(float p) { return p < 1.0f; }
 
