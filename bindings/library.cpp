@@ -16,4 +16,9 @@ TORCH_LIBRARY(siri, m) {
   m.def("grpo_token_loss(Tensor logp, Tensor old_logprobs, Tensor advantages, Tensor mask, "
         "Tensor? ref_logprobs, float clip_low, float clip_high, float clip_c, float kl_coef) "
         "-> (Tensor, Tensor, Tensor)");
+  // Returns new tensors (nothing is mutated): tokens int64, logprobs fp32, finished bool,
+  // lengths int32, finish_reason int8, each [B].
+  m.def("sample_tokens(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor seeds, "
+        "Tensor positions, Tensor lengths, Tensor max_lengths, Tensor finished, Tensor eos_ids, "
+        "int pad_id) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

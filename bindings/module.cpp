@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include "siri/common.h"
+#include "siri/philox.h"
 
 #define SIRI_STR_(x) #x
 #define SIRI_STR(x) SIRI_STR_(x)
@@ -34,9 +35,17 @@ static py::dict build_info() {
   return info;
 }
 
+// The generator behind sample_tokens, exposed so tests can check it against known answers.
+static py::tuple philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
+  const siri::Philox4x32 r = siri::philox4x32_10(c0, c1, c2, c3, k0, k1);
+  return py::make_tuple(r.v[0], r.v[1], r.v[2], r.v[3]);
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "siri compiled kernels (ops are registered under torch.ops.siri)";
   m.def("build_info", &build_info,
         "Dict describing this build: version, backends, cuda_archs, cuda_version, compiler, simd, "
         "torch_version, openmp");
+  m.def("philox4x32_10", &philox4x32_10, "Philox4x32-10 of counter (c0..c3) under key (k0, k1): 4 uint32",
+        py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("k0"), py::arg("k1"));
 }

@@ -3,6 +3,7 @@ reasoning models, with fused C++/CUDA kernels.
 
 Public API:
     siri.ops.group_advantages  GRPO group-relative advantages (CPU + CUDA kernel)
+    siri.ops.sample_tokens     one fused decode step: sampling, logprob, EOS/cap stop (CPU + CUDA)
     siri.build_info()          what the compiled extension contains
 """
 from siri.version import __version__

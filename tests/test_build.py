@@ -25,10 +25,11 @@ def test_extension_module_is_pybind11():
 
 
 def test_ops_registered_for_cpu():
-    assert hasattr(torch.ops.siri, "group_advantages")
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("siri::group_advantages", "CPU")
-    if "cuda" in siri.build_info()["backends"]:
-        assert torch._C._dispatch_has_kernel_for_dispatch_key("siri::group_advantages", "CUDA")
+    for op in ("group_advantages", "sample_tokens"):
+        assert hasattr(torch.ops.siri, op)
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"siri::{op}", "CPU")
+        if "cuda" in siri.build_info()["backends"]:
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"siri::{op}", "CUDA")
 
 
 def test_cli_info_shows_cpu_backend():

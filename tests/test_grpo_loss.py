@@ -109,6 +109,7 @@ def test_extreme_logits(device, gen):
     logits, targets, old, adv, mask = make_case(24, 100, gen)
     logits[0] = 1e4
     logits[1, ::3] = -1e4
+    targets[1] = 1  # not one of the -1e4 entries (row 4 covers that case)
     logits[2, targets[2]] = 1e4
     logits[3] = -1e4
     logits[4, targets[4]] = -1e4

@@ -4,9 +4,12 @@ references used by the tests."""
 from siri.ops.group_advantages import group_advantages, group_advantages_reference
 from siri.ops.grpo_loss import GrpoLossStats, grpo_loss, grpo_loss_reference
 from siri.ops.logprobs import token_logprobs, token_logprobs_reference
+from siri.ops.sampling import (SampleOutput, sample_tokens, sample_tokens_reference,
+                               sampling_probs_reference)
 
 __all__ = [
     "group_advantages", "group_advantages_reference",
     "grpo_loss", "grpo_loss_reference", "GrpoLossStats",
     "token_logprobs", "token_logprobs_reference",
+    "SampleOutput", "sample_tokens", "sample_tokens_reference", "sampling_probs_reference",
 ]

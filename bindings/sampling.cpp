@@ -1,0 +1,23 @@
+#include "sampling.h"
+
+#include <torch/library.h>
+
+#include "cpu/sampling.h"
+
+namespace siri::bind {
+
+SampleOutputs sample_tokens_cpu(const at::Tensor& logits, const at::Tensor& temperature,
+                                const at::Tensor& top_k, const at::Tensor& top_p, const at::Tensor& seeds,
+                                const at::Tensor& positions, const at::Tensor& lengths,
+                                const at::Tensor& max_lengths, const at::Tensor& finished,
+                                const at::Tensor& eos_ids, int64_t pad_id) {
+  SampleInputs in{temperature, top_k, top_p, seeds, positions, lengths, max_lengths, finished, eos_ids};
+  SampleOutputs out;
+  const SampleParams p = prepare_sample_tokens(logits, in, pad_id, out);
+  siri::cpu::sample_tokens(p);
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(siri, CPU, m) { m.impl("sample_tokens", &sample_tokens_cpu); }
+
+}  // namespace siri::bind
