@@ -72,20 +72,12 @@ template <typename T>
 void token_logprobs(const LogprobParams<T>& p) {
   at::parallel_for(0, p.rows, row_grain(p.vocab), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      if (p.mask != nullptr && !p.mask[row]) {
-        p.logp[row] = 0;
-        p.softmax_stats[2 * row] = 0;
-        p.softmax_stats[2 * row + 1] = 0;
-        if (p.entropy) p.entropy[row] = 0;
+      if (row_is_skipped(p, row)) {
+        write_skipped_row(p, row);
         continue;
       }
       const T* x = p.logits + p.layout.offset(row);
-      const auto state = row_softmax_state(x, p.vocab, p.inv_temperature, p.entropy != nullptr);
-      const auto log_norm = state.log_norm();
-      p.softmax_stats[2 * row] = state.max;
-      p.softmax_stats[2 * row + 1] = log_norm;
-      p.logp[row] = log_softmax_at(load_acc(x, p.targets[row]), state.max, log_norm, p.inv_temperature);
-      if (p.entropy) p.entropy[row] = state.entropy();
+      write_row_outputs(p, row, x, row_softmax_state(x, p.vocab, p.inv_temperature, p.entropy != nullptr));
     }
   });
 }

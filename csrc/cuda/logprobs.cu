@@ -39,13 +39,8 @@ __global__ void __launch_bounds__(kForwardThreads) token_logprobs_kernel(Logprob
   using A = acc_t<T>;
   using V = Vec16<T>;
   const int64_t row = blockIdx.x;
-  if (p.mask != nullptr && !p.mask[row]) {
-    if (threadIdx.x == 0) {
-      p.logp[row] = 0;
-      p.softmax_stats[2 * row] = 0;
-      p.softmax_stats[2 * row + 1] = 0;
-      if (p.entropy) p.entropy[row] = 0;
-    }
+  if (row_is_skipped(p, row)) {
+    if (threadIdx.x == 0) write_skipped_row(p, row);
     return;
   }
   const T* x = p.logits + p.layout.offset(row);
@@ -64,13 +59,7 @@ __global__ void __launch_bounds__(kForwardThreads) token_logprobs_kernel(Logprob
     state.add(load_acc(x, j), p.inv_temperature);
   }
   state = block_merge(state, p.inv_temperature);
-  if (threadIdx.x == 0) {
-    const A log_norm = state.log_norm();
-    p.softmax_stats[2 * row] = state.max;
-    p.softmax_stats[2 * row + 1] = log_norm;
-    p.logp[row] = log_softmax_at(load_acc(x, p.targets[row]), state.max, log_norm, p.inv_temperature);
-    if (p.entropy) p.entropy[row] = state.entropy();
-  }
+  if (threadIdx.x == 0) write_row_outputs(p, row, x, state);
 }
 
 template <typename T>

@@ -111,4 +111,29 @@ SIRI_HOST_DEVICE A log_softmax_at(A x, A row_max, A log_norm, A inv_temp) {
   return (x - row_max) * inv_temp - log_norm;
 }
 
+// Writes row `row`'s outputs from its completed softmax state (x: the row's logits).
+template <typename T>
+SIRI_HOST_DEVICE void write_row_outputs(const LogprobParams<T>& p, int64_t row, const T* x,
+                                        const SoftmaxState<acc_t<T>>& state) {
+  const acc_t<T> log_norm = state.log_norm();
+  p.softmax_stats[2 * row] = state.max;
+  p.softmax_stats[2 * row + 1] = log_norm;
+  p.logp[row] = log_softmax_at(load_acc(x, p.targets[row]), state.max, log_norm, p.inv_temperature);
+  if (p.entropy) p.entropy[row] = state.entropy();
+}
+
+// A masked-out row: every output is 0 and neither logits nor target are read.
+template <typename T>
+SIRI_HOST_DEVICE void write_skipped_row(const LogprobParams<T>& p, int64_t row) {
+  p.logp[row] = 0;
+  p.softmax_stats[2 * row] = 0;
+  p.softmax_stats[2 * row + 1] = 0;
+  if (p.entropy) p.entropy[row] = 0;
+}
+
+template <typename T>
+SIRI_HOST_DEVICE bool row_is_skipped(const LogprobParams<T>& p, int64_t row) {
+  return p.mask != nullptr && !p.mask[row];
+}
+
 }  // namespace siri
