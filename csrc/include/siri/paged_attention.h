@@ -1,0 +1,161 @@
+// Paged-KV attention math shared by the CPU and CUDA kernels: the parameter structs, the
+// online-softmax update, the (o, lse) merge of partial results, fp32 dot/AXPY helpers and the
+// split planner.
+//
+// One "query" is one token's Hq heads attending to the first kv_len tokens of one sequence's
+// pages. Decode has one query per sequence; prefill has one query per new prompt token, each
+// with its own causal kv_len, sharing its sequence's block-table row (query_seq).
+#pragma once
+
+#include <cstring>
+
+#include "siri/common.h"
+
+namespace siri {
+
+enum class AttnDType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+struct PagedAttentionParams {
+  const void* q;               // [num_queries, Hq, D]
+  const void* k_cache;         // [num_pages, page_size, Hkv, D]
+  const void* v_cache;         // [num_pages, page_size, Hkv, D]
+  const int32_t* block_table;  // [num_seqs, max_pages]
+  const int32_t* kv_lens;      // [num_queries]: tokens of the sequence this query attends to
+  const int32_t* query_seq;    // [num_queries]: block-table row of each query; nullptr = identity
+  void* out;                   // [num_queries, Hq, D], dtype of q
+  float* partial_o;            // [num_queries, max_splits, Hq, D] (unused when max_splits == 1)
+  float* partial_lse;          // [num_queries, max_splits, Hq]
+  int64_t num_queries;
+  int64_t num_q_heads;
+  int64_t num_kv_heads;
+  int64_t head_dim;
+  int64_t page_size;
+  int64_t max_pages;
+  int64_t chunk_tokens;  // a query whose kv_len exceeds this is split into chunks of this size
+  int64_t max_splits;    // ceil(max kv_len / chunk_tokens)
+  float scale;
+  AttnDType dtype;
+};
+
+struct AppendKVParams {
+  const void* k;                // [num_tokens, Hkv, D]
+  const void* v;                // [num_tokens, Hkv, D]
+  void* k_cache;                // [num_pages, page_size, Hkv, D]
+  void* v_cache;                // [num_pages, page_size, Hkv, D]
+  const int64_t* slot_mapping;  // [num_tokens]: page * page_size + offset, or -1 to skip
+  int64_t num_tokens;
+  int64_t row_bytes;  // Hkv * D * element size: one token's K (or V) for every head
+};
+
+SIRI_HOST_DEVICE int64_t num_splits(int64_t kv_len, int64_t chunk_tokens) {
+  return (kv_len + chunk_tokens - 1) / chunk_tokens;
+}
+
+// Chooses the split length, like flashinfer's plan step: no split while (query, KV head) pairs
+// alone fill `parallel_units` workers; otherwise chunks of about total work / parallel_units
+// tokens (at least min_chunk, a multiple of 16), so long sequences are split more than short
+// ones and every chunk costs about the same.
+inline int64_t plan_chunk_tokens(const int32_t* kv_lens, int64_t num_queries, int64_t num_kv_heads,
+                                 int64_t parallel_units, int64_t min_chunk) {
+  int64_t total = 0, longest = 1;
+  for (int64_t i = 0; i < num_queries; ++i) {
+    total += kv_lens[i];
+    longest = kv_lens[i] > longest ? kv_lens[i] : longest;
+  }
+  if (num_queries * num_kv_heads >= parallel_units || longest <= min_chunk) return longest;
+  int64_t chunk = (total * num_kv_heads + parallel_units - 1) / parallel_units;
+  chunk = chunk < min_chunk ? min_chunk : chunk;
+  chunk = (chunk + 15) / 16 * 16;
+  return chunk < longest ? chunk : longest;
+}
+
+// Running state of a softmax over a stream of scores: max m and sum l of exp(score - m).
+// The attention output is acc / l, where acc = sum exp(score - m) * v.
+struct SoftmaxState {
+  float m;
+  float l;
+};
+
+SIRI_HOST_DEVICE SoftmaxState softmax_init() { return SoftmaxState{-INFINITY, 0.0f}; }
+
+// Raises the running max to cover `block_max` (a finite score). Returns the factor by which
+// the caller must multiply its accumulator (and which l has already been multiplied by).
+SIRI_HOST_DEVICE float softmax_rescale(SoftmaxState& s, float block_max) {
+  const float m_new = fmaxf(s.m, block_max);
+  const float alpha = expf(s.m - m_new);  // exp(-inf) = 0 for the first block
+  s.l *= alpha;
+  s.m = m_new;
+  return alpha;
+}
+
+// Merging partial results of disjoint key ranges: with lse_i = m_i + log(l_i) and normalised
+// o_i, out = sum_i w_i o_i with w_i = exp(lse_i - lse_total). The merge is itself an online
+// softmax whose "scores" are the lse_i: softmax_rescale(state, lse_i) rescales the
+// accumulator, then the weight of o_i is exp(lse_i - state.m), added to state.l.
+SIRI_HOST_DEVICE float softmax_weight(SoftmaxState& s, float score) {
+  const float w = expf(score - s.m);
+  s.l += w;
+  return w;
+}
+
+SIRI_HOST_DEVICE float softmax_lse(const SoftmaxState& s) { return s.m + logf(s.l); }
+
+// Combines two unnormalised states (a absorbs b): returns the factors for a's and b's
+// accumulators.
+SIRI_HOST_DEVICE void softmax_combine(SoftmaxState& a, const SoftmaxState& b, float& alpha_a,
+                                      float& alpha_b) {
+  const float m = fmaxf(a.m, b.m);
+  alpha_a = a.m == -INFINITY ? 0.0f : expf(a.m - m);
+  alpha_b = b.m == -INFINITY ? 0.0f : expf(b.m - m);
+  a.l = a.l * alpha_a + b.l * alpha_b;
+  a.m = m;
+}
+
+// bf16 <-> fp32 on raw bits (the CPU kernel's bf16 element type; CUDA uses __nv_bfloat16).
+struct BFloat16Bits {
+  uint16_t bits;
+};
+
+SIRI_HOST_DEVICE float to_float(float x) { return x; }
+
+SIRI_HOST_DEVICE float to_float(BFloat16Bits x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+SIRI_HOST_DEVICE void from_float(float x, float& dst) { dst = x; }
+
+SIRI_HOST_DEVICE void from_float(float x, BFloat16Bits& dst) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) {  // nan: keep it a quiet nan
+    dst.bits = static_cast<uint16_t>((u >> 16) | 0x40u);
+    return;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  dst.bits = static_cast<uint16_t>(u >> 16);
+}
+
+#if !defined(__CUDACC__)
+// CPU only: fp32 dot product, y += a * x and y *= a over n elements (vectorised by the compiler).
+inline float dot(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+inline void axpy(float a, const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+inline void scale_inplace(float a, float* __restrict__ y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+#endif
+
+}  // namespace siri
