@@ -21,12 +21,19 @@ struct WorkItem {
   int64_t query, kv_head, split, begin, end;
 };
 
-// A row of D elements as fp32: fp32 rows are used in place, bf16 rows converted into buf.
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+
+// A row of n elements (n % 16 == 0) as fp32: fp32 rows are used in place, bf16 rows are
+// widened into buf.
 inline const float* row_as_float(const float* src, float*, int64_t) { return src; }
 
 inline const float* row_as_float(const BFloat16Bits* src, float* buf, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) buf[i] = to_float(src[i]);
+  for (int64_t i = 0; i < n; i += 16) {
+    u16x16 h;
+    std::memcpy(&h, src + i, sizeof(h));
+    const i32x16 bits = __builtin_convertvector(h, i32x16) << 16;
+    std::memcpy(buf + i, &bits, sizeof(bits));
+  }
   return buf;
 }
 
@@ -35,62 +42,94 @@ void store_row(const float* src, float factor, T* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) from_float(src[i] * factor, dst[i]);
 }
 
-template <typename T>
+template <typename T, int D>
 void attend(const PagedAttentionParams& p, const WorkItem& w) {
-  const int64_t D = p.head_dim, G = p.num_q_heads / p.num_kv_heads, Hkv = p.num_kv_heads;
+  const int64_t G = p.num_q_heads / p.num_kv_heads, Hkv = p.num_kv_heads;
   const int64_t seq = p.query_seq ? p.query_seq[w.query] : w.query;
   const int32_t* pages = p.block_table + seq * p.max_pages;
   const T* k_cache = static_cast<const T*>(p.k_cache);
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
-  std::vector<float> buf(G * D * 2 + G * kTile + D);
-  float* q = buf.data();      // [G, D], pre-scaled
-  float* acc = q + G * D;     // [G, D]
-  float* s = acc + G * D;     // [G, kTile] scores, then probabilities
-  float* row = s + G * kTile; // one converted K or V row
-  std::fill(acc, acc + G * D, 0.0f);
+  std::vector<float> buf(G * D + G * kTile + 2 * kTile * D);
+  float* q = buf.data();       // [G, D], pre-scaled
+  float* s = q + G * D;        // [G, kTile] scores, then probabilities
+  float* kt = s + G * kTile;   // [kTile, D] K rows as fp32 (bf16 only)
+  float* vt = kt + kTile * D;  // [kTile, D] V rows as fp32 (bf16 only)
   const T* q_src = static_cast<const T*>(p.q) + (w.query * p.num_q_heads + w.kv_head * G) * D;
   for (int64_t i = 0; i < G * D; ++i) q[i] = to_float(q_src[i]) * p.scale;
+  std::vector<Row<D>> acc(G, Row<D>{});
   std::vector<SoftmaxState> state(G, softmax_init());
 
-  const T* k_rows[kTile];
-  const T* v_rows[kTile];
+  // Element offset of token t's row for this KV head.
+  const auto row_offset = [&](int64_t t) {
+    const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
+    return (slot * Hkv + w.kv_head) * D;
+  };
+  const float* k_rows[kTile];
+  const float* v_rows[kTile];
   for (int64_t t0 = w.begin; t0 < w.end; t0 += kTile) {
     const int64_t n = std::min(kTile, w.end - t0);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t t = t0 + j;
-      const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
-      const int64_t offset = (slot * Hkv + w.kv_head) * D;
-      k_rows[j] = k_cache + offset;
-      v_rows[j] = v_cache + offset;
+    // Pages are scattered, so the hardware prefetcher cannot run ahead: fetch the next tile's
+    // rows into L2 while this one is computed.
+    for (int64_t t = t0 + kTile; t < std::min(t0 + 2 * kTile, w.end); ++t) {
+      const int64_t offset = row_offset(t);
+      for (int64_t b = 0; b < D * static_cast<int64_t>(sizeof(T)); b += 64) {
+        __builtin_prefetch(reinterpret_cast<const char*>(k_cache + offset) + b, 0, 2);
+        __builtin_prefetch(reinterpret_cast<const char*>(v_cache + offset) + b, 0, 2);
+      }
     }
     for (int64_t j = 0; j < n; ++j) {
-      const float* k = row_as_float(k_rows[j], row, D);
-      for (int64_t g = 0; g < G; ++g) s[g * kTile + j] = dot(q + g * D, k, D);
+      const int64_t offset = row_offset(t0 + j);
+      k_rows[j] = row_as_float(k_cache + offset, kt + j * D, D);
+      v_rows[j] = row_as_float(v_cache + offset, vt + j * D, D);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      Row<D> k;
+      k.load(k_rows[j]);
+      for (int64_t g = 0; g < G; ++g) s[g * kTile + j] = k.dot(q + g * D);
     }
     for (int64_t g = 0; g < G; ++g) {
       float* sg = s + g * kTile;
       const float alpha = softmax_rescale(state[g], *std::max_element(sg, sg + n));
-      if (alpha != 1.0f) scale_inplace(alpha, acc + g * D, D);
-      for (int64_t j = 0; j < n; ++j) sg[j] = softmax_weight(state[g], sg[j]);
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const float* v = row_as_float(v_rows[j], row, D);
-      for (int64_t g = 0; g < G; ++g) axpy(s[g * kTile + j], v, acc + g * D, D);
+      if (alpha != 1.0f) acc[g].scale(alpha);
+      f32x16 sum{};
+      for (int64_t c = 0; c < kTile; c += 16) {
+        const f32x16 e = exp_nonpositive(load16(sg + c) - state[g].m);
+        store16(sg + c, e);
+      }
+      std::fill(sg + n, sg + kTile, 0.0f);  // the tail of a short tile holds stale scores
+      for (int64_t c = 0; c < kTile; c += 16) sum += load16(sg + c);
+      state[g].l += hsum(sum);
+      Row<D> a = acc[g];
+      for (int64_t j = 0; j < n; ++j) a.axpy(sg[j], v_rows[j]);
+      acc[g] = a;
     }
   }
 
   const int64_t splits = num_splits(p.kv_lens[w.query], p.chunk_tokens);
+  float row[D];
   for (int64_t g = 0; g < G; ++g) {
     const int64_t head = w.kv_head * G + g;
     const float inv_l = 1.0f / state[g].l;
+    acc[g].store(row);
     if (splits == 1) {
-      store_row(acc + g * D, inv_l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
+      store_row(row, inv_l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
     } else {
       const int64_t part = (w.query * p.max_splits + w.split) * p.num_q_heads + head;
-      store_row(acc + g * D, inv_l, p.partial_o + part * D, D);
+      store_row(row, inv_l, p.partial_o + part * D, D);
       p.partial_lse[part] = softmax_lse(state[g]);
     }
+  }
+}
+
+template <typename T>
+void attend_any_dim(const PagedAttentionParams& p, const WorkItem& w) {
+  switch (p.head_dim) {
+    case 64: return attend<T, 64>(p, w);
+    case 80: return attend<T, 80>(p, w);
+    case 96: return attend<T, 96>(p, w);
+    case 128: return attend<T, 128>(p, w);
+    default: return attend<T, 256>(p, w);  // the binding admits no other head_dim
   }
 }
 
@@ -104,8 +143,9 @@ void merge_splits(const PagedAttentionParams& p, int64_t query, int64_t head, fl
   for (int64_t i = 0; i < splits; ++i) {
     const int64_t part = (query * p.max_splits + i) * H + head;
     const float alpha = softmax_rescale(state, p.partial_lse[part]);
-    scale_inplace(alpha, acc, D);
-    axpy(softmax_weight(state, p.partial_lse[part]), p.partial_o + part * D, acc, D);
+    const float weight = softmax_weight(state, p.partial_lse[part]);
+    const float* o = p.partial_o + part * D;
+    for (int64_t d = 0; d < D; ++d) acc[d] = acc[d] * alpha + weight * o[d];
   }
   store_row(acc, 1.0f / state.l, static_cast<T*>(p.out) + (query * H + head) * D, D);
 }
@@ -128,7 +168,7 @@ void run(const PagedAttentionParams& p) {
   std::atomic<int64_t> next{0};
   const int64_t n_items = static_cast<int64_t>(items.size());
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n_items), 1, [&](int64_t, int64_t) {
-    for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1)) attend<T>(p, items[i]);
+    for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1)) attend_any_dim<T>(p, items[i]);
   });
   if (p.max_splits == 1) return;
   at::parallel_for(0, p.num_queries * p.num_q_heads, 16, [&](int64_t begin, int64_t end) {
