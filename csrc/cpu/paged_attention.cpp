@@ -42,6 +42,28 @@ void store_row(const float* src, float factor, T* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) from_float(src[i] * factor, dst[i]);
 }
 
+// acc[g] += sum_j p[g][j] * V[j] for all G heads. Pairs of heads share each V load where two
+// accumulator rows fit in the 32 vector registers with room to spare (D <= 128).
+template <int D, int N>
+void accumulate_heads(Row<D>* acc, const float* p, const float* const* v_rows, int64_t n) {
+  Row<D> a[N];
+  for (int i = 0; i < N; ++i) a[i] = acc[i];
+  for (int64_t j = 0; j < n; ++j) {
+    float w[N];
+    for (int i = 0; i < N; ++i) w[i] = p[i * kTile + j];
+    axpy_n<D, N>(a, w, v_rows[j]);
+  }
+  for (int i = 0; i < N; ++i) acc[i] = a[i];
+}
+
+template <int D>
+void accumulate_values(Row<D>* acc, const float* p, const float* const* v_rows, int64_t n, int64_t G) {
+  constexpr int kPair = D <= 128 ? 2 : 1;
+  int64_t g = 0;
+  for (; g + kPair <= G; g += kPair) accumulate_heads<D, kPair>(acc + g, p + g * kTile, v_rows, n);
+  for (; g < G; ++g) accumulate_heads<D, 1>(acc + g, p + g * kTile, v_rows, n);
+}
+
 template <typename T, int D>
 void attend(const PagedAttentionParams& p, const WorkItem& w) {
   const int64_t G = p.num_q_heads / p.num_kv_heads, Hkv = p.num_kv_heads;
@@ -83,10 +105,18 @@ void attend(const PagedAttentionParams& p, const WorkItem& w) {
       k_rows[j] = row_as_float(k_cache + offset, kt + j * D, D);
       v_rows[j] = row_as_float(v_cache + offset, vt + j * D, D);
     }
-    for (int64_t j = 0; j < n; ++j) {
-      Row<D> k;
-      k.load(k_rows[j]);
-      for (int64_t g = 0; g < G; ++g) s[g * kTile + j] = k.dot(q + g * D);
+    // Scores: each q row is loaded once per pair of K rows.
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+      Row<D> k[2];
+      k[0].load(k_rows[j]);
+      k[1].load(k_rows[j + 1]);
+      for (int64_t g = 0; g < G; ++g) dot_n<D, 2>(k, q + g * D, s + g * kTile + j, 1);
+    }
+    for (; j < n; ++j) {
+      Row<D> k[1];
+      k[0].load(k_rows[j]);
+      for (int64_t g = 0; g < G; ++g) dot_n<D, 1>(k, q + g * D, s + g * kTile + j, 1);
     }
     for (int64_t g = 0; g < G; ++g) {
       float* sg = s + g * kTile;
@@ -100,10 +130,8 @@ void attend(const PagedAttentionParams& p, const WorkItem& w) {
       std::fill(sg + n, sg + kTile, 0.0f);  // the tail of a short tile holds stale scores
       for (int64_t c = 0; c < kTile; c += 16) sum += load16(sg + c);
       state[g].l += hsum(sum);
-      Row<D> a = acc[g];
-      for (int64_t j = 0; j < n; ++j) a.axpy(sg[j], v_rows[j]);
-      acc[g] = a;
     }
+    accumulate_values<D>(acc.data(), s, v_rows, n, G);
   }
 
   const int64_t splits = num_splits(p.kv_lens[w.query], p.chunk_tokens);

@@ -172,18 +172,31 @@ struct Row {
   void store(float* p) const {
     for (int c = 0; c < D / 16; ++c) store16(p + 16 * c, v[c]);
   }
-  float dot(const float* p) const {
-    f32x16 s0 = v[0] * load16(p), s1 = f32x16{};
-    for (int c = 1; c < D / 16; ++c) (c % 2 ? s1 : s0) += v[c] * load16(p + 16 * c);
-    return hsum(s0 + s1);
-  }
-  void axpy(float a, const float* x) {  // this += a * x
-    for (int c = 0; c < D / 16; ++c) v[c] += a * load16(x + 16 * c);
-  }
   void scale(float a) {
     for (int c = 0; c < D / 16; ++c) v[c] *= a;
   }
 };
+
+// out[i * out_stride] = rows[i] . x for N rows in registers; x is loaded once for all N, which
+// halves the loads per FMA for N = 2.
+template <int D, int N>
+inline void dot_n(const Row<D> (&rows)[N], const float* x, float* out, int64_t out_stride) {
+  f32x16 s[N] = {};
+  for (int c = 0; c < D / 16; ++c) {
+    const f32x16 xc = load16(x + 16 * c);
+    for (int i = 0; i < N; ++i) s[i] += rows[i].v[c] * xc;
+  }
+  for (int i = 0; i < N; ++i) out[i * out_stride] = hsum(s[i]);
+}
+
+// ys[i] += w[i] * x for N rows in registers (AXPY), x loaded once for all N.
+template <int D, int N>
+inline void axpy_n(Row<D> (&ys)[N], const float (&w)[N], const float* x) {
+  for (int c = 0; c < D / 16; ++c) {
+    const f32x16 xc = load16(x + 16 * c);
+    for (int i = 0; i < N; ++i) ys[i].v[c] += w[i] * xc;
+  }
+}
 
 // exp(x) for x <= 0, 16 lanes, to about 2e-7 relative error: 2^(x log2 e) split into
 // 2^n * 2^f with |f| <= 1/2 and 2^f from its degree-7 Taylor polynomial. std::exp does not
