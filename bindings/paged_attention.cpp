@@ -1,0 +1,241 @@
+#include "paged_attention.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "cpu/paged_attention.h"
+
+namespace siri::bind {
+namespace {
+
+bool supported_head_dim(int64_t d) { return d == 64 || d == 80 || d == 96 || d == 128 || d == 256; }
+
+void check_int_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t size,
+                      const at::Tensor& ref, const char* what) {
+  check_dtype(t, name, dtype);
+  check_dim(t, name, 1);
+  check_size(t, name, 0, size, what);
+  check_same_device(t, name, ref, "k_cache");
+  check_contiguous(t, name);
+}
+
+// seq_lens in [min_len, max_pages * page_size], and every block id a sequence uses (its first
+// ceil(seq_len / page_size) table entries) in [0, num_pages).
+void check_pages(const at::Tensor& block_table, const at::Tensor& seq_lens, const at::Tensor& k_cache,
+                 const at::Tensor& min_len) {
+  check_dtype(block_table, "block_table", at::kInt);
+  check_dim(block_table, "block_table", 2);
+  check_same_device(block_table, "block_table", k_cache, "k_cache");
+  check_contiguous(block_table, "block_table");
+  const int64_t batch = block_table.size(0), max_pages = block_table.size(1);
+  const int64_t num_pages = k_cache.size(0), page_size = k_cache.size(1);
+  check_int_vector(seq_lens, "seq_lens", at::kInt, batch, k_cache, "block_table.shape[0]");
+  if (batch == 0) return;
+  TORCH_CHECK_VALUE((seq_lens >= min_len).all().item<bool>(), "seq_lens must be >= ",
+                    min_len.dim() == 0 ? "1" : "the number of new tokens (cu_seqlens diff)",
+                    " for every sequence, got min ", seq_lens.min().item<int>());
+  const int64_t capacity = max_pages * page_size;
+  TORCH_CHECK_VALUE(seq_lens.max().item<int>() <= capacity, "seq_lens must be <= max_pages * page_size = ",
+                    max_pages, " * ", page_size, " = ", capacity, " (the block_table's capacity), got ",
+                    seq_lens.max().item<int>());
+  const at::Tensor used_pages = (seq_lens + (page_size - 1)).div(page_size, "floor").unsqueeze(1);
+  const at::Tensor used = at::arange(max_pages, block_table.options()).unsqueeze(0) < used_pages;
+  const at::Tensor bad = used & ((block_table < 0) | (block_table >= num_pages));
+  TORCH_CHECK_VALUE(!bad.any().item<bool>(), "block_table holds a block id outside [0, num_pages=",
+                    num_pages, ") within the first ceil(seq_len / page_size) entries of a sequence: ",
+                    "block_table[", bad.nonzero()[0][0].item<int64_t>(), ", ",
+                    bad.nonzero()[0][1].item<int64_t>(), "] = ",
+                    block_table.masked_select(bad)[0].item<int>());
+}
+
+void check_q(const at::Tensor& q, const at::Tensor& k_cache) {
+  TORCH_CHECK_TYPE(q.scalar_type() == k_cache.scalar_type(), "q must have the dtype of k_cache (",
+                   k_cache.scalar_type(), "), got ", q.scalar_type());
+  check_dim(q, "q", 3);
+  check_same_device(q, "q", k_cache, "k_cache");
+  check_contiguous(q, "q");
+  check_size(q, "q", 2, k_cache.size(3), "head_dim of k_cache");
+  TORCH_CHECK_VALUE(q.size(1) % k_cache.size(2) == 0, "q's number of heads (", q.size(1),
+                    ") must be a multiple of k_cache's number of KV heads (", k_cache.size(2), ")");
+}
+
+PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_cache,
+                                     const at::Tensor& v_cache, const at::Tensor& block_table,
+                                     at::Tensor kv_lens, at::Tensor query_seq,
+                                     std::optional<double> scale, SplitPolicy policy) {
+  PagedAttentionCall call;
+  PagedAttentionParams& p = call.params;
+  p.dtype = check_kv_cache(k_cache, v_cache);
+  const int64_t D = k_cache.size(3);
+  const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
+  TORCH_CHECK_VALUE(std::isfinite(s), "scale must be finite, got ", s);
+  call.out = at::empty_like(q);
+  call.kv_lens = kv_lens;
+  call.query_seq = query_seq;
+  p.num_queries = q.size(0);
+  p.num_q_heads = q.size(1);
+  p.num_kv_heads = k_cache.size(2);
+  p.head_dim = D;
+  p.page_size = k_cache.size(1);
+  p.max_pages = block_table.size(1);
+  p.scale = static_cast<float>(s);
+  p.chunk_tokens = 1;
+  p.max_splits = 1;
+  if (p.num_queries > 0) {
+    const at::Tensor lens_host = kv_lens.cpu();
+    p.chunk_tokens = plan_chunk_tokens(lens_host.data_ptr<int32_t>(), p.num_queries, p.num_kv_heads,
+                                       policy.parallel_units, policy.min_chunk);
+    p.max_splits = num_splits(lens_host.max().item<int>(), p.chunk_tokens);
+  }
+  const auto f32 = q.options().dtype(at::kFloat);
+  if (p.max_splits > 1) {
+    call.partial_o = at::empty({p.num_queries, p.max_splits, p.num_q_heads, D}, f32);
+    call.partial_lse = at::empty({p.num_queries, p.max_splits, p.num_q_heads}, f32);
+  }
+  p.q = q.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.block_table = block_table.data_ptr<int32_t>();
+  p.kv_lens = call.kv_lens.data_ptr<int32_t>();
+  p.query_seq = call.query_seq.defined() ? call.query_seq.data_ptr<int32_t>() : nullptr;
+  p.out = call.out.data_ptr();
+  p.partial_o = call.partial_o.defined() ? call.partial_o.data_ptr<float>() : nullptr;
+  p.partial_lse = call.partial_lse.defined() ? call.partial_lse.data_ptr<float>() : nullptr;
+  return call;
+}
+
+}  // namespace
+
+AttnDType check_kv_cache(const at::Tensor& k_cache, const at::Tensor& v_cache) {
+  check_dim(k_cache, "k_cache", 4);
+  TORCH_CHECK_VALUE(v_cache.sizes() == k_cache.sizes(), "v_cache must have the shape of k_cache ",
+                    k_cache.sizes(), ", got ", v_cache.sizes());
+  TORCH_CHECK_TYPE(v_cache.scalar_type() == k_cache.scalar_type(), "v_cache must have the dtype of k_cache (",
+                   k_cache.scalar_type(), "), got ", v_cache.scalar_type());
+  check_same_device(v_cache, "v_cache", k_cache, "k_cache");
+  check_contiguous(k_cache, "k_cache");
+  check_contiguous(v_cache, "v_cache");
+  TORCH_CHECK_VALUE(supported_head_dim(k_cache.size(3)),
+                    "head_dim (k_cache.shape[3]) must be one of 64, 80, 96, 128, 256, got ", k_cache.size(3));
+  TORCH_CHECK_VALUE(k_cache.size(1) >= 1 && k_cache.size(2) >= 1,
+                    "k_cache must have page_size >= 1 and num_kv_heads >= 1, got shape ", k_cache.sizes());
+  const bool cuda = k_cache.is_cuda();
+  switch (k_cache.scalar_type()) {
+    case at::kFloat: return AttnDType::kFloat32;
+    case at::kBFloat16: return AttnDType::kBFloat16;
+    case at::kHalf:
+      if (cuda) return AttnDType::kFloat16;
+      [[fallthrough]];
+    default:
+      TORCH_CHECK_TYPE(false, "k_cache must have dtype float32 or bfloat16", cuda ? " or float16" : "",
+                       " on ", k_cache.device(), ", got ", k_cache.scalar_type());
+  }
+}
+
+PagedAttentionCall prepare_decode(const at::Tensor& q, const at::Tensor& k_cache,
+                                  const at::Tensor& v_cache, const at::Tensor& block_table,
+                                  const at::Tensor& seq_lens, std::optional<double> scale,
+                                  SplitPolicy policy) {
+  check_kv_cache(k_cache, v_cache);
+  check_q(q, k_cache);
+  check_pages(block_table, seq_lens, k_cache, at::scalar_tensor(1, seq_lens.options()));
+  check_size(q, "q", 0, block_table.size(0), "block_table.shape[0] (the batch)");
+  return prepare_attention(q, k_cache, v_cache, block_table, seq_lens, at::Tensor(), scale, policy);
+}
+
+PagedAttentionCall prepare_prefill(const at::Tensor& q, const at::Tensor& k_cache,
+                                   const at::Tensor& v_cache, const at::Tensor& block_table,
+                                   const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
+                                   std::optional<double> scale, SplitPolicy policy) {
+  check_kv_cache(k_cache, v_cache);
+  check_q(q, k_cache);
+  const int64_t batch = block_table.dim() == 2 ? block_table.size(0) : 0;
+  check_int_vector(cu_seqlens, "cu_seqlens", at::kInt, batch + 1, k_cache, "block_table.shape[0] + 1");
+  const at::Tensor new_tokens = cu_seqlens.diff();
+  TORCH_CHECK_VALUE(cu_seqlens[0].item<int>() == 0 && cu_seqlens[batch].item<int64_t>() == q.size(0),
+                    "cu_seqlens must start at 0 and end at q.shape[0] (", q.size(0), "), got ",
+                    cu_seqlens[0].item<int>(), " and ", cu_seqlens[batch].item<int>());
+  TORCH_CHECK_VALUE((new_tokens >= 0).all().item<bool>(), "cu_seqlens must be non-decreasing");
+  check_pages(block_table, seq_lens, k_cache, new_tokens);
+  // Query i of sequence b (the j-th of its n_b new tokens, which are the last n_b of its
+  // seq_len) sees the first seq_len - n_b + j + 1 tokens: causal attention over the pages.
+  const auto opts = cu_seqlens.options();
+  const at::Tensor seq = at::repeat_interleave(at::arange(batch, opts.dtype(at::kLong)),
+                                               new_tokens.to(at::kLong), /*dim=*/0, q.size(0));
+  const at::Tensor query_seq = seq.to(at::kInt);
+  const at::Tensor kv_lens = (seq_lens.index({seq}) - new_tokens.index({seq}) +
+                              at::arange(q.size(0), opts) - cu_seqlens.index({seq}) + 1).to(at::kInt);
+  return prepare_attention(q, k_cache, v_cache, block_table, kv_lens.contiguous(), query_seq.contiguous(),
+                           scale, policy);
+}
+
+AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache,
+                                 const at::Tensor& v_cache, const at::Tensor& slot_mapping) {
+  check_kv_cache(k_cache, v_cache);
+  for (const auto& [t, name] : {std::pair{&k, "k"}, std::pair{&v, "v"}}) {
+    check_dim(*t, name, 3);
+    TORCH_CHECK_TYPE(t->scalar_type() == k_cache.scalar_type(), name, " must have the dtype of k_cache (",
+                     k_cache.scalar_type(), "), got ", t->scalar_type());
+    check_same_device(*t, name, k_cache, "k_cache");
+    check_contiguous(*t, name);
+    check_size(*t, name, 1, k_cache.size(2), "num_kv_heads of k_cache");
+    check_size(*t, name, 2, k_cache.size(3), "head_dim of k_cache");
+  }
+  check_size(v, "v", 0, k.size(0), "k.shape[0]");
+  check_int_vector(slot_mapping, "slot_mapping", at::kLong, k.size(0), k_cache, "k.shape[0]");
+  const int64_t slots = k_cache.size(0) * k_cache.size(1);
+  if (k.size(0) > 0) {
+    TORCH_CHECK_VALUE(((slot_mapping >= -1) & (slot_mapping < slots)).all().item<bool>(),
+                      "slot_mapping entries must be -1 (skip) or in [0, num_pages * page_size = ", slots,
+                      "), got min ", slot_mapping.min().item<int64_t>(), ", max ",
+                      slot_mapping.max().item<int64_t>());
+  }
+  AppendKVParams p;
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.slot_mapping = slot_mapping.data_ptr<int64_t>();
+  p.num_tokens = k.size(0);
+  p.row_bytes = k_cache.size(2) * k_cache.size(3) * k_cache.element_size();
+  return p;
+}
+
+namespace {
+
+SplitPolicy cpu_policy() { return {4 * static_cast<int64_t>(at::get_num_threads()), 512}; }
+
+at::Tensor paged_decode_attention_cpu(const at::Tensor& q, const at::Tensor& k_cache,
+                                      const at::Tensor& v_cache, const at::Tensor& block_table,
+                                      const at::Tensor& seq_lens, std::optional<double> scale) {
+  const PagedAttentionCall call = prepare_decode(q, k_cache, v_cache, block_table, seq_lens, scale, cpu_policy());
+  siri::cpu::paged_attention(call.params);
+  return call.out;
+}
+
+at::Tensor paged_prefill_attention_cpu(const at::Tensor& q, const at::Tensor& k_cache,
+                                       const at::Tensor& v_cache, const at::Tensor& block_table,
+                                       const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
+                                       std::optional<double> scale) {
+  const PagedAttentionCall call =
+      prepare_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, scale, cpu_policy());
+  siri::cpu::paged_attention(call.params);
+  return call.out;
+}
+
+void append_kv_cpu(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, at::Tensor& v_cache,
+                   const at::Tensor& slot_mapping) {
+  siri::cpu::append_kv(prepare_append_kv(k, v, k_cache, v_cache, slot_mapping));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(siri, CPU, m) {
+  m.impl("paged_decode_attention", &paged_decode_attention_cpu);
+  m.impl("paged_prefill_attention", &paged_prefill_attention_cpu);
+  m.impl("append_kv", &append_kv_cpu);
+}
+
+}  // namespace siri::bind

@@ -1,0 +1,44 @@
+// Validation and kernel parameters for siri::paged_decode_attention,
+// siri::paged_prefill_attention and siri::append_kv, shared by the CPU and CUDA bindings.
+// Every index the kernels will follow (block ids, sequence lengths, slots) is checked here,
+// before any raw pointer is handed out.
+#pragma once
+
+#include <optional>
+
+#include "checks.h"
+#include "siri/paged_attention.h"
+
+namespace siri::bind {
+
+// What the device's planner needs: how many independent workers to fill, and the shortest
+// chunk worth a split.
+struct SplitPolicy {
+  int64_t parallel_units;
+  int64_t min_chunk;
+};
+
+// The kernel parameters plus the tensors they point into (kept alive by the caller).
+struct PagedAttentionCall {
+  PagedAttentionParams params;
+  at::Tensor out, partial_o, partial_lse, kv_lens, query_seq;
+};
+
+AttnDType check_kv_cache(const at::Tensor& k_cache, const at::Tensor& v_cache);
+
+// Checks q, the cache, block_table and seq_lens (each >= min_seq_len), the block ids every
+// sequence uses, and allocates the output and the split buffers.
+PagedAttentionCall prepare_decode(const at::Tensor& q, const at::Tensor& k_cache,
+                                  const at::Tensor& v_cache, const at::Tensor& block_table,
+                                  const at::Tensor& seq_lens, std::optional<double> scale,
+                                  SplitPolicy policy);
+
+PagedAttentionCall prepare_prefill(const at::Tensor& q, const at::Tensor& k_cache,
+                                   const at::Tensor& v_cache, const at::Tensor& block_table,
+                                   const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
+                                   std::optional<double> scale, SplitPolicy policy);
+
+AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache,
+                                 const at::Tensor& v_cache, const at::Tensor& slot_mapping);
+
+}  // namespace siri::bind

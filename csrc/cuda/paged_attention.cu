@@ -1,0 +1,231 @@
+// CUDA paged attention, flash-decoding style. One block per (query, KV head, split): the block's
+// thread groups (LANES threads per token, 16-byte loads) stride over the split's tokens, each
+// group keeping an online-softmax state for every query head of the GQA group, so a K/V row is
+// read once for the whole group. The groups' states are combined in shared memory; a query
+// whose kv_len spans several splits writes (o, lse) partials that merge_kernel combines.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "cuda/paged_attention.h"
+
+namespace siri::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kMaxHeads = 8;  // query heads per block; larger GQA groups use several blocks
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
+
+constexpr int next_pow2(int x) { return x <= 1 ? 1 : 2 * next_pow2((x + 1) / 2); }
+
+template <typename T, int D>
+struct Layout {
+  static constexpr int kVec = 16 / sizeof(T);                  // elements per 16-byte load
+  static constexpr int kVecsPerRow = D / kVec;
+  static constexpr int kLanes = next_pow2(kVecsPerRow) < 32 ? next_pow2(kVecsPerRow) : 32;
+  static constexpr int kChunks = (kVecsPerRow + kLanes - 1) / kLanes;  // loads per thread per row
+  static constexpr int kGroups = kThreads / kLanes;              // tokens in flight per block
+  static constexpr int kPerThread = kChunks * kVec;
+};
+
+// Loads this lane's columns of a row as fp32 (columns past D stay 0).
+template <typename T, int D>
+__device__ __forceinline__ void load_row(const T* row, int lane, float (&dst)[Layout<T, D>::kPerThread]) {
+  using L = Layout<T, D>;
+#pragma unroll
+  for (int c = 0; c < L::kChunks; ++c) {
+    const int vec = c * L::kLanes + lane;
+    if (vec < L::kVecsPerRow) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(row + vec * L::kVec);
+      const T* elems = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) dst[c * L::kVec + e] = to_f32(elems[e]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) dst[c * L::kVec + e] = 0.0f;
+    }
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p) {
+  using L = Layout<T, D>;
+  const int64_t query = blockIdx.x;
+  const int64_t split = blockIdx.z;
+  const int64_t group_size = p.num_q_heads / p.num_kv_heads;
+  const int64_t head_blocks = (group_size + kMaxHeads - 1) / kMaxHeads;
+  const int64_t kv_head = blockIdx.y / head_blocks;
+  const int64_t head0 = kv_head * group_size + (blockIdx.y % head_blocks) * kMaxHeads;
+  const int64_t heads_left = kv_head * group_size + group_size - head0;
+  const int heads = static_cast<int>(heads_left < kMaxHeads ? heads_left : kMaxHeads);
+  const int64_t kv_len = p.kv_lens[query];
+  const int64_t splits = num_splits(kv_len, p.chunk_tokens);
+  if (split >= splits) return;
+  const int64_t begin = split * p.chunk_tokens;
+  const int64_t end = min(kv_len, begin + p.chunk_tokens);
+  const int lane = threadIdx.x % L::kLanes, group = threadIdx.x / L::kLanes;
+  const int32_t* pages = p.block_table + (p.query_seq ? p.query_seq[query] : query) * p.max_pages;
+
+  float q[kMaxHeads][L::kPerThread];
+  float acc[kMaxHeads][L::kPerThread];
+  SoftmaxState state[kMaxHeads];
+#pragma unroll
+  for (int g = 0; g < kMaxHeads; ++g) {
+    const int64_t head = head0 + (g < heads ? g : 0);  // heads past the group: unused copies
+    load_row<T, D>(static_cast<const T*>(p.q) + (query * p.num_q_heads + head) * D, lane, q[g]);
+#pragma unroll
+    for (int i = 0; i < L::kPerThread; ++i) {
+      q[g][i] *= p.scale;
+      acc[g][i] = 0.0f;
+    }
+    state[g] = softmax_init();
+  }
+
+  // Every thread runs the same number of iterations so the shuffles see the whole warp.
+  for (int64_t base = begin; base < end; base += L::kGroups) {
+    const int64_t t = base + group;
+    const bool valid = t < end;
+    float k[L::kPerThread] = {}, v[L::kPerThread] = {};
+    if (valid) {
+      const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
+      const int64_t offset = (slot * p.num_kv_heads + kv_head) * D;
+      load_row<T, D>(static_cast<const T*>(p.k_cache) + offset, lane, k);
+      load_row<T, D>(static_cast<const T*>(p.v_cache) + offset, lane, v);
+    }
+#pragma unroll
+    for (int g = 0; g < kMaxHeads; ++g) {
+      if (g >= heads) break;
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < L::kPerThread; ++i) s += q[g][i] * k[i];
+#pragma unroll
+      for (int offset = L::kLanes / 2; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset, L::kLanes);
+      if (valid) {
+        const float alpha = softmax_rescale(state[g], s);
+        const float w = softmax_weight(state[g], s);
+#pragma unroll
+        for (int i = 0; i < L::kPerThread; ++i) acc[g][i] = acc[g][i] * alpha + w * v[i];
+      }
+    }
+  }
+
+  // Combine the thread groups' states.
+  __shared__ float sm_acc[L::kGroups][kMaxHeads][D];
+  __shared__ SoftmaxState sm_state[L::kGroups][kMaxHeads];
+#pragma unroll
+  for (int g = 0; g < kMaxHeads; ++g) {  // unrolled, so the register arrays stay in registers
+    if (g >= heads) break;
+    if (lane == 0) sm_state[group][g] = state[g];
+#pragma unroll
+    for (int c = 0; c < L::kChunks; ++c) {
+      const int vec = c * L::kLanes + lane;
+      if (vec < L::kVecsPerRow) {
+#pragma unroll
+        for (int e = 0; e < L::kVec; ++e) sm_acc[group][g][vec * L::kVec + e] = acc[g][c * L::kVec + e];
+      }
+    }
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < heads * D; idx += kThreads) {
+    const int g = idx / D, d = idx % D;
+    SoftmaxState total = softmax_init();
+    float o = 0.0f;
+    for (int gr = 0; gr < L::kGroups; ++gr) {
+      float alpha_total, alpha_part;
+      softmax_combine(total, sm_state[gr][g], alpha_total, alpha_part);
+      o = o * alpha_total + sm_acc[gr][g][d] * alpha_part;
+    }
+    const int64_t head = head0 + g;
+    if (splits == 1) {
+      static_cast<T*>(p.out)[(query * p.num_q_heads + head) * D + d] = from_f32<T>(o / total.l);
+    } else {
+      const int64_t part = (query * p.max_splits + split) * p.num_q_heads + head;
+      p.partial_o[part * D + d] = o / total.l;
+      if (d == 0) p.partial_lse[part] = softmax_lse(total);
+    }
+  }
+}
+
+// One block per (query, head) of a split query: out = sum_i exp(lse_i - lse) * o_i.
+template <typename T>
+__global__ void merge_kernel(PagedAttentionParams p) {
+  const int64_t query = blockIdx.x / p.num_q_heads, head = blockIdx.x % p.num_q_heads;
+  const int64_t splits = num_splits(p.kv_lens[query], p.chunk_tokens);
+  if (splits == 1) return;
+  for (int64_t d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+    SoftmaxState state = softmax_init();
+    float o = 0.0f;
+    for (int64_t i = 0; i < splits; ++i) {
+      const int64_t part = (query * p.max_splits + i) * p.num_q_heads + head;
+      const float lse = p.partial_lse[part];
+      const float alpha = softmax_rescale(state, lse);
+      o = o * alpha + softmax_weight(state, lse) * p.partial_o[part * p.head_dim + d];
+    }
+    static_cast<T*>(p.out)[(query * p.num_q_heads + head) * p.head_dim + d] = from_f32<T>(o / state.l);
+  }
+}
+
+template <typename T, int D>
+cudaError_t launch_decode(const PagedAttentionParams& p, cudaStream_t stream) {
+  const int64_t group_size = p.num_q_heads / p.num_kv_heads;
+  const dim3 grid(static_cast<unsigned>(p.num_queries),
+                  static_cast<unsigned>(p.num_kv_heads * ((group_size + kMaxHeads - 1) / kMaxHeads)),
+                  static_cast<unsigned>(p.max_splits));
+  decode_kernel<T, D><<<grid, kThreads, 0, stream>>>(p);
+  if (p.max_splits > 1) {
+    merge_kernel<T><<<static_cast<unsigned>(p.num_queries * p.num_q_heads), D, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_typed(const PagedAttentionParams& p, cudaStream_t stream) {
+  switch (p.head_dim) {
+    case 64: return launch_decode<T, 64>(p, stream);
+    case 80: return launch_decode<T, 80>(p, stream);
+    case 96: return launch_decode<T, 96>(p, stream);
+    case 128: return launch_decode<T, 128>(p, stream);
+    case 256: return launch_decode<T, 256>(p, stream);
+    default: return cudaErrorInvalidValue;  // the binding admits no other head_dim
+  }
+}
+
+// One thread per 16 bytes of a token's K (and V) row; -1 slots are skipped.
+__global__ void append_kv_kernel(AppendKVParams p) {
+  const int64_t vecs_per_row = p.row_bytes / 16;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.num_tokens * vecs_per_row) return;
+  const int64_t token = i / vecs_per_row, vec = i % vecs_per_row;
+  const int64_t slot = p.slot_mapping[token];
+  if (slot < 0) return;
+  reinterpret_cast<uint4*>(p.k_cache)[slot * vecs_per_row + vec] = reinterpret_cast<const uint4*>(p.k)[i];
+  reinterpret_cast<uint4*>(p.v_cache)[slot * vecs_per_row + vec] = reinterpret_cast<const uint4*>(p.v)[i];
+}
+
+}  // namespace
+
+cudaError_t launch_paged_attention(const PagedAttentionParams& params, cudaStream_t stream) {
+  if (params.num_queries == 0) return cudaSuccess;
+  switch (params.dtype) {
+    case AttnDType::kFloat32: return launch_typed<float>(params, stream);
+    case AttnDType::kBFloat16: return launch_typed<__nv_bfloat16>(params, stream);
+    case AttnDType::kFloat16: return launch_typed<__half>(params, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_append_kv(const AppendKVParams& params, cudaStream_t stream) {
+  const int64_t total = params.num_tokens * (params.row_bytes / 16);
+  if (total == 0) return cudaSuccess;
+  constexpr int kBlock = 256;
+  append_kv_kernel<<<static_cast<unsigned>((total + kBlock - 1) / kBlock), kBlock, 0, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace siri::cuda

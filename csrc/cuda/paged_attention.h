@@ -1,0 +1,18 @@
+// Host-side launchers of the paged-attention CUDA kernels (raw pointers only; included by the
+// CUDA binding, which sees torch, and by the kernel file, which must not). Arguments are
+// validated by the binding; params.chunk_tokens / max_splits come from plan_chunk_tokens.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "siri/paged_attention.h"
+
+namespace siri::cuda {
+
+// Split-KV decode (flash-decoding) over params.num_queries queries, then the (o, lse) merge of
+// split queries. Returns the launch error (cudaSuccess when both launches were accepted).
+cudaError_t launch_paged_attention(const PagedAttentionParams& params, cudaStream_t stream);
+
+cudaError_t launch_append_kv(const AppendKVParams& params, cudaStream_t stream);
+
+}  // namespace siri::cuda

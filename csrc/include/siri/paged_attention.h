@@ -1,0 +1,223 @@
+// Paged-KV attention math shared by the CPU and CUDA kernels: the parameter structs, the
+// online-softmax update, the (o, lse) merge of partial results, fp32 dot/AXPY helpers and the
+// split planner. The CPU's register-row helpers are at the end.
+//
+// One "query" is one token's Hq heads attending to the first kv_len tokens of one sequence's
+// pages. Decode has one query per sequence; prefill has one query per new prompt token, each
+// with its own causal kv_len, sharing its sequence's block-table row (query_seq).
+#pragma once
+
+#include <cstring>
+
+#include "siri/common.h"
+
+namespace siri {
+
+enum class AttnDType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+struct PagedAttentionParams {
+  const void* q;               // [num_queries, Hq, D]
+  const void* k_cache;         // [num_pages, page_size, Hkv, D]
+  const void* v_cache;         // [num_pages, page_size, Hkv, D]
+  const int32_t* block_table;  // [num_seqs, max_pages]
+  const int32_t* kv_lens;      // [num_queries]: tokens of the sequence this query attends to
+  const int32_t* query_seq;    // [num_queries]: block-table row of each query; nullptr = identity
+  void* out;                   // [num_queries, Hq, D], dtype of q
+  float* partial_o;            // [num_queries, max_splits, Hq, D] (unused when max_splits == 1)
+  float* partial_lse;          // [num_queries, max_splits, Hq]
+  int64_t num_queries;
+  int64_t num_q_heads;
+  int64_t num_kv_heads;
+  int64_t head_dim;
+  int64_t page_size;
+  int64_t max_pages;
+  int64_t chunk_tokens;  // a query whose kv_len exceeds this is split into chunks of this size
+  int64_t max_splits;    // ceil(max kv_len / chunk_tokens)
+  float scale;
+  AttnDType dtype;
+};
+
+struct AppendKVParams {
+  const void* k;                // [num_tokens, Hkv, D]
+  const void* v;                // [num_tokens, Hkv, D]
+  void* k_cache;                // [num_pages, page_size, Hkv, D]
+  void* v_cache;                // [num_pages, page_size, Hkv, D]
+  const int64_t* slot_mapping;  // [num_tokens]: page * page_size + offset, or -1 to skip
+  int64_t num_tokens;
+  int64_t row_bytes;  // Hkv * D * element size: one token's K (or V) for every head
+};
+
+SIRI_HOST_DEVICE int64_t num_splits(int64_t kv_len, int64_t chunk_tokens) {
+  return (kv_len + chunk_tokens - 1) / chunk_tokens;
+}
+
+// Chooses the split length, like flashinfer's plan step: no split while (query, KV head) pairs
+// alone fill `parallel_units` workers; otherwise chunks of about total work / parallel_units
+// tokens (at least min_chunk, a multiple of 16), so long sequences are split more than short
+// ones and every chunk costs about the same.
+inline int64_t plan_chunk_tokens(const int32_t* kv_lens, int64_t num_queries, int64_t num_kv_heads,
+                                 int64_t parallel_units, int64_t min_chunk) {
+  int64_t total = 0, longest = 1;
+  for (int64_t i = 0; i < num_queries; ++i) {
+    total += kv_lens[i];
+    longest = kv_lens[i] > longest ? kv_lens[i] : longest;
+  }
+  if (num_queries * num_kv_heads >= parallel_units || longest <= min_chunk) return longest;
+  int64_t chunk = (total * num_kv_heads + parallel_units - 1) / parallel_units;
+  chunk = chunk < min_chunk ? min_chunk : chunk;
+  chunk = (chunk + 15) / 16 * 16;
+  return chunk < longest ? chunk : longest;
+}
+
+// Running state of a softmax over a stream of scores: max m and sum l of exp(score - m).
+// The attention output is acc / l, where acc = sum exp(score - m) * v.
+struct SoftmaxState {
+  float m;
+  float l;
+};
+
+SIRI_HOST_DEVICE SoftmaxState softmax_init() { return SoftmaxState{-INFINITY, 0.0f}; }
+
+// Raises the running max to cover `block_max` (a finite score). Returns the factor by which
+// the caller must multiply its accumulator (and which l has already been multiplied by).
+SIRI_HOST_DEVICE float softmax_rescale(SoftmaxState& s, float block_max) {
+  const float m_new = fmaxf(s.m, block_max);
+  const float alpha = expf(s.m - m_new);  // exp(-inf) = 0 for the first block
+  s.l *= alpha;
+  s.m = m_new;
+  return alpha;
+}
+
+// Merging partial results of disjoint key ranges: with lse_i = m_i + log(l_i) and normalised
+// o_i, out = sum_i w_i o_i with w_i = exp(lse_i - lse_total). The merge is itself an online
+// softmax whose "scores" are the lse_i: softmax_rescale(state, lse_i) rescales the
+// accumulator, then the weight of o_i is exp(lse_i - state.m), added to state.l.
+SIRI_HOST_DEVICE float softmax_weight(SoftmaxState& s, float score) {
+  const float w = expf(score - s.m);
+  s.l += w;
+  return w;
+}
+
+SIRI_HOST_DEVICE float softmax_lse(const SoftmaxState& s) { return s.m + logf(s.l); }
+
+// Combines two unnormalised states (a absorbs b): returns the factors for a's and b's
+// accumulators.
+SIRI_HOST_DEVICE void softmax_combine(SoftmaxState& a, const SoftmaxState& b, float& alpha_a,
+                                      float& alpha_b) {
+  const float m = fmaxf(a.m, b.m);
+  alpha_a = a.m == -INFINITY ? 0.0f : expf(a.m - m);
+  alpha_b = b.m == -INFINITY ? 0.0f : expf(b.m - m);
+  a.l = a.l * alpha_a + b.l * alpha_b;
+  a.m = m;
+}
+
+// bf16 <-> fp32 on raw bits (the CPU kernel's bf16 element type; CUDA uses __nv_bfloat16).
+struct BFloat16Bits {
+  uint16_t bits;
+};
+
+SIRI_HOST_DEVICE float to_float(float x) { return x; }
+
+SIRI_HOST_DEVICE float to_float(BFloat16Bits x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+SIRI_HOST_DEVICE void from_float(float x, float& dst) { dst = x; }
+
+SIRI_HOST_DEVICE void from_float(float x, BFloat16Bits& dst) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) {  // nan: keep it a quiet nan
+    dst.bits = static_cast<uint16_t>((u >> 16) | 0x40u);
+    return;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  dst.bits = static_cast<uint16_t>(u >> 16);
+}
+
+#if !defined(__CUDACC__)
+// CPU only. Kernels work on rows of D fp32 values, D a multiple of 16, as arrays of 16-lane
+// vectors (GCC/Clang vector extensions: AVX-512 registers with -march=native, pairs of AVX2
+// registers otherwise). Explicit vectors, because the auto-vectoriser turned the tile loops
+// into gathers.
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+
+inline f32x16 load16(const float* p) {
+  f32x16 v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store16(float* p, f32x16 v) { memcpy(p, &v, sizeof(v)); }
+
+inline float hsum(f32x16 v) {
+  f32x16 s = v + __builtin_shuffle(v, i32x16{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  s += __builtin_shuffle(s, i32x16{4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
+  s += __builtin_shuffle(s, i32x16{2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
+  return s[0] + s[1];
+}
+
+// A row of D fp32 values held in registers.
+template <int D>
+struct Row {
+  static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
+  f32x16 v[D / 16];
+  void load(const float* p) {
+    for (int c = 0; c < D / 16; ++c) v[c] = load16(p + 16 * c);
+  }
+  void store(float* p) const {
+    for (int c = 0; c < D / 16; ++c) store16(p + 16 * c, v[c]);
+  }
+  void scale(float a) {
+    for (int c = 0; c < D / 16; ++c) v[c] *= a;
+  }
+};
+
+// out[i * out_stride] = rows[i] . x for N rows in registers; x is loaded once for all N, which
+// halves the loads per FMA for N = 2.
+template <int D, int N>
+inline void dot_n(const Row<D> (&rows)[N], const float* x, float* out, int64_t out_stride) {
+  f32x16 s[N] = {};
+  for (int c = 0; c < D / 16; ++c) {
+    const f32x16 xc = load16(x + 16 * c);
+    for (int i = 0; i < N; ++i) s[i] += rows[i].v[c] * xc;
+  }
+  for (int i = 0; i < N; ++i) out[i * out_stride] = hsum(s[i]);
+}
+
+// ys[i] += w[i] * x for N rows in registers (AXPY), x loaded once for all N.
+template <int D, int N>
+inline void axpy_n(Row<D> (&ys)[N], const float (&w)[N], const float* x) {
+  for (int c = 0; c < D / 16; ++c) {
+    const f32x16 xc = load16(x + 16 * c);
+    for (int i = 0; i < N; ++i) ys[i].v[c] += w[i] * xc;
+  }
+}
+
+// exp(x) for x <= 0, 16 lanes, to about 2e-7 relative error: 2^(x log2 e) split into
+// 2^n * 2^f with |f| <= 1/2 and 2^f from its degree-7 Taylor polynomial. std::exp does not
+// vectorise without -ffast-math.
+inline f32x16 exp_nonpositive(f32x16 x) {
+  const f32x16 lo = f32x16{} - 87.0f;
+  const f32x16 t = (x < lo ? lo : x) * 1.44269504088896341f;
+  const f32x16 n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22)
+  const f32x16 f = (t - n) * 0.693147180559945309f;
+  f32x16 p = f * (1.0f / 5040) + 1.0f / 720;
+  p = p * f + 1.0f / 120;
+  p = p * f + 1.0f / 24;
+  p = p * f + 1.0f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const i32x16 bits = (__builtin_convertvector(n, i32x16) + 127) << 23;
+  f32x16 two_n;
+  memcpy(&two_n, &bits, sizeof(two_n));
+  return p * two_n;
+}
+#endif
+
+}  // namespace siri

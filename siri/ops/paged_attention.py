@@ -1,0 +1,160 @@
+"""Attention over a paged KV cache: ``siri.ops.paged_decode_attention``,
+``siri.ops.paged_prefill_attention`` and ``siri.ops.append_kv``.
+
+The cache is a pool of pages, ``k_cache``/``v_cache`` of shape ``[num_pages, page_size, Hkv, D]``
+(NHD). Sequence ``b`` owns the pages listed in ``block_table[b]`` (int32), in order: its token
+``t`` lives in page ``block_table[b, t // page_size]`` at offset ``t % page_size``. A token is
+written to the cache through its slot, ``page * page_size + offset`` (int64, ``-1`` = skip).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from siri import _ext  # noqa: F401  (registers torch.ops.siri)
+
+
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           block_table: torch.Tensor, seq_lens: torch.Tensor, *,
+                           scale: Optional[float] = None) -> torch.Tensor:
+    """One decode step of attention for a batch of sequences over their pages.
+
+    Args:
+        q: ``[B, Hq, D]`` query of the current token of each sequence; float32 or bfloat16
+            (float16 too on CUDA), contiguous.
+        k_cache, v_cache: ``[num_pages, page_size, Hkv, D]``, the dtype of ``q``, contiguous.
+            ``Hq`` must be a multiple of ``Hkv`` (grouped-query attention: query head ``h``
+            reads KV head ``h // (Hq // Hkv)``). ``D`` is one of 64, 80, 96, 128, 256.
+        block_table: ``[B, max_pages]`` int32; the first ``ceil(seq_lens[b] / page_size)``
+            entries of row ``b`` must be block ids in ``[0, num_pages)``, the rest are ignored.
+        seq_lens: ``[B]`` int32, each in ``[1, max_pages * page_size]``: tokens in the cache
+            for that sequence, the current one included (append it first with :func:`append_kv`).
+        scale: softmax scale, default ``1 / sqrt(D)``.
+
+    Returns:
+        ``[B, Hq, D]`` in the dtype of ``q``: ``out[b, h] = softmax(q[b, h] . K_b^T * scale) . V_b``
+        over the first ``seq_lens[b]`` tokens of sequence ``b``. Accumulation is float32.
+
+    Raises:
+        ValueError: mismatched shapes, non-contiguous tensors, a block id outside the cache,
+            ``seq_lens`` outside ``[1, capacity]``. TypeError: unsupported or mismatched dtypes.
+    """
+    return torch.ops.siri.paged_decode_attention(q, k_cache, v_cache, block_table, seq_lens,
+                                                 _float_or_none(scale))
+
+
+def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                            block_table: torch.Tensor, seq_lens: torch.Tensor,
+                            cu_seqlens: torch.Tensor, *,
+                            scale: Optional[float] = None) -> torch.Tensor:
+    """Causal attention of each sequence's new tokens against its pages (varlen prefill).
+
+    Sequence ``b``'s new tokens are ``q[cu_seqlens[b]:cu_seqlens[b+1]]``; they are the last
+    ``n_b = cu_seqlens[b+1] - cu_seqlens[b]`` of its ``seq_lens[b]`` cached tokens, so their K/V
+    must already be in the cache (:func:`append_kv`). Its ``j``-th new token attends to the
+    first ``seq_lens[b] - n_b + j + 1`` tokens. Earlier tokens may live in pages shared with
+    other sequences (a prompt prefilled once for its G samples) or be a prefix whose KV was kept
+    (recompute after preemption: only the tail is new).
+
+    Args:
+        q: ``[T, Hq, D]``, all sequences' new tokens packed; dtype as in
+            :func:`paged_decode_attention`.
+        k_cache, v_cache, block_table: as in :func:`paged_decode_attention`.
+        seq_lens: ``[B]`` int32, each in ``[n_b, max_pages * page_size]``.
+        cu_seqlens: ``[B + 1]`` int32, non-decreasing, from 0 to ``T``.
+        scale: softmax scale, default ``1 / sqrt(D)``.
+
+    Returns:
+        ``[T, Hq, D]`` in the dtype of ``q``.
+
+    Each query streams its visible keys once (the kernel is the decode kernel with one query
+    per new token), so the cost is O(sum of visible lengths), meant for short prompts and
+    recompute on CPU; long prompts on GPU are better served by a tiled prefill kernel.
+    """
+    return torch.ops.siri.paged_prefill_attention(q, k_cache, v_cache, block_table, seq_lens,
+                                                  cu_seqlens, _float_or_none(scale))
+
+
+def append_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+              slot_mapping: torch.Tensor) -> None:
+    """Writes ``k[t]`` and ``v[t]`` into slot ``slot_mapping[t]`` of the caches, in place.
+
+    Args:
+        k, v: ``[T, Hkv, D]``, the dtype of the caches, contiguous.
+        k_cache, v_cache: ``[num_pages, page_size, Hkv, D]``, modified in place.
+        slot_mapping: ``[T]`` int64, ``page * page_size + offset`` in
+            ``[0, num_pages * page_size)``, or ``-1`` to skip the token (padding). Two tokens
+            with the same slot leave either one's values.
+    """
+    torch.ops.siri.append_kv(k, v, k_cache, v_cache, slot_mapping)
+
+
+def _float_or_none(scale):
+    return None if scale is None else float(scale)
+
+
+@torch.library.register_fake("siri::paged_decode_attention")
+def _paged_decode_attention_fake(q, k_cache, v_cache, block_table, seq_lens, scale=None):
+    torch._check(q.dim() == 3, lambda: "q must be 3-D")
+    return torch.empty_like(q)
+
+
+@torch.library.register_fake("siri::paged_prefill_attention")
+def _paged_prefill_attention_fake(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens,
+                                  scale=None):
+    torch._check(q.dim() == 3, lambda: "q must be 3-D")
+    return torch.empty_like(q)
+
+
+@torch.library.register_fake("siri::append_kv")
+def _append_kv_fake(k, v, k_cache, v_cache, slot_mapping):
+    return None
+
+
+def _gather_positions(cache: torch.Tensor, pages: torch.Tensor, length: int) -> torch.Tensor:
+    """``[length, Hkv, D]`` float64: the first ``length`` tokens of a sequence's pages."""
+    page_size = cache.shape[1]
+    t = torch.arange(length)
+    return cache[pages.long()[t // page_size], t % page_size].double()
+
+
+def _attend_reference(q, k, v, scale, causal_offset=None):
+    """q ``[n, Hq, D]``, k/v ``[L, Hkv, D]`` float64 -> ``[n, Hq, D]``; query j sees keys
+    ``< causal_offset + j + 1`` when causal_offset is given, else all."""
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("nhd,lhd->hnl", q, k) * scale
+    if causal_offset is not None:
+        visible = torch.arange(k.shape[0])[None, :] <= causal_offset + torch.arange(q.shape[0])[:, None]
+        scores = scores.masked_fill(~visible, float("-inf"))
+    return torch.einsum("hnl,lhd->nhd", scores.softmax(dim=-1), v)
+
+
+def paged_decode_attention_reference(q, k_cache, v_cache, block_table, seq_lens, *, scale=None):
+    """Float64 reference of :func:`paged_decode_attention` (CPU; for tests)."""
+    q, k_cache, v_cache = q.cpu(), k_cache.cpu(), v_cache.cpu()
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    out = []
+    for b, length in enumerate(seq_lens.tolist()):
+        k = _gather_positions(k_cache, block_table[b].cpu(), length)
+        v = _gather_positions(v_cache, block_table[b].cpu(), length)
+        out.append(_attend_reference(q[b:b + 1].double(), k, v, scale))
+    return torch.cat(out) if out else q.double()
+
+
+def paged_prefill_attention_reference(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, *,
+                                      scale=None):
+    """Float64 reference of :func:`paged_prefill_attention` (CPU; for tests)."""
+    q, k_cache, v_cache = q.cpu(), k_cache.cpu(), v_cache.cpu()
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    cu = cu_seqlens.tolist()
+    out = []
+    for b, length in enumerate(seq_lens.tolist()):
+        k = _gather_positions(k_cache, block_table[b].cpu(), length)
+        v = _gather_positions(v_cache, block_table[b].cpu(), length)
+        n = cu[b + 1] - cu[b]
+        out.append(_attend_reference(q[cu[b]:cu[b + 1]].double(), k, v, scale, length - n))
+    return torch.cat(out) if out else q.double()
