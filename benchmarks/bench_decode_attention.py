@@ -44,6 +44,24 @@ def sdpa_padded(q, k, v, mask):
     return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask, enable_gqa=True).squeeze(2)
 
 
+def flashinfer_decode(q, k_cache, v_cache, block_table, lens):
+    """flashinfer's BatchDecodeWithPagedKVCacheWrapper on the same cache (CUDA only), or None
+    when flashinfer is not installed. Returns a callable running one decode step."""
+    try:
+        import flashinfer
+    except ImportError:
+        return None
+    page_size = k_cache.shape[1]
+    pages = ((lens + page_size - 1) // page_size).int()
+    indptr = torch.cat([pages.new_zeros(1), pages.cumsum(0)]).int()
+    used = torch.arange(block_table.shape[1], device=q.device)[None, :] < pages[:, None]
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+        torch.empty(128 << 20, dtype=torch.uint8, device=q.device), "NHD")
+    wrapper.plan(indptr, block_table[used].int(), (lens - 1) % page_size + 1, q.shape[1],
+                 k_cache.shape[2], q.shape[2], page_size, data_type=q.dtype)
+    return lambda: wrapper.run(q, (k_cache, v_cache))
+
+
 def run_case(name, seq_lens, dtype, device, bandwidth, repeats, gen, hq=16, hkv=2, d=128):
     q, k_cache, v_cache, block_table, lens = make_case(seq_lens, hq, hkv, d, dtype, device, gen)
     lmax = block_table.shape[1] * PAGE_SIZE
@@ -52,12 +70,23 @@ def run_case(name, seq_lens, dtype, device, bandwidth, repeats, gen, hq=16, hkv=
     out = paged_decode_attention(q, k_cache, v_cache, block_table, lens)
     torch.testing.assert_close(out.float(), sdpa_padded(q, k_pad, v_pad, mask).float(),
                                atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)
-    times = common.compare({
+    candidates = {
         "siri": lambda: paged_decode_attention(q, k_cache, v_cache, block_table, lens),
         "sdpa": lambda: sdpa_padded(q, k_pad, v_pad, mask),
         "gather+sdpa": lambda: sdpa_padded(q, gather_padded(k_cache, block_table),
                                            gather_padded(v_cache, block_table), mask),
-    }, device, repeats=repeats)
+    }
+    flashinfer_error = None
+    if device.type == "cuda":
+        try:
+            fi = flashinfer_decode(q, k_cache, v_cache, block_table, lens)
+            if fi is not None:
+                torch.testing.assert_close(fi().float(), out.float(), atol=2e-2, rtol=0)
+                candidates["flashinfer"] = fi
+        except Exception as exc:  # a baseline that cannot run this case is reported, not fatal
+            flashinfer_error = f"{type(exc).__name__}: {exc}"
+            print(f"flashinfer baseline unavailable: {flashinfer_error}")
+    times = common.compare(candidates, device, repeats=repeats)
     siri_s = common.median(times["siri"])
     kv_bytes = 2 * sum(seq_lens) * hkv * d * k_cache.element_size()
     row = dict(case=name, dtype=str(dtype).removeprefix("torch."), batch=len(seq_lens),
@@ -69,6 +98,12 @@ def run_case(name, seq_lens, dtype, device, bandwidth, repeats, gen, hq=16, hkv=
                speedup_vs_gather_sdpa=common.median_ratio(times["gather+sdpa"], times["siri"]),
                kv_read_GBps=kv_bytes / siri_s / 1e9,
                bandwidth_fraction=kv_bytes / siri_s / bandwidth)
+    if "flashinfer" in times:
+        row["flashinfer_ms"] = common.median(times["flashinfer"]) * 1e3
+        row["siri_over_flashinfer"] = common.median_ratio(times["siri"], times["flashinfer"])
+        print(f"  flashinfer {row['flashinfer_ms']:.3f} ms: siri takes x{row['siri_over_flashinfer']:.2f} its time")
+    elif flashinfer_error:
+        row["flashinfer_error"] = flashinfer_error
     print(f"{name:<14} {row['dtype']:<9} siri {row['siri_ms']:8.2f} ms  sdpa {row['sdpa_ms']:8.2f} ms  "
           f"gather+sdpa {row['gather_sdpa_ms']:8.2f} ms  x{row['speedup_vs_sdpa']:.2f} (gather excluded)  "
           f"x{row['speedup_vs_gather_sdpa']:.2f} (included)  KV read {row['kv_read_GBps']:.1f} GB/s = "
