@@ -270,3 +270,19 @@ def test_exported_at_package_level():
     assert siri.ops.paged_decode_attention is paged_decode_attention
     assert siri.ops.append_kv is append_kv
     assert siri.ops.paged_prefill_attention is paged_prefill_attention
+
+
+def test_traces_under_torch_compile(gen):
+    # Lengths that leave room in the last page for the appended token.
+    k_cache, v_cache, block_table, lens = make_paged([3, 18], 4, 2, 64, torch.float32, "cpu", gen)
+    q = torch.randn(2, 4, 64, generator=gen)
+    k, v = torch.randn(2, 2, 64, generator=gen), torch.randn(2, 2, 64, generator=gen)
+    slots = (block_table[torch.arange(2), (lens // 4).long()].long() * 4 + lens.long() % 4)
+
+    def step(q, k, v, k_cache, v_cache):
+        append_kv(k, v, k_cache, v_cache, slots)
+        return paged_decode_attention(q, k_cache, v_cache, block_table, lens + 1) * 2
+
+    eager = step(q, k, v, k_cache.clone(), v_cache.clone())
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, k_cache, v_cache), eager)
