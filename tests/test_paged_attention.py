@@ -82,7 +82,9 @@ def test_decode_scale(device, gen):
     check_decode([33, 90], 2, 64, torch.float32, device, gen, scale=0.3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 kernels are CUDA-only")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (siri.has_cuda_kernels() and torch.cuda.is_available()),
+                    reason="float16 kernels are CUDA-only (needs a CUDA build and a visible device)")
 def test_decode_float16_cuda(gen):
     check_decode([1, 100, 1000], 4, 128, torch.float16, torch.device("cuda"), gen)
 
