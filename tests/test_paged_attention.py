@@ -78,6 +78,15 @@ def test_decode_group_larger_than_a_cuda_block(device, gen):
     check_decode([5, 300], 16, 64, torch.float32, device, gen, hkv=1)
 
 
+def test_empty_batches(device):
+    k_cache = torch.randn(4, 16, 2, 64, device=device)
+    none = torch.zeros(0, dtype=torch.int32, device=device)
+    q = torch.randn(0, 4, 64, device=device)
+    assert paged_decode_attention(q, k_cache, k_cache, none.view(0, 3), none).shape == (0, 4, 64)
+    assert paged_prefill_attention(q, k_cache, k_cache, none.view(0, 3), none,
+                                   torch.zeros(1, dtype=torch.int32, device=device)).shape == (0, 4, 64)
+
+
 def test_decode_scale(device, gen):
     check_decode([33, 90], 2, 64, torch.float32, device, gen, scale=0.3)
 
