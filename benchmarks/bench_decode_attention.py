@@ -1,7 +1,9 @@
 """siri.ops.paged_decode_attention vs torch SDPA on the same KV gathered into a padded
 contiguous [B, H, Lmax, D] tensor (the Hugging Face style baseline: a length mask and
 enable_gqa). Reports the achieved KV read bandwidth as a fraction of the memory-copy bandwidth
-measured in the same run, and the speedup over SDPA with the gather excluded and included."""
+measured in the same run (once at the start, and per case by a copy of the KV's size timed
+interleaved with the kernels, which sees the same load from other jobs), and the speedup over
+SDPA with the gather excluded and included."""
 import sys
 from pathlib import Path
 
@@ -44,6 +46,24 @@ def sdpa_padded(q, k, v, mask):
     return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask, enable_gqa=True).squeeze(2)
 
 
+def flashinfer_decode(q, k_cache, v_cache, block_table, lens):
+    """flashinfer's BatchDecodeWithPagedKVCacheWrapper on the same cache (CUDA only), or None
+    when flashinfer is not installed. Returns a callable running one decode step."""
+    try:
+        import flashinfer
+    except ImportError:
+        return None
+    page_size = k_cache.shape[1]
+    pages = ((lens + page_size - 1) // page_size).int()
+    indptr = torch.cat([pages.new_zeros(1), pages.cumsum(0)]).int()
+    used = torch.arange(block_table.shape[1], device=q.device)[None, :] < pages[:, None]
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+        torch.empty(128 << 20, dtype=torch.uint8, device=q.device), "NHD")
+    wrapper.plan(indptr, block_table[used].int(), (lens - 1) % page_size + 1, q.shape[1],
+                 k_cache.shape[2], q.shape[2], page_size, data_type=q.dtype)
+    return lambda: wrapper.run(q, (k_cache, v_cache))
+
+
 def run_case(name, seq_lens, dtype, device, bandwidth, repeats, gen, hq=16, hkv=2, d=128):
     q, k_cache, v_cache, block_table, lens = make_case(seq_lens, hq, hkv, d, dtype, device, gen)
     lmax = block_table.shape[1] * PAGE_SIZE
@@ -52,14 +72,31 @@ def run_case(name, seq_lens, dtype, device, bandwidth, repeats, gen, hq=16, hkv=
     out = paged_decode_attention(q, k_cache, v_cache, block_table, lens)
     torch.testing.assert_close(out.float(), sdpa_padded(q, k_pad, v_pad, mask).float(),
                                atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)
-    times = common.compare({
+    candidates = {
         "siri": lambda: paged_decode_attention(q, k_cache, v_cache, block_table, lens),
         "sdpa": lambda: sdpa_padded(q, k_pad, v_pad, mask),
         "gather+sdpa": lambda: sdpa_padded(q, gather_padded(k_cache, block_table),
                                            gather_padded(v_cache, block_table), mask),
-    }, device, repeats=repeats)
-    siri_s = common.median(times["siri"])
+    }
+    # A copy of as many bytes as the KV read, timed interleaved with the kernels: on a shared
+    # machine it sees the same load from other jobs as they do.
     kv_bytes = 2 * sum(seq_lens) * hkv * d * k_cache.element_size()
+    copy_src = torch.empty(kv_bytes // 4, dtype=torch.float32, device=device).uniform_()
+    copy_dst = torch.empty_like(copy_src)
+    candidates["copy"] = lambda: copy_dst.copy_(copy_src)
+    flashinfer_error = None
+    if device.type == "cuda":
+        try:
+            fi = flashinfer_decode(q, k_cache, v_cache, block_table, lens)
+            if fi is not None:
+                torch.testing.assert_close(fi().float(), out.float(), atol=2e-2, rtol=0)
+                candidates["flashinfer"] = fi
+        except Exception as exc:  # a baseline that cannot run this case is reported, not fatal
+            flashinfer_error = f"{type(exc).__name__}: {exc}"
+            print(f"flashinfer baseline unavailable: {flashinfer_error}")
+    times = common.compare(candidates, device, repeats=repeats)
+    siri_s = common.median(times["siri"])
+    interleaved_bandwidth = 2 * kv_bytes / common.median(times["copy"])
     row = dict(case=name, dtype=str(dtype).removeprefix("torch."), batch=len(seq_lens),
                total_tokens=sum(seq_lens), max_len=max(seq_lens), hq=hq, hkv=hkv, head_dim=d,
                page_size=PAGE_SIZE, siri_ms=siri_s * 1e3,
@@ -68,11 +105,21 @@ def run_case(name, seq_lens, dtype, device, bandwidth, repeats, gen, hq=16, hkv=
                speedup_vs_sdpa=common.median_ratio(times["sdpa"], times["siri"]),
                speedup_vs_gather_sdpa=common.median_ratio(times["gather+sdpa"], times["siri"]),
                kv_read_GBps=kv_bytes / siri_s / 1e9,
-               bandwidth_fraction=kv_bytes / siri_s / bandwidth)
+               bandwidth_fraction=kv_bytes / siri_s / bandwidth,
+               interleaved_copy_GBps=interleaved_bandwidth / 1e9,
+               interleaved_bandwidth_fraction=kv_bytes / siri_s / interleaved_bandwidth)
+    if "flashinfer" in times:
+        row["flashinfer_ms"] = common.median(times["flashinfer"]) * 1e3
+        row["siri_over_flashinfer"] = common.median_ratio(times["siri"], times["flashinfer"])
+        print(f"  flashinfer {row['flashinfer_ms']:.3f} ms: siri takes x{row['siri_over_flashinfer']:.2f} its time")
+    elif flashinfer_error:
+        row["flashinfer_error"] = flashinfer_error
     print(f"{name:<14} {row['dtype']:<9} siri {row['siri_ms']:8.2f} ms  sdpa {row['sdpa_ms']:8.2f} ms  "
           f"gather+sdpa {row['gather_sdpa_ms']:8.2f} ms  x{row['speedup_vs_sdpa']:.2f} (gather excluded)  "
           f"x{row['speedup_vs_gather_sdpa']:.2f} (included)  KV read {row['kv_read_GBps']:.1f} GB/s = "
-          f"{100 * row['bandwidth_fraction']:.0f}% of copy bandwidth")
+          f"{100 * row['bandwidth_fraction']:.0f}% of copy bandwidth "
+          f"({100 * row['interleaved_bandwidth_fraction']:.0f}% of the interleaved copy's "
+          f"{row['interleaved_copy_GBps']:.1f} GB/s)")
     return row
 
 

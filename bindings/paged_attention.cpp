@@ -33,21 +33,26 @@ void check_pages(const at::Tensor& block_table, const at::Tensor& seq_lens, cons
   const int64_t num_pages = k_cache.size(0), page_size = k_cache.size(1);
   check_int_vector(seq_lens, "seq_lens", at::kInt, batch, k_cache, "block_table.shape[0]");
   if (batch == 0) return;
-  TORCH_CHECK_VALUE((seq_lens >= min_len).all().item<bool>(), "seq_lens must be >= ",
+  const int64_t capacity = max_pages * page_size;
+  const at::Tensor used_pages = (seq_lens.clamp(0, capacity) + (page_size - 1)).div(page_size, "floor");
+  const at::Tensor used = at::arange(max_pages, block_table.options()).unsqueeze(0) < used_pages.unsqueeze(1);
+  const at::Tensor bad = used & ((block_table < 0) | (block_table >= num_pages));
+  // All three verdicts in one device-to-host copy (one sync per call on CUDA); the details of
+  // a failure are computed only when there is one.
+  const at::Tensor verdicts = at::stack({(seq_lens < min_len).any(), (seq_lens > capacity).any(), bad.any()}).cpu();
+  const bool* fails = verdicts.data_ptr<bool>();
+  TORCH_CHECK_VALUE(!fails[0], "seq_lens must be >= ",
                     min_len.dim() == 0 ? "1" : "the number of new tokens (cu_seqlens diff)",
                     " for every sequence, got min ", seq_lens.min().item<int>());
-  const int64_t capacity = max_pages * page_size;
-  TORCH_CHECK_VALUE(seq_lens.max().item<int>() <= capacity, "seq_lens must be <= max_pages * page_size = ",
-                    max_pages, " * ", page_size, " = ", capacity, " (the block_table's capacity), got ",
-                    seq_lens.max().item<int>());
-  const at::Tensor used_pages = (seq_lens + (page_size - 1)).div(page_size, "floor").unsqueeze(1);
-  const at::Tensor used = at::arange(max_pages, block_table.options()).unsqueeze(0) < used_pages;
-  const at::Tensor bad = used & ((block_table < 0) | (block_table >= num_pages));
-  TORCH_CHECK_VALUE(!bad.any().item<bool>(), "block_table holds a block id outside [0, num_pages=",
-                    num_pages, ") within the first ceil(seq_len / page_size) entries of a sequence: ",
-                    "block_table[", bad.nonzero()[0][0].item<int64_t>(), ", ",
-                    bad.nonzero()[0][1].item<int64_t>(), "] = ",
-                    block_table.masked_select(bad)[0].item<int>());
+  TORCH_CHECK_VALUE(!fails[1], "seq_lens must be <= max_pages * page_size = ", max_pages, " * ", page_size,
+                    " = ", capacity, " (the block_table's capacity), got ", seq_lens.max().item<int>());
+  if (fails[2]) {
+    const at::Tensor where = bad.nonzero()[0].cpu();
+    const int64_t b = where[0].item<int64_t>(), j = where[1].item<int64_t>();
+    TORCH_CHECK_VALUE(false, "block_table holds a block id outside [0, num_pages=", num_pages,
+                      ") within the first ceil(seq_len / page_size) entries of a sequence: block_table[",
+                      b, ", ", j, "] = ", block_table[b][j].item<int>());
+  }
 }
 
 void check_q(const at::Tensor& q, const at::Tensor& k_cache) {

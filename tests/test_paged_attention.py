@@ -78,11 +78,22 @@ def test_decode_group_larger_than_a_cuda_block(device, gen):
     check_decode([5, 300], 16, 64, torch.float32, device, gen, hkv=1)
 
 
+def test_empty_batches(device):
+    k_cache = torch.randn(4, 16, 2, 64, device=device)
+    none = torch.zeros(0, dtype=torch.int32, device=device)
+    q = torch.randn(0, 4, 64, device=device)
+    assert paged_decode_attention(q, k_cache, k_cache, none.view(0, 3), none).shape == (0, 4, 64)
+    assert paged_prefill_attention(q, k_cache, k_cache, none.view(0, 3), none,
+                                   torch.zeros(1, dtype=torch.int32, device=device)).shape == (0, 4, 64)
+
+
 def test_decode_scale(device, gen):
     check_decode([33, 90], 2, 64, torch.float32, device, gen, scale=0.3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 kernels are CUDA-only")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (siri.has_cuda_kernels() and torch.cuda.is_available()),
+                    reason="float16 kernels are CUDA-only (needs a CUDA build and a visible device)")
 def test_decode_float16_cuda(gen):
     check_decode([1, 100, 1000], 4, 128, torch.float16, torch.device("cuda"), gen)
 
@@ -270,3 +281,19 @@ def test_exported_at_package_level():
     assert siri.ops.paged_decode_attention is paged_decode_attention
     assert siri.ops.append_kv is append_kv
     assert siri.ops.paged_prefill_attention is paged_prefill_attention
+
+
+def test_traces_under_torch_compile(gen):
+    # Lengths that leave room in the last page for the appended token.
+    k_cache, v_cache, block_table, lens = make_paged([3, 18], 4, 2, 64, torch.float32, "cpu", gen)
+    q = torch.randn(2, 4, 64, generator=gen)
+    k, v = torch.randn(2, 2, 64, generator=gen), torch.randn(2, 2, 64, generator=gen)
+    slots = (block_table[torch.arange(2), (lens // 4).long()].long() * 4 + lens.long() % 4)
+
+    def step(q, k, v, k_cache, v_cache):
+        append_kv(k, v, k_cache, v_cache, slots)
+        return paged_decode_attention(q, k_cache, v_cache, block_table, lens + 1) * 2
+
+    eager = step(q, k, v, k_cache.clone(), v_cache.clone())
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, k_cache, v_cache), eager)

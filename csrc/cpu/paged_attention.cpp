@@ -21,19 +21,12 @@ struct WorkItem {
   int64_t query, kv_head, split, begin, end;
 };
 
-typedef uint16_t u16x16 __attribute__((vector_size(32)));
-
 // A row of n elements (n % 16 == 0) as fp32: fp32 rows are used in place, bf16 rows are
 // widened into buf.
 inline const float* row_as_float(const float* src, float*, int64_t) { return src; }
 
 inline const float* row_as_float(const BFloat16Bits* src, float* buf, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16) {
-    u16x16 h;
-    std::memcpy(&h, src + i, sizeof(h));
-    const i32x16 bits = __builtin_convertvector(h, i32x16) << 16;
-    std::memcpy(buf + i, &bits, sizeof(bits));
-  }
+  for (int64_t i = 0; i < n; i += 16) store16(buf + i, load16(src + i));
   return buf;
 }
 
@@ -72,11 +65,10 @@ void attend(const PagedAttentionParams& p, const WorkItem& w) {
   const T* k_cache = static_cast<const T*>(p.k_cache);
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
-  std::vector<float> buf(G * D + G * kTile + 2 * kTile * D);
+  std::vector<float> buf(G * D + G * kTile + kTile * D);
   float* q = buf.data();       // [G, D], pre-scaled
   float* s = q + G * D;        // [G, kTile] scores, then probabilities
-  float* kt = s + G * kTile;   // [kTile, D] K rows as fp32 (bf16 only)
-  float* vt = kt + kTile * D;  // [kTile, D] V rows as fp32 (bf16 only)
+  float* vt = s + G * kTile;   // [kTile, D] V rows as fp32 (bf16 only)
   const T* q_src = static_cast<const T*>(p.q) + (w.query * p.num_q_heads + w.kv_head * G) * D;
   for (int64_t i = 0; i < G * D; ++i) q[i] = to_float(q_src[i]) * p.scale;
   std::vector<Row<D>> acc(G, Row<D>{});
@@ -87,7 +79,7 @@ void attend(const PagedAttentionParams& p, const WorkItem& w) {
     const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
     return (slot * Hkv + w.kv_head) * D;
   };
-  const float* k_rows[kTile];
+  const T* k_rows[kTile];
   const float* v_rows[kTile];
   for (int64_t t0 = w.begin; t0 < w.end; t0 += kTile) {
     const int64_t n = std::min(kTile, w.end - t0);
@@ -102,7 +94,7 @@ void attend(const PagedAttentionParams& p, const WorkItem& w) {
     }
     for (int64_t j = 0; j < n; ++j) {
       const int64_t offset = row_offset(t0 + j);
-      k_rows[j] = row_as_float(k_cache + offset, kt + j * D, D);
+      k_rows[j] = k_cache + offset;
       v_rows[j] = row_as_float(v_cache + offset, vt + j * D, D);
     }
     // Scores: each q row is loaded once per pair of K rows.

@@ -152,6 +152,17 @@ inline f32x16 load16(const float* p) {
   return v;
 }
 
+// 16 bf16 values widened to fp32 in registers (bf16 is the top half of an fp32).
+inline f32x16 load16(const BFloat16Bits* p) {
+  typedef uint16_t u16x16 __attribute__((vector_size(32)));
+  u16x16 h;
+  memcpy(&h, p, sizeof(h));
+  const i32x16 bits = __builtin_convertvector(h, i32x16) << 16;
+  f32x16 v;
+  memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
 inline void store16(float* p, f32x16 v) { memcpy(p, &v, sizeof(v)); }
 
 inline float hsum(f32x16 v) {
@@ -166,7 +177,8 @@ template <int D>
 struct Row {
   static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
   f32x16 v[D / 16];
-  void load(const float* p) {
+  template <typename T>  // float or BFloat16Bits
+  void load(const T* p) {
     for (int c = 0; c < D / 16; ++c) v[c] = load16(p + 16 * c);
   }
   void store(float* p) const {
