@@ -11,7 +11,7 @@ from tiny_models import hf_greedy, random_prompts, tiny_model
 
 
 @pytest.mark.parametrize("model_type", ["qwen2", "llama", "qwen3"])
-@pytest.mark.parametrize("num_pages", [None, 14])
+@pytest.mark.parametrize("num_pages", [None, 40])
 def test_greedy_matches_hf_generate(model_type, num_pages, gen):
     model = tiny_model(model_type)
     prompts = random_prompts(16, 256, gen)
@@ -132,7 +132,7 @@ def test_bad_requests(prompts, params, match):
         engine.generate(prompts, params)
 
 
-def test_a_prompt_larger_than_the_pool_is_an_error(gen):
-    engine = LLMEngine(tiny_model("qwen2"), page_size=4, num_pages=3)
-    with pytest.raises(RuntimeError, match="KV pages"):
-        engine.generate([list(range(1, 30))], SamplingParams(max_tokens=2))
+def test_a_sequence_larger_than_the_pool_is_an_error(gen):
+    engine = LLMEngine(tiny_model("qwen2"), page_size=4, num_pages=8)
+    with pytest.raises(ValueError, match="exceeds the KV pool"):
+        engine.generate([list(range(1, 30))], SamplingParams(max_tokens=4))

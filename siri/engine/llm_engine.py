@@ -120,6 +120,13 @@ class LLMEngine:
         if params.n > self.max_num_seqs:
             raise ValueError(f"SamplingParams.n={params.n} exceeds max_num_seqs={self.max_num_seqs}")
         params.validate(len(prompts), self.runner.vocab_size)
+        capacity = self.pool.num_pages * self.pool.page_size
+        for i, (prompt, cap) in enumerate(zip(prompts, params.caps(len(prompts)))):
+            if len(prompt) + cap > capacity:
+                raise ValueError(
+                    f"prompt {i} ({len(prompt)} tokens) plus max_tokens={cap} exceeds the KV pool "
+                    f"({self.pool.num_pages} pages x {self.pool.page_size} = {capacity} tokens); a "
+                    f"sequence must fit alone, so give the engine more pages or lower max_tokens")
 
     # -- one forward pass each -------------------------------------------------------------
 
