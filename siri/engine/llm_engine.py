@@ -176,9 +176,7 @@ class LLMEngine:
     def _batch(self, ids, positions, slots, tables, lens, logits_index, cu) -> Batch:
         device = self.runner.device
         width = max(len(t) for t in tables)
-        table = torch.zeros((len(tables), width), dtype=torch.int32)
-        for row, pages in enumerate(tables):
-            table[row, :len(pages)] = torch.tensor(pages, dtype=torch.int32)
+        table = torch.tensor([pages + [0] * (width - len(pages)) for pages in tables], dtype=torch.int32)
 
         def as_tensor(values, dtype):
             return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
