@@ -159,5 +159,14 @@ def test_bad_step():
     s = make_schedule("constant", l_max=8)
     with pytest.raises(ValueError, match="step"):
         s(-1)
+    with pytest.raises(ValueError, match="step"):
+        s(1.5)
     with pytest.raises(ValueError, match="kind"):
         schedule_from_dict({"l_max": 8})
+
+
+def test_numpy_integer_steps():
+    np = pytest.importorskip("numpy")
+    s = make_schedule("cosine", l_max=L_MAX, l_min=L_MIN, period=64)
+    assert s(np.int64(10)) == s(10) and type(s(np.int64(10))) is int
+    assert s.phase(np.int32(40)) == s.phase(40)

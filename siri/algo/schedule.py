@@ -39,6 +39,7 @@ Schedules are frozen dataclasses; ``to_dict()`` gives a JSON/YAML-friendly dict 
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -74,7 +75,7 @@ class LengthSchedule:
     # ---- the interface -----------------------------------------------------------------
     def __call__(self, t: int) -> int:
         """The cap at step ``t``: ``round(L(t))`` floored to a multiple of ``multiple_of``."""
-        _check_step(t)
+        t = _check_step(t)
         m = self.multiple_of
         return max(m, (round(self.value(t)) // m) * m)
 
@@ -88,7 +89,7 @@ class LengthSchedule:
     def phase(self, t: int) -> str:
         """"compress" (falling, or at a trough) or "expand" (rising, or at a peak); see the
         module docstring for the exact rule."""
-        _check_step(t)
+        t = _check_step(t)
         for u in range(t, t - self._lookback() - 1, -1):
             d = self._direction(u)
             if d:
@@ -216,7 +217,7 @@ class PiecewiseSchedule(LengthSchedule):
 
     def phase(self, t: int) -> str:
         # The direction of the last change of cap at or before t (plateaus carry it on).
-        _check_step(t)
+        t = _check_step(t)
         reached = [c for s, c in self.points if s <= t]
         for prev, cur in zip(reversed(reached[:-1]), reversed(reached)):
             if cur != prev:
@@ -269,9 +270,15 @@ def schedule_from_dict(d: dict[str, Any]) -> LengthSchedule:
     return make_schedule(params.pop("kind"), **params)
 
 
-def _check_step(t: int) -> None:
-    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+def _check_step(t: int) -> int:
+    """``t`` as a Python int (numpy integers are accepted); ValueError unless an int >= 0."""
+    try:
+        step = operator.index(t)
+    except TypeError:
+        step = None
+    if isinstance(t, bool) or step is None or step < 0:
         raise ValueError(f"step must be an int >= 0, got {t!r}")
+    return step
 
 
 def _positive_int(name: str, v: Any) -> int:
