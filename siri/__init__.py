@@ -2,12 +2,20 @@
 reasoning models, with fused C++/CUDA kernels.
 
 Public API:
-    siri.ops.group_advantages  GRPO group-relative advantages (CPU + CUDA kernel)
-    siri.ops.sample_tokens     one fused decode step: sampling, logprob, EOS/cap stop (CPU + CUDA)
-    siri.build_info()          what the compiled extension contains
+    siri.ops              the kernels: group_advantages, grpo_loss, token_logprobs,
+                          sample_tokens, paged_decode_attention, paged_prefill_attention,
+                          append_kv (each CPU + CUDA, with float64 references)
+    siri.LLMEngine, siri.SamplingParams
+                          the paged-KV rollout engine over a Hugging Face model
+    siri.make_schedule    SIRI's length schedules (cosine, stair, stair_cosine, ...)
+    siri.rewards          answer extraction, math-verify, the length-capped reward
+    siri.build_info()     what the compiled extension contains
 """
 from siri.version import __version__
 from siri._ext import build_info, has_cuda_kernels
-from siri import ops
+from siri import ops, rewards
+from siri.algo.schedule import make_schedule
+from siri.engine import CompletionOutput, LLMEngine, SamplingParams
 
-__all__ = ["__version__", "build_info", "has_cuda_kernels", "ops"]
+__all__ = ["__version__", "build_info", "has_cuda_kernels", "ops", "rewards", "make_schedule",
+           "LLMEngine", "SamplingParams", "CompletionOutput"]

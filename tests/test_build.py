@@ -37,3 +37,12 @@ def test_cli_info_shows_cpu_backend():
                          check=True).stdout
     assert "compiled backends" in out and "cpu" in out
     assert "CUDA device" in out
+
+
+def test_public_api_is_exported():
+    for name in ("LLMEngine", "SamplingParams", "CompletionOutput", "make_schedule", "ops", "rewards",
+                 "build_info"):
+        assert hasattr(siri, name), name
+    for op in ("group_advantages", "grpo_loss", "token_logprobs", "sample_tokens",
+               "paged_decode_attention", "paged_prefill_attention", "append_kv"):
+        assert callable(getattr(siri.ops, op)), op
