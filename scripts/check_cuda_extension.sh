@@ -22,7 +22,7 @@ PATH="$VENV/bin:$PATH" cmake -S . -B "$build" -G Ninja -DSIRI_CUDA=ON -DSIRI_CUD
   -DSIRI_VERSION="$(sed -n 's/__version__ = "\(.*\)"/\1/p' siri/version.py)" >/dev/null
 PATH="$VENV/bin:$PATH" cmake --build "$build" --parallel "${MAX_JOBS:-2}"
 # Import the CUDA build: copy the Python sources next to the freshly linked _C.
-cp siri/*.py "$out/" && rm -rf "$out/ops" && cp -r siri/ops "$out/ops"
+(cd siri && find . -name "*.py" -exec install -D -m 644 {} "$out/{}" \;)
 (cd "$build/out" && "$py" - <<'PYEOF'
 import torch
 import siri

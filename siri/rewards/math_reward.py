@@ -12,7 +12,6 @@ import logging
 import math
 import threading
 
-from math_verify import parse, verify
 
 __all__ = ["math_equal"]
 
@@ -41,6 +40,8 @@ def math_equal(answer: str | None, reference: str, timeout_s: float = 5.0) -> bo
         seconds = max(1, math.ceil(timeout_s))
     else:
         seconds = None
+    from math_verify import verify  # imported on first use: it pulls in SymPy (slow)
+
     try:
         gold = _parse(str(reference), seconds)
         pred = _parse(str(answer), seconds)
@@ -56,6 +57,8 @@ def math_equal(answer: str | None, reference: str, timeout_s: float = 5.0) -> bo
 
 def _parse(expr: str, seconds: int | None) -> list:
     """Parse one answer as math-verify expects a final answer: inside ``\\boxed{}``."""
+    from math_verify import parse
+
     text = expr.strip()
     if "\\boxed" not in text and not text.startswith("$"):
         text = f"\\boxed{{{text}}}"
