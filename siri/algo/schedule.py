@@ -38,6 +38,8 @@ Schedules are frozen dataclasses; ``to_dict()`` gives a JSON/YAML-friendly dict 
 """
 from __future__ import annotations
 
+import abc
+
 import math
 import operator
 from dataclasses import dataclass, field
@@ -54,23 +56,26 @@ _REL_TOL = 1e-12
 
 
 @dataclass(frozen=True)
-class LengthSchedule:
+class LengthSchedule(abc.ABC):
     """Base class: subclasses define ``kind`` and ``value(t)``, the unrounded cap ``L(t)``."""
 
     multiple_of: int = 1
     kind: str = field(default="", init=False, repr=False)
 
     # ---- what subclasses provide -------------------------------------------------------
+    @abc.abstractmethod
     def value(self, t: int) -> float:
         """The unrounded cap ``L(t)``; periodic schedules accept negative t."""
-        raise NotImplementedError
+        ...
 
     def _lookback(self) -> int:
-        """How many steps back a plateau can extend before the phase is known to be "expand"."""
-        raise NotImplementedError
+        """How many steps back a plateau can extend before the phase is known to be "expand".
+        Used by the default :meth:`phase`; a subclass that overrides ``phase`` needs none."""
+        raise NotImplementedError(f"{type(self).__name__} must define _lookback or override phase")
 
+    @abc.abstractmethod
     def _params(self) -> dict[str, Any]:
-        raise NotImplementedError
+        ...
 
     # ---- the interface -----------------------------------------------------------------
     def __call__(self, t: int) -> int:
