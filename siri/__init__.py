@@ -8,6 +8,8 @@ Public API:
     siri.LLMEngine, siri.SamplingParams
                           the paged-KV rollout engine over a Hugging Face model
     siri.make_schedule    SIRI's length schedules (cosine, stair, stair_cosine, ...)
+    siri.Trainer, siri.load_config, siri.Config
+                          the trainer: ``Trainer(load_config(path, overrides)).fit()``
     siri.rewards          answer extraction, math-verify, the length-capped reward
     siri.build_info()     what the compiled extension contains
 """
@@ -16,6 +18,8 @@ from siri._ext import build_info, has_cuda_kernels
 from siri import ops, rewards
 from siri.algo.schedule import make_schedule
 from siri.engine import CompletionOutput, LLMEngine, SamplingParams
+from siri.config import Config, load_config
+from siri.trainer import Trainer
 
 __all__ = ["__version__", "build_info", "has_cuda_kernels", "ops", "rewards", "make_schedule",
-           "LLMEngine", "SamplingParams", "CompletionOutput"]
+           "LLMEngine", "SamplingParams", "CompletionOutput", "Config", "load_config", "Trainer"]

@@ -15,6 +15,7 @@ import torch
 from siri.ops.paged_attention import append_kv, paged_decode_attention, paged_prefill_attention
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
+SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
 
 
 @dataclass
@@ -60,6 +61,9 @@ class ModelRunner:
         self.vocab_size = config.vocab_size
         self.max_positions = getattr(config, "max_position_embeddings", None)
         self.has_qk_norm = config.model_type == "qwen3"
+        if self.head_dim not in SUPPORTED_HEAD_DIMS:
+            raise ValueError(f"siri's paged attention supports head_dim in {SUPPORTED_HEAD_DIMS}; this model has "
+                             f"head_dim {self.head_dim}")
 
     @property
     def dtype(self) -> torch.dtype:

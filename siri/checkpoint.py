@@ -1,0 +1,151 @@
+"""Atomic training checkpoints: ``RUN_DIR/checkpoints/step_<N>/``.
+
+A checkpoint is the Hugging Face model (``save_pretrained``, safetensors) and tokenizer, plus
+``trainer_state.pt`` (optimizer, LR scheduler, data cursor, RNG states, step) and
+``siri_checkpoint.json`` (step, kinds, schedule cap). ``N`` counts completed training steps,
+so resuming from ``step_N`` runs step ``N`` next.
+
+Writing is crash-safe: everything goes into ``checkpoints/.tmp-step_<N>-<pid>/``, every file
+is fsynced, ``siri_checkpoint.json`` is written last, then the directory is renamed into
+place and the parent fsynced. A directory without a valid ``siri_checkpoint.json`` is never
+loaded, so a kill at any moment leaves the previous checkpoint as the newest complete one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MARKER = "siri_checkpoint.json"
+STATE = "trainer_state.pt"
+_NAME = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
+                    info: dict[str, Any]) -> Path:
+    """Write ``checkpoints/step_<step>`` atomically and return its path.
+
+    Args:
+        step: completed training steps.
+        model, tokenizer: saved with ``save_pretrained`` (safetensors).
+        state: anything ``torch.save`` can write (optimizer state, cursors, RNG states).
+        info: JSON-serialisable facts (e.g. ``kinds``, ``cap``), stored in the marker file.
+    """
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step}"
+    tmp = root / f".tmp-step_{step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    torch.save(state, tmp / STATE)
+    (tmp / MARKER).write_text(json.dumps({"step": step, **info}, indent=1))
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            _fsync_file(path)
+    _fsync_dir(tmp)
+    if final.exists():
+        # Replacing a checkpoint (a resumed run re-saving a step): move the old one aside
+        # first, so there is always one complete copy on disk.
+        old = root / f".old-step_{step}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    return final
+
+
+def read_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker of a complete checkpoint directory, or None if it is incomplete/invalid."""
+    path = Path(path)
+    try:
+        info = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("step"), int) or not (path / STATE).is_file():
+        return None
+    return info
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as ``(step, path)``, oldest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _NAME.match(path.name)
+        if match and path.is_dir() and read_info(path) is not None:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint, or None. Incomplete ones are ignored."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """``trainer_state.pt`` of a checkpoint (raises ValueError if it is not complete)."""
+    path = Path(path)
+    if read_info(path) is None:
+        raise ValueError(f"{path} is not a complete siri checkpoint (no valid {MARKER} and {STATE})")
+    return torch.load(path / STATE, map_location="cpu", weights_only=False)
+
+
+def prune(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
+    """Delete periodic checkpoints beyond the newest ``keep_last``, and stale temp dirs of
+    dead writers. Checkpoints whose kinds include anything but "periodic" (peak, trough,
+    final) are kept. Returns the deleted paths."""
+    root = checkpoint_dir(run_dir)
+    deleted = []
+    periodic = [(step, path) for step, path in list_checkpoints(run_dir)
+                if set(read_info(path).get("kinds", ["periodic"])) == {"periodic"}]
+    for _, path in periodic[:max(0, len(periodic) - keep_last)]:
+        shutil.rmtree(path)
+        deleted.append(path)
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith((".tmp-", ".old-")) and not _owned_by_live_process(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+                deleted.append(path)
+    return deleted
+
+
+def _owned_by_live_process(name: str) -> bool:
+    pid = int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else -1
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

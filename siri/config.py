@@ -1,0 +1,448 @@
+"""Training configuration: dataclasses are the source of truth; YAML files and dotted
+command-line overrides fill them in, and ``validate`` runs before any work starts.
+
+    from siri import load_config
+    cfg = load_config("configs/siri_r1_distill_qwen_1.5b.yaml", ["trainer.steps=10", "rollout.group_size=4"])
+
+Every field is documented where it is declared. Defaults are the paper's recipe (SIRI on
+DeepSeek-R1-Distill-Qwen-1.5B: DAPO clip 0.2/0.28, no KL, token-mean, lr 1e-6, temperature 1.0).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from siri.algo.schedule import LengthSchedule, schedule_from_dict
+from siri.rewards.loader import DEFAULT_REWARD
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "AlgoConfig", "OptimConfig",
+           "RewardConfig", "TrainerConfig", "ConfigError", "load_config", "config_from_dict",
+           "config_to_dict", "apply_overrides"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and what was expected."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+    """A local Hugging Face model directory, or a Hub id (downloaded by transformers)."""
+    dtype: str = "auto"
+    """Weights and compute dtype: "float32", "bfloat16", or "auto" (bf16 on CUDA, fp32 on CPU).
+    The optimizer keeps its state in the same dtype."""
+    device: str = "auto"
+    """"cuda", "cpu", or "auto" (CUDA when visible and siri was built with CUDA kernels)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about 30% more compute)."""
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: str = "deepscaler"
+    """A local file/dir (.jsonl, .parquet, a ``datasets.save_to_disk`` dir) or a named dataset
+    (``deepscaler``); named datasets load from ``path`` when given, else from the Hub."""
+    path: str | None = None
+    """Local copy of a named dataset (any of the formats above)."""
+    split: str | None = None
+    prompt_key: str | None = None
+    """Field holding the problem text (default "prompt" for files, the spec's for names)."""
+    answer_key: str | None = None
+    instruction: str | None = "Let's think step by step and output the final answer within \\boxed{}."
+    """Appended to every prompt (DeepScaleR's instruction by default); null for none."""
+    system_prompt: str | None = None
+    use_chat_template: bool = True
+    """Wrap prompts in the tokenizer's chat template (with the generation prompt)."""
+    max_prompt_tokens: int = 1024
+    """Longer prompts are skipped and counted."""
+    shuffle: bool = True
+    on_error: str = "skip"
+    """Malformed rows: "skip" (count them in the log) or "raise" (fail naming file and row)."""
+
+
+@dataclass
+class RolloutConfig:
+    prompts_per_step: int = 128
+    """Prompts sampled per training step (the paper: 128)."""
+    group_size: int = 8
+    """Completions per prompt (GRPO's G)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    page_size: int = 16
+    """Tokens per KV page; the schedule's caps are rounded down to a multiple of it."""
+    max_num_seqs: int = 256
+    """The most sequences decoding at once."""
+    kv_cache_gb: float | None = None
+    """KV page pool size; default a quarter of free CUDA memory, or 2 GiB on the CPU."""
+    max_prefill_tokens: int = 8192
+
+
+@dataclass
+class AlgoConfig:
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    """DAPO's clip-higher: ratio clipped to [1 - clip_low, 1 + clip_high]."""
+    clip_c: float | None = None
+    """Dual-clip constant (> 1) for negative advantages; null is off."""
+    kl_coef: float = 0.0
+    """k3 KL penalty against the initial policy (loads a frozen reference copy when > 0)."""
+    advantage_scale: str = "group"
+    """"group": (r - mean) / (std + eps) (GRPO); "none": r - mean (Dr. GRPO)."""
+    advantage_eps: float = 1e-6
+    ppo_epochs: int = 1
+    """Passes over each step's rollouts."""
+    mini_batches: int = 1
+    """Optimizer steps per epoch; the step's prompts are split evenly between them."""
+    micro_batch_tokens: int = 16384
+    """Token budget of one forward/backward (padded sequences x length), so cost follows real
+    tokens. Sequences longer than the budget run alone."""
+    old_logprobs: str = "recompute"
+    """Where the ratio's denominator comes from: "recompute" (a no-grad forward of the policy
+    before the update) or "engine" (the sampler's logprobs; only exactly on-policy, i.e.
+    ppo_epochs = mini_batches = 1). The engine's forward differs in rounding from the
+    training forward, so "recompute" is the default."""
+    filter_equal_groups: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal (off: not in the paper)."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    """Linear warmup from 0 to lr over this many optimizer steps, then constant."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+
+
+@dataclass
+class RewardConfig:
+    fn: str = DEFAULT_REWARD
+    """``"package.module:function"``: ``(response_text, reference, finish_reason) -> float``.
+    The default scores 1 for a correct final answer, 0 for a wrong or truncated one."""
+    truncated_reward: float | None = 0.0
+    """Reward of a response cut at the step's cap (finish_reason "length"), whatever ``fn``
+    would say; ``fn`` is not called for it. SIRI's compression pressure comes from this.
+    null hands truncated responses to ``fn`` too."""
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 1920
+    """Training steps (the paper: 3 cycles of 640)."""
+    seed: int = 0
+    run_dir: str = "runs/siri"
+    """Holds config.yaml, metrics.jsonl, checkpoints/, eval/ and plots/."""
+    save_every: int = 50
+    """Checkpoint every N steps (0: only at extrema and the end)."""
+    save_at_extrema: bool = True
+    """Also checkpoint at every schedule peak and trough (SIRI-high / SIRI-low)."""
+    keep_last: int = 3
+    """Periodic checkpoints kept; peak/trough and final checkpoints are always kept."""
+    resume: str = "auto"
+    """"auto" (the newest complete checkpoint in run_dir, else start fresh), "never", or a
+    checkpoint directory."""
+    progress: bool = True
+    """Show a progress bar (step, cap, phase, reward, length, truncation)."""
+    save_rollouts: bool = False
+    """Write every step's responses (text, tokens, finish reason, reward, advantage) to
+    ``run_dir/rollouts/step_<t>.jsonl``, for debugging rewards."""
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "siri"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    schedule: dict[str, Any] = field(default_factory=lambda: dict(
+        kind="cosine", l_max=16384, l_min=8192, period=640))
+    """The length schedule: ``kind`` plus ``make_schedule`` parameters (l_max, l_min, period,
+    compress_fraction, points, multiple_of). multiple_of defaults to the page size."""
+
+    def length_schedule(self) -> LengthSchedule:
+        params = dict(self.schedule)
+        params.setdefault("multiple_of", self.rollout.page_size)
+        return schedule_from_dict(params)
+
+    def validate(self, *, check_files: bool = True) -> None:
+        """Raise ConfigError for values that cannot work, before any model is loaded."""
+        _validate(self, check_files)
+
+
+# ---- dict <-> dataclass ------------------------------------------------------------------
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """A plain dict (YAML-friendly: tuples become lists)."""
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Build a Config from nested dicts; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+    return _build(Config, d, "")
+
+
+def _build(cls, values: dict[str, Any], prefix: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; expected one of {sorted(fields)}"
+        raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section '{prefix}{name}' must be a mapping, got {value!r}")
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"'{key}' has an invalid value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"'{key}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, str):
+            value = _yaml11_float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _yaml11_float(text: str) -> float | str:
+    """YAML 1.1 (PyYAML) reads ``1e-6`` as a string (it wants ``1.0e-6``); accept it."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# ---- YAML and overrides ------------------------------------------------------------------
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a nested dict (values parsed as YAML, so
+    ``trainer.steps=10`` is an int and ``data.path=null`` is None). Returns a new dict."""
+    out = _deep_copy(d)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({e})") from e
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(d):
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, *,
+                validate: bool = True, check_files: bool = True) -> Config:
+    """Read a YAML config (or start from the defaults when ``path`` is None), apply dotted
+    overrides, build the dataclasses and validate.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist. ConfigError: bad YAML, an unknown key, a
+            wrong type, or a value that cannot work (see :meth:`Config.validate`).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    cfg = config_from_dict(apply_overrides(data, overrides or []))
+    if validate:
+        cfg.validate(check_files=check_files)
+    return cfg
+
+
+# ---- validation --------------------------------------------------------------------------
+
+_CHOICES = {
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.device": ("auto", "cpu", "cuda"),
+    "data.on_error": ("skip", "raise"),
+    "algo.advantage_scale": ("group", "none"),
+    "algo.old_logprobs": ("recompute", "engine"),
+}
+
+
+def _validate(cfg: Config, check_files: bool) -> None:
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"'{key}' must be one of {list(choices)}, got {value!r}")
+    positive = {"rollout.prompts_per_step": cfg.rollout.prompts_per_step,
+                "rollout.page_size": cfg.rollout.page_size, "rollout.max_num_seqs": cfg.rollout.max_num_seqs,
+                "rollout.max_prefill_tokens": cfg.rollout.max_prefill_tokens,
+                "algo.ppo_epochs": cfg.algo.ppo_epochs, "algo.mini_batches": cfg.algo.mini_batches,
+                "algo.micro_batch_tokens": cfg.algo.micro_batch_tokens, "trainer.steps": cfg.trainer.steps,
+                "data.max_prompt_tokens": cfg.data.max_prompt_tokens}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"'{key}' must be >= 1, got {value}")
+    for key, value in {"trainer.save_every": cfg.trainer.save_every, "trainer.keep_last": cfg.trainer.keep_last,
+                       "optim.warmup_steps": cfg.optim.warmup_steps, "rollout.top_k": cfg.rollout.top_k}.items():
+        if value < 0:
+            raise ConfigError(f"'{key}' must be >= 0, got {value}")
+    if cfg.rollout.group_size < 2:
+        raise ConfigError(f"'rollout.group_size' must be >= 2 (GRPO compares samples of a prompt), "
+                          f"got {cfg.rollout.group_size}")
+    if cfg.rollout.group_size > cfg.rollout.max_num_seqs:
+        raise ConfigError(f"'rollout.group_size' ({cfg.rollout.group_size}) exceeds 'rollout.max_num_seqs' "
+                          f"({cfg.rollout.max_num_seqs})")
+    if not cfg.rollout.temperature > 0:
+        raise ConfigError(f"'rollout.temperature' must be > 0 for RL sampling, got {cfg.rollout.temperature}")
+    if not 0 < cfg.rollout.top_p <= 1:
+        raise ConfigError(f"'rollout.top_p' must be in (0, 1], got {cfg.rollout.top_p}")
+    if cfg.rollout.prompts_per_step % cfg.algo.mini_batches:
+        raise ConfigError(f"'rollout.prompts_per_step' ({cfg.rollout.prompts_per_step}) must be divisible by "
+                          f"'algo.mini_batches' ({cfg.algo.mini_batches})")
+    if not (cfg.algo.clip_low > 0 and cfg.algo.clip_high > 0 and cfg.algo.clip_low < 1):
+        raise ConfigError(f"'algo.clip_low' must be in (0, 1) and 'algo.clip_high' > 0, got "
+                          f"{cfg.algo.clip_low} / {cfg.algo.clip_high}")
+    if cfg.algo.clip_c is not None and not cfg.algo.clip_c > 1:
+        raise ConfigError(f"'algo.clip_c' (dual clip) must be > 1 or null, got {cfg.algo.clip_c}")
+    if cfg.algo.kl_coef < 0:
+        raise ConfigError(f"'algo.kl_coef' must be >= 0, got {cfg.algo.kl_coef}")
+    if cfg.algo.old_logprobs == "engine" and (cfg.algo.ppo_epochs > 1 or cfg.algo.mini_batches > 1):
+        raise ConfigError("'algo.old_logprobs: engine' is only valid exactly on-policy "
+                          "(algo.ppo_epochs = algo.mini_batches = 1); use 'recompute'")
+    if not cfg.optim.lr > 0 or cfg.optim.grad_clip < 0:
+        raise ConfigError(f"'optim.lr' must be > 0 and 'optim.grad_clip' >= 0, got {cfg.optim.lr} / "
+                          f"{cfg.optim.grad_clip}")
+    if cfg.trainer.resume not in ("auto", "never") and check_files and not Path(cfg.trainer.resume).is_dir():
+        raise ConfigError(f"'trainer.resume' must be 'auto', 'never' or a checkpoint directory; "
+                          f"{cfg.trainer.resume!r} is not a directory")
+    try:
+        schedule = cfg.length_schedule()
+    except ValueError as e:
+        raise ConfigError(f"'schedule': {e}") from e
+    longest = max(schedule(t) for t in _probe_steps(schedule, cfg.trainer.steps))
+    _check_model_positions(cfg, longest)
+    if check_files:
+        _check_data_files(cfg)
+    from siri.rewards.loader import load_reward_fn
+    try:
+        load_reward_fn(cfg.reward.fn)
+    except ValueError as e:
+        raise ConfigError(f"'reward.fn': {e}") from e
+
+
+def _probe_steps(schedule: LengthSchedule, steps: int) -> range | list[int]:
+    """Every step for short runs; for long ones the steps that can hold the maximum."""
+    if steps <= 20000:
+        return range(steps)
+    return sorted({0, *schedule.peaks(20000)})
+
+
+def _check_model_positions(cfg: Config, longest_cap: int) -> None:
+    """The longest cap plus the longest prompt must fit the model's positions. The model's
+    config is read only when it is on this machine (a directory or the HF cache)."""
+    from siri.model_loading import local_model_config
+
+    config = local_model_config(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    if config is None:
+        return
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and longest_cap + cfg.data.max_prompt_tokens > limit:
+        raise ConfigError(
+            f"the schedule's largest cap ({longest_cap}) plus 'data.max_prompt_tokens' "
+            f"({cfg.data.max_prompt_tokens}) exceeds the model's max_position_embeddings ({limit})")
+
+
+def _check_data_files(cfg: Config) -> None:
+    from siri.data import NAMED_DATASETS
+
+    for key in ("train", "path"):
+        value = getattr(cfg.data, key)
+        if value is None or (key == "train" and value in NAMED_DATASETS):
+            continue
+        if not Path(value).exists():
+            raise ConfigError(f"'data.{key}': no such file or directory: {value}"
+                              + ("" if key == "path" else f" (nor a named dataset: {sorted(NAMED_DATASETS)})"))

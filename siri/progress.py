@@ -1,0 +1,38 @@
+"""The training progress bar: step, cap, phase, reward, mean length and truncation rate."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class TrainProgress:
+    """A rich progress bar over training steps (a no-op when ``enabled`` is False).
+
+    ``stage(name)`` shows what the current step is doing (rollout, reward, update, save).
+    """
+
+    def __init__(self, enabled: bool, total: int, start: int = 0, description: str = "train"):
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+                TimeRemainingColumn
+
+            self._bar = Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
+            self._bar.start()
+            self._task = self._bar.add_task("", total=total, completed=start)
+            self._last = ""
+
+    def stage(self, name: str, step: int, cap: int, phase: str) -> None:
+        if self.enabled:
+            self._bar.update(self._task, description=f"step {step} cap {cap} {phase} [{name}] {self._last}")
+
+    def step_done(self, m: dict[str, Any]) -> None:
+        if self.enabled:
+            self._last = (f"reward {m['reward_mean']:.3f} len {m['response_len_mean']:.0f} "
+                          f"trunc {m['truncation_rate']:.2f}")
+            self._bar.update(self._task, advance=1,
+                             description=f"step {m['step']} cap {m['cap']} {m['phase']} {self._last}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self._bar.stop()

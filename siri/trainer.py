@@ -1,0 +1,405 @@
+"""The SIRI trainer: GRPO/DAPO with a length cap that follows a schedule (compress/expand).
+
+    from siri import Trainer, load_config
+    Trainer(load_config("configs/demo.yaml", ["trainer.steps=20"])).fit()
+
+One step (``train_step``):
+
+1. ``cap = schedule(step)``; take the next ``rollout.prompts_per_step`` prompts.
+2. Rollouts: the engine samples ``rollout.group_size`` responses per prompt with
+   ``max_tokens=cap`` over the policy's own parameters (no weight copy).
+3. Rewards: ``reward.fn(text, answer, finish_reason)``; a response cut at the cap ("length")
+   scores 0 with the default reward. A reward that raises scores 0 and is counted.
+4. Advantages: ``group_advantages`` per prompt group.
+5. Old logprobs: recomputed under no_grad (or the sampler's, exactly on-policy).
+6. Update: for each PPO epoch and mini-batch, micro-batches packed by a token budget go
+   through the HF model and the fused ``grpo_loss`` (token-mean over the mini-batch's
+   response tokens); clip the gradient norm; AdamW. A non-finite gradient skips the step.
+7. Metrics (JSONL, progress bar, callbacks) and checkpoints (periodic, at the schedule's
+   peaks and troughs, and at the end).
+
+Rollout sampling is keyed by (seed, step, prompt index, sample), so a resumed run samples
+exactly what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from siri import checkpoint
+from siri.algo.rollout_batch import Rollout, collate, pack_by_token_budget
+from siri.config import Config, config_to_dict
+from siri.data import PromptDataset, PromptFormatter, PromptSampler, load_rows
+from siri.engine import LLMEngine, SamplingParams
+from siri.engine.llm_engine import sequence_seed
+from siri.metrics import MetricsLog
+from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype, stop_token_ids
+from siri.ops.group_advantages import group_advantages
+from siri.ops.grpo_loss import grpo_loss
+from siri.ops.logprobs import token_logprobs
+from siri.progress import TrainProgress
+from siri.rewards.loader import load_reward_fn
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+# A response with reward >= this counts as correct in the "accuracy" metric (the default
+# reward is 1 for correct and 0 otherwise).
+ACCURACY_THRESHOLD = 0.5
+
+
+class TrainingAborted(RuntimeError):
+    """Training cannot continue (e.g. too many consecutive non-finite gradients)."""
+
+
+class Trainer:
+    """Runs SIRI training as configured.
+
+    Args:
+        config: a validated :class:`siri.config.Config` (``load_config`` validates).
+        callbacks: called after every step with that step's metrics dict.
+        max_consecutive_skips: abort after this many steps in a row whose loss or gradient
+            was not finite (each such step leaves weights and optimizer state unchanged).
+    """
+
+    def __init__(self, config: Config, *, callbacks: list[StepCallback] | None = None,
+                 max_consecutive_skips: int = 3):
+        config.validate()
+        self.cfg = config
+        self.callbacks = list(callbacks or [])
+        self.max_consecutive_skips = max_consecutive_skips
+        self.run_dir = Path(config.trainer.run_dir)
+        self.schedule = config.length_schedule()
+        self.device = resolve_device(config.model.device)
+        self.dtype = resolve_dtype(config.model.dtype, self.device)
+        self.step = 0
+        self.skipped_steps = 0
+        self._progress = TrainProgress(False, 0)
+        self._consecutive_skips = 0
+        resume_from = self._resume_source()
+        torch.manual_seed(config.trainer.seed)
+        random.seed(config.trainer.seed)
+        np.random.seed(config.trainer.seed % 2**32)
+
+        m = config.model
+        self.tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
+        self.model = load_model(str(resume_from or m.path), device=self.device, dtype=self.dtype,
+                                trust_remote_code=m.trust_remote_code)
+        if m.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.ref_model = None
+        if config.algo.kl_coef > 0:
+            self.ref_model = load_model(m.path, device=self.device, dtype=self.dtype,
+                                        trust_remote_code=m.trust_remote_code).eval().requires_grad_(False)
+        self._check_positions()
+        self.stop_ids = stop_token_ids(self.tokenizer, self.model)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+        self.dataset, self.data_report = self._load_data()
+        try:
+            self.sampler = PromptSampler(len(self.dataset), config.rollout.prompts_per_step,
+                                         seed=config.trainer.seed, shuffle=config.data.shuffle)
+        except ValueError as e:
+            raise ValueError(f"rollout.prompts_per_step={config.rollout.prompts_per_step} but the dataset has "
+                             f"{len(self.dataset)} usable prompts: {e}") from e
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        warmup = o.warmup_steps
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+        r = config.rollout
+        self.engine = LLMEngine(self.model, page_size=r.page_size, max_num_seqs=r.max_num_seqs,
+                                kv_cache_bytes=None if r.kv_cache_gb is None else int(r.kv_cache_gb * 2**30),
+                                max_prefill_tokens=r.max_prefill_tokens)
+        self.reward_fn = load_reward_fn(config.reward.fn)
+        self._peaks = set(self.schedule.peaks(config.trainer.steps))
+        self._troughs = set(self.schedule.troughs(config.trainer.steps))
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    # ---- setup ------------------------------------------------------------------------
+
+    def _resume_source(self) -> Path | None:
+        mode = self.cfg.trainer.resume
+        if mode == "never":
+            return None
+        if mode == "auto":
+            return checkpoint.latest_checkpoint(self.run_dir)
+        return Path(mode)
+
+    def _check_positions(self) -> None:
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        longest = max(self.schedule(t) for t in range(self.cfg.trainer.steps)) if self.cfg.trainer.steps <= 20000 \
+            else max(self.schedule(t) for t in {0, *self.schedule.peaks(20000)})
+        if limit is not None and longest + self.cfg.data.max_prompt_tokens > limit:
+            raise ValueError(f"the schedule's largest cap ({longest}) plus data.max_prompt_tokens "
+                             f"({self.cfg.data.max_prompt_tokens}) exceeds the model's max_position_embeddings "
+                             f"({limit})")
+
+    def _load_data(self) -> tuple[PromptDataset, dict[str, Any]]:
+        d = self.cfg.data
+        loaded = load_rows(d.train, path=d.path, split=d.split, prompt_key=d.prompt_key, answer_key=d.answer_key,
+                           on_error=d.on_error)
+        formatter = PromptFormatter(self.tokenizer, instruction=d.instruction, use_chat_template=d.use_chat_template,
+                                    system_prompt=d.system_prompt)
+        dataset = PromptDataset(loaded.rows, formatter, max_prompt_tokens=d.max_prompt_tokens)
+        report = {"source": loaded.source, "rows": len(loaded.rows), "skipped_bad_rows": dict(loaded.skipped),
+                  "skipped_too_long": dataset.num_too_long, "usable_prompts": len(dataset)}
+        return dataset, report
+
+    def _restore(self, path: Path) -> None:
+        state = checkpoint.load_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = state["step"]
+        self.skipped_steps = state.get("skipped_steps", 0)
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train from ``self.step`` to ``trainer.steps``. Returns the last step's metrics
+        (an empty dict when there was nothing left to do) plus ``checkpoint``, the newest."""
+        t = self.cfg.trainer
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_yaml(self.run_dir / "config.yaml", config_to_dict(self.cfg))
+        _write_yaml(self.run_dir / "data_report.yaml", self.data_report)
+        log = MetricsLog(self.run_dir, resume_step=self.step, tensorboard=t.tensorboard, wandb=t.wandb,
+                         wandb_project=t.wandb_project, config=config_to_dict(self.cfg))
+        self._progress = TrainProgress(t.progress, total=t.steps, start=self.step)
+        last: dict[str, Any] = {}
+        try:
+            while self.step < t.steps:
+                last = self.train_step()
+                log.log(last)
+                self._progress.step_done(last)
+                for callback in self.callbacks:
+                    callback(last)
+                kinds = self._checkpoint_kinds(last["step"])
+                if kinds:
+                    self.save(kinds)
+        finally:
+            self._progress.close()
+            self._progress = TrainProgress(False, 0)
+            log.close()
+        newest = checkpoint.latest_checkpoint(self.run_dir)
+        return {**last, "checkpoint": str(newest) if newest else None}
+
+    def _checkpoint_kinds(self, t: int) -> list[str]:
+        cfg = self.cfg.trainer
+        kinds = []
+        if cfg.save_every and (t + 1) % cfg.save_every == 0:
+            kinds.append("periodic")
+        if cfg.save_at_extrema and t in self._peaks:
+            kinds.append("peak")
+        if cfg.save_at_extrema and t in self._troughs:
+            kinds.append("trough")
+        if t + 1 == cfg.steps:
+            kinds.append("final")
+        return kinds
+
+    def train_step(self) -> dict[str, Any]:
+        """Run step ``self.step`` and return its metrics."""
+        t, cfg = self.step, self.cfg
+        cap, phase = self.schedule(t), self.schedule.phase(t)
+        started = time.perf_counter()
+        self._progress.stage("rollout", t, cap, phase)
+        examples = [self.dataset[i] for i in self.sampler.next_batch()]
+        rollouts = self._generate(examples, cap, t)
+        rollout_s = time.perf_counter() - started
+        generated = sum(len(r.response_ids) for r in rollouts)
+
+        self._progress.stage("reward", t, cap, phase)
+        reward_errors = self._score(rollouts, [e.answer for e in examples for _ in range(cfg.rollout.group_size)])
+        rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
+        advantages = group_advantages(rewards, cfg.rollout.group_size, cfg.algo.advantage_eps,
+                                      scale=cfg.algo.advantage_scale)
+        for r, a in zip(rollouts, advantages.tolist()):
+            r.advantage = a
+        groups = [rollouts[i:i + cfg.rollout.group_size] for i in range(0, len(rollouts), cfg.rollout.group_size)]
+        equal = [len({r.reward for r in g}) == 1 for g in groups]
+        if cfg.algo.filter_equal_groups:
+            groups = [g for g, e in zip(groups, equal) if not e]
+        reward_s = time.perf_counter() - started - rollout_s
+
+        if cfg.trainer.save_rollouts:
+            self._save_rollouts(t, examples, rollouts)
+        self._progress.stage("update", t, cap, phase)
+        train = self._update(groups) if groups else _NO_UPDATE
+        self.step += 1
+        lengths = [len(r.response_ids) for r in rollouts]
+        return {
+            "step": t, "cap": cap, "phase": phase,
+            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "accuracy": float((rewards >= ACCURACY_THRESHOLD).float().mean()),
+            "response_len_mean": statistics.fmean(lengths), "response_len_p50": float(statistics.median(lengths)),
+            "response_len_max": max(lengths), "response_len_min": min(lengths),
+            "truncation_rate": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+            "groups_all_equal": sum(equal) / len(equal), "groups_trained": len(groups),
+            "reward_errors": reward_errors, **train, "lr": self.lr_scheduler.get_last_lr()[0],
+            "skipped_steps": self.skipped_steps, "tokens_generated": generated,
+            "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
+            "time_rollout_s": rollout_s, "time_reward_s": reward_s,
+            "time_update_s": time.perf_counter() - started - rollout_s - reward_s,
+            "time_step_s": time.perf_counter() - started,
+        }
+
+    # ---- stages -----------------------------------------------------------------------
+
+    def _generate(self, examples, cap: int, step: int) -> list[Rollout]:
+        r = self.cfg.rollout
+        params = SamplingParams(n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                max_tokens=cap, stop_token_ids=self.stop_ids,
+                                seed=sequence_seed(self.cfg.trainer.seed, step, 0))
+        self.model.eval()
+        outputs = self.engine.generate([e.input_ids for e in examples], params,
+                                       prompt_keys=[e.index for e in examples])
+        return [Rollout(e.input_ids, o.token_ids, o.logprobs, o.finish_reason)
+                for e, group in zip(examples, outputs) for o in group]
+
+    def _score(self, rollouts: list[Rollout], answers: list[str]) -> int:
+        """Set each rollout's reward (and ``text``); truncated responses get
+        ``reward.truncated_reward``; a reward function that raises gives 0. Returns the
+        number of such errors."""
+        errors, truncated_reward = 0, self.cfg.reward.truncated_reward
+        for r, answer in zip(rollouts, answers):
+            text = r.text = self.tokenizer.decode(r.response_ids, skip_special_tokens=True)
+            if r.finish_reason == "length" and truncated_reward is not None:
+                r.reward = truncated_reward
+                continue
+            try:
+                r.reward = float(self.reward_fn(text, answer, r.finish_reason))
+            except Exception:  # noqa: BLE001 - a user's reward must not kill a days-long run
+                r.reward, errors = 0.0, errors + 1
+        return errors
+
+    def _save_rollouts(self, step: int, examples, rollouts: list[Rollout]) -> None:
+        g = self.cfg.rollout.group_size
+        rows = [{"step": step, "prompt_index": examples[i // g].index, "sample": i % g, "answer": examples[i // g].answer,
+                 "response": r.text, "num_tokens": len(r.response_ids), "finish_reason": r.finish_reason,
+                 "reward": r.reward, "advantage": r.advantage} for i, r in enumerate(rollouts)]
+        directory = self.run_dir / "rollouts"
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_text(directory / f"step_{step}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+
+    def _micro_batches(self, rollouts: list[Rollout]):
+        budget = self.cfg.algo.micro_batch_tokens
+        for indices in pack_by_token_budget([r.length for r in rollouts], budget):
+            yield collate([rollouts[i] for i in indices], self.pad_id, self.device)
+
+    @torch.no_grad()
+    def _fill_logprobs(self, rollouts: list[Rollout], model, name: str) -> None:
+        temperature = self.cfg.rollout.temperature
+        for mb in self._micro_batches(rollouts):
+            logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
+            logp = token_logprobs(logits[:, :-1], mb.targets, temperature, mask=mb.response_mask)
+            mb.scatter(logp, name)
+
+    def _update(self, groups: list[list[Rollout]]) -> dict[str, Any]:
+        a = self.cfg.algo
+        rollouts = [r for g in groups for r in g]
+        if a.old_logprobs == "engine":
+            for r in rollouts:
+                r.old_logprobs = torch.tensor(r.sample_logprobs, dtype=torch.float32)
+        else:
+            self.model.eval()
+            self._fill_logprobs(rollouts, self.model, "old_logprobs")
+        if self.ref_model is not None:
+            self._fill_logprobs(rollouts, self.ref_model, "ref_logprobs")
+        self.model.train()
+        per_mini = max(1, len(groups) // a.mini_batches)
+        sums: dict[str, float] = {}
+        optimizer_steps = 0
+        for _ in range(a.ppo_epochs):
+            for start in range(0, len(groups), per_mini):
+                mini = [r for g in groups[start:start + per_mini] for r in g]
+                stats = self._optimizer_step(mini)
+                optimizer_steps += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        return {k: v / optimizer_steps for k, v in sums.items()}
+
+    def _optimizer_step(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """One optimizer step on ``rollouts`` (token-mean over all their response tokens)."""
+        a, temperature = self.cfg.algo, self.cfg.rollout.temperature
+        num_tokens = sum(len(r.response_ids) for r in rollouts)
+        loss_sum, weighted = 0.0, {"clip_frac_low": 0.0, "clip_frac_high": 0.0, "clip_frac_dual": 0.0,
+                                   "approx_kl": 0.0, "entropy": 0.0}
+        for mb in self._micro_batches(rollouts):
+            logits = self.model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
+            loss, stats = grpo_loss(
+                logits[:, :-1], mb.targets, mb.gather("old_logprobs"), mb.advantages, mb.response_mask,
+                clip_low=a.clip_low, clip_high=a.clip_high, clip_c=a.clip_c, temperature=temperature,
+                ref_logprobs=mb.gather("ref_logprobs") if self.ref_model is not None else None,
+                kl_coef=a.kl_coef, num_tokens=num_tokens, return_entropy=True)
+            loss.backward()
+            loss_sum += float(loss.detach())
+            share = float(stats.num_tokens) / num_tokens
+            for key in weighted:
+                weighted[key] += float(getattr(stats, key).detach()) * share
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        finite = bool(np.isfinite(loss_sum)) and bool(np.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self._consecutive_skips = 0
+        else:
+            self.skipped_steps += 1
+            self._consecutive_skips += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._consecutive_skips >= self.max_consecutive_skips:
+            raise TrainingAborted(f"{self._consecutive_skips} consecutive optimizer steps had a non-finite loss or "
+                                  f"gradient (last: loss {loss_sum}, grad norm {grad_norm}) at step {self.step}; "
+                                  f"lower optim.lr, check the data, or use float32")
+        return {"loss": loss_sum, "grad_norm": grad_norm, "update_skipped": float(not finite),
+                "train_tokens": float(num_tokens), **weighted}
+
+    # ---- checkpoints ------------------------------------------------------------------
+
+    def save(self, kinds: list[str] | None = None) -> Path:
+        """Checkpoint the current state as ``checkpoints/step_<self.step>`` (atomic), then
+        prune old periodic checkpoints."""
+        self._progress.stage("save", self.step, self.schedule(max(self.step - 1, 0)), "")
+        state = {
+            "step": self.step, "skipped_steps": self.skipped_steps,
+            "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(), "schedule": self.schedule.to_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "config": config_to_dict(self.cfg),
+        }
+        last = max(self.step - 1, 0)
+        info = {"kinds": kinds or ["periodic"], "cap": self.schedule(last), "phase": self.schedule.phase(last)}
+        path = checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, info)
+        checkpoint.prune(self.run_dir, self.cfg.trainer.keep_last)
+        return path
+
+
+_NO_UPDATE = {"loss": 0.0, "grad_norm": 0.0, "update_skipped": 0.0, "train_tokens": 0.0, "clip_frac_low": 0.0,
+              "clip_frac_high": 0.0, "clip_frac_dual": 0.0, "approx_kl": 0.0, "entropy": 0.0}
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    _write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so readers never see half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,14 @@
+"""Reward functions that tests name in configs (``reward.fn: reward_fns:<name>``)."""
+
+
+def even_length(response_text: str, reference: str, finish_reason: str) -> float:
+    """1 for a response with an even number of characters. It ignores ``finish_reason`` on
+    purpose: the trainer itself must give truncated responses ``reward.truncated_reward``."""
+    return float(len(response_text) % 2 == 0)
+
+
+def flaky(response_text: str, reference: str, finish_reason: str) -> float:
+    """Raises for every other response length, to test that reward errors score 0."""
+    if len(response_text) % 2:
+        raise RuntimeError("flaky reward")
+    return 1.0

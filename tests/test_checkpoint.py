@@ -1,0 +1,69 @@
+"""Atomic checkpoints: complete ones are found, incomplete ones never loaded, pruning keeps extrema."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from siri import checkpoint
+from tiny_models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(layers=1)
+
+
+def save(run_dir, step, model, kinds=("periodic",)):
+    return checkpoint.save_checkpoint(run_dir, step, model, None, {"step": step, "x": torch.arange(3)},
+                                      {"kinds": list(kinds), "cap": 7})
+
+
+def test_save_then_load_round_trips(tmp_path, model):
+    path = save(tmp_path, 3, model)
+    assert path == tmp_path / "checkpoints" / "step_3"
+    assert checkpoint.read_info(path) == {"step": 3, "kinds": ["periodic"], "cap": 7}
+    assert checkpoint.load_state(path)["x"].tolist() == [0, 1, 2]
+    weights = load_file(path / "model.safetensors")
+    for name, p in model.state_dict().items():
+        if name in weights:
+            assert torch.equal(weights[name], p)
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_incomplete_checkpoints_are_ignored(tmp_path, model):
+    save(tmp_path, 2, model)
+    newest = save(tmp_path, 4, model)
+    # a crash while writing step 6: the temp dir exists, the final name does not
+    shutil.copytree(newest, tmp_path / "checkpoints" / ".tmp-step_6-999999")
+    # a step dir whose marker is missing or torn (not produced by save_checkpoint, but guard anyway)
+    torn = tmp_path / "checkpoints" / "step_8"
+    shutil.copytree(newest, torn)
+    (torn / checkpoint.MARKER).write_text('{"step": 8')
+    no_state = tmp_path / "checkpoints" / "step_9"
+    shutil.copytree(newest, no_state)
+    (no_state / checkpoint.STATE).unlink()
+    assert checkpoint.latest_checkpoint(tmp_path) == newest
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [2, 4]
+    with pytest.raises(ValueError, match="not a complete siri checkpoint"):
+        checkpoint.load_state(torn)
+    assert checkpoint.latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_prune_keeps_the_last_periodic_and_every_extremum(tmp_path, model):
+    for step, kinds in [(1, ["peak"]), (2, ["periodic"]), (3, ["periodic", "trough"]), (4, ["periodic"]),
+                        (5, ["periodic"]), (6, ["periodic"]), (7, ["final"])]:
+        save(tmp_path, step, model, kinds)
+    dead = tmp_path / "checkpoints" / ".tmp-step_9-999999"
+    dead.mkdir()
+    deleted = checkpoint.prune(tmp_path, keep_last=2)
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [1, 3, 5, 6, 7]
+    assert dead in deleted and not dead.exists()
+
+
+def test_resaving_a_step_replaces_it(tmp_path, model):
+    save(tmp_path, 1, model, ["periodic"])
+    path = save(tmp_path, 1, model, ["final"])
+    assert json.loads((path / checkpoint.MARKER).read_text())["kinds"] == ["final"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_1"]

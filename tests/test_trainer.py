@@ -1,0 +1,145 @@
+"""The SIRI trainer end to end on a tiny model that the test builds and saves: caps follow the
+schedule, truncated responses score 0, every metric is logged, checkpoints are written, and a
+run killed with SIGKILL resumes to exactly the metrics and weights of an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from siri import Trainer, load_config
+from siri.checkpoint import list_checkpoints, read_info
+from siri.metrics import REQUIRED_FIELDS, read_metrics
+from siri.tiny_lm import save_tiny_lm
+
+TESTS = Path(__file__).resolve().parent
+# Fields that measure time, not the computation: they differ between any two runs.
+TIMING = ("rollout_tokens_per_s", "time_rollout_s", "time_reward_s", "time_update_s", "time_step_s")
+STEPS = 6
+
+
+def problems(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    pairs = torch.randint(0, 50, (n, 2), generator=g).tolist()
+    return [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a, b in pairs]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    rows = problems(24, seed=1)
+    corpus = [f"{r['prompt']} Let's add. {r['answer']} wait, re-check. \\boxed{{{r['answer']}}}" for r in rows]
+    save_tiny_lm(root / "model", corpus, vocab_size=300, hidden_size=128, layers=2, max_positions=256)
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {
+        "model": {"path": str(root / "model")},
+        "data": {"train": str(root / "train.jsonl"), "instruction": "Answer in \\boxed{}.", "max_prompt_tokens": 64},
+        "schedule": {"kind": "cosine", "l_max": 24, "l_min": 8, "period": 4, "multiple_of": 1},
+        "rollout": {"prompts_per_step": 4, "group_size": 4, "page_size": 4, "max_num_seqs": 64,
+                    "kv_cache_gb": 0.01},
+        "algo": {"micro_batch_tokens": 200},
+        "optim": {"lr": 3e-3},
+        "reward": {"fn": "reward_fns:even_length"},
+        "trainer": {"steps": STEPS, "seed": 3, "save_every": 3, "keep_last": 1, "progress": False,
+                    "save_rollouts": True},
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def run_cli(workspace, run_dir, *extra, wait=True):
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "siri", "train", str(workspace / "config.yaml"), f"trainer.run_dir={run_dir}", *extra]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def deterministic(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def weights(checkpoint_dir):
+    return load_file(Path(checkpoint_dir) / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(workspace):
+    run_dir = workspace / "uninterrupted"
+    run_cli(workspace, run_dir)
+    return run_dir
+
+
+def test_caps_follow_the_schedule_and_truncation_scores_zero(workspace, uninterrupted):
+    cfg = load_config(uninterrupted / "config.yaml")
+    schedule = cfg.length_schedule()
+    metrics = read_metrics(uninterrupted / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(STEPS))
+    for m in metrics:
+        assert set(REQUIRED_FIELDS) <= set(m), set(REQUIRED_FIELDS) - set(m)
+        assert m["cap"] == schedule(m["step"]) and m["phase"] == schedule.phase(m["step"])
+        assert m["response_len_max"] <= m["cap"]
+        rollouts = [json.loads(line) for line in (uninterrupted / "rollouts" / f"step_{m['step']}.jsonl").open()]
+        assert len(rollouts) == 16
+        truncated = [r for r in rollouts if r["finish_reason"] == "length"]
+        assert all(r["num_tokens"] == m["cap"] and r["reward"] == 0.0 for r in truncated)
+        # the test's reward ignores truncation, so finished responses show it really ran
+        for r in rollouts:
+            if r["finish_reason"] == "stop":
+                assert r["reward"] == float(len(r["response"]) % 2 == 0)
+        assert m["truncation_rate"] == len(truncated) / 16
+        assert m["reward_mean"] == pytest.approx(sum(r["reward"] for r in rollouts) / 16)
+    assert [m["cap"] for m in metrics] == [24, 16, 8, 16, 24, 16]
+    assert any(m["truncation_rate"] > 0 for m in metrics), "the caps never bit: the test proves nothing"
+    assert any(0 < m["reward_mean"] for m in metrics) and any(m["loss"] != 0 for m in metrics)
+
+
+def test_checkpoints_are_written_at_period_extrema_and_end(uninterrupted, workspace):
+    found = {step: read_info(path)["kinds"] for step, path in list_checkpoints(uninterrupted)}
+    # save_every=3 with keep_last=1 keeps only the newest periodic one (step 6 is also final);
+    # peaks of cos with period 4 are t=0, 4 (-> step_1, step_5), the trough t=2 (-> step_3)
+    assert found == {1: ["peak"], 3: ["periodic", "trough"], 5: ["peak"], 6: ["periodic", "final"]}
+    final = weights(uninterrupted / "checkpoints" / "step_6")
+    initial = weights(workspace / "model")
+    assert any(not torch.equal(final[k], initial[k]) for k in initial), "training did not change the weights"
+    saved = yaml.safe_load((uninterrupted / "config.yaml").read_text())
+    assert saved["trainer"]["steps"] == STEPS and saved["schedule"]["kind"] == "cosine"
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(workspace, uninterrupted):
+    run_dir = workspace / "killed"
+    proc = run_cli(workspace, run_dir, wait=False)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "step_3" / "siri_checkpoint.json").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(run_dir / "metrics.jsonl")) < STEPS
+    run_cli(workspace, run_dir)        # trainer.resume=auto is the default
+    assert deterministic(read_metrics(run_dir / "metrics.jsonl")) == \
+        deterministic(read_metrics(uninterrupted / "metrics.jsonl"))
+    a, b = weights(run_dir / "checkpoints" / "step_6"), weights(uninterrupted / "checkpoints" / "step_6")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_python_api_callbacks_and_reward_errors(workspace, tmp_path):
+    seen = []
+    cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={tmp_path}", "trainer.steps=2",
+                                                  "reward.fn=reward_fns:flaky", "reward.truncated_reward=null"])
+    result = Trainer(cfg, callbacks=[seen.append]).fit()
+    assert [m["step"] for m in seen] == [0, 1]
+    assert sum(m["reward_errors"] for m in seen) > 0
+    assert result["checkpoint"] == str(tmp_path / "checkpoints" / "step_2")
+    # finished: a second fit() is a no-op that resumes at the end
+    assert Trainer(cfg).fit()["checkpoint"] == result["checkpoint"]
