@@ -1,0 +1,205 @@
+"""Evaluate a model with siri's engine: pass@1 averaged over ``n`` samples per prompt, mean
+response length and truncation rate, per benchmark; JSON reports per checkpoint.
+
+    settings = EvalSettings(n=16, max_tokens=8192)
+    results = {"aime24": evaluate_examples(engine, tokenizer, examples, settings, progress=True)}
+    write_eval_report(run_dir / "eval" / "step_320.json", model="...", label="trough 1",
+                      step=320, settings=settings, results=results)
+    print_eval_table(load_eval_reports(run_dir)[-1])
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from siri.engine import LLMEngine, SamplingParams
+from siri.rewards.capped import capped_reward
+
+__all__ = ["EvalExample", "EvalSettings", "evaluate_examples", "load_eval_reports",
+           "print_eval_table", "write_eval_report"]
+
+
+@dataclass
+class EvalSettings:
+    """How to sample for evaluation.
+
+    Attributes:
+        n: samples per prompt; accuracy is pass@1 averaged over them.
+        temperature, top_p, seed: as in ``SamplingParams``.
+        max_tokens: the response cap; a response that reaches it counts as wrong.
+        batch_prompts: prompts per ``engine.generate`` call (the progress bar advances per
+            call). Results do not depend on it: draws are keyed by the example's index.
+    """
+
+    n: int = 64
+    temperature: float = 0.6
+    top_p: float = 1.0
+    max_tokens: int = 16384
+    seed: int = 0
+    batch_prompts: int = 64
+
+
+@dataclass
+class EvalExample:
+    """One prompt to evaluate.
+
+    Attributes:
+        index: the example's index in its benchmark (int, unique); keys its random draws.
+        answer: the reference answer handed to the reward function.
+        input_ids: the prompt's token ids, chat template applied.
+    """
+
+    index: int
+    answer: str
+    input_ids: list[int]
+
+
+def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample], settings: EvalSettings, *,
+                      reward_fn: Callable[[str, str, str], float] = capped_reward,
+                      stop_token_ids: list[int] | None = None,
+                      progress: bool = False, name: str = "eval") -> dict:
+    """Sample ``settings.n`` responses per example and score them.
+
+    Args:
+        engine: the engine to generate with (its ``max_num_seqs`` must be >= ``settings.n``).
+        tokenizer: decodes responses (``decode(ids, skip_special_tokens=True)``) and, unless
+            ``stop_token_ids`` is given, supplies ``eos_token_id`` (an int or a list).
+        examples: the prompts, with unique ``index`` values.
+        settings: sampling settings.
+        reward_fn: ``(response_text, answer, finish_reason) -> float``; a score > 0.5 counts
+            as correct. The default ``capped_reward`` scores a truncated response 0.
+        stop_token_ids: tokens that end a response; default the tokenizer's EOS.
+        progress: show a rich progress bar over prompt batches, described by ``name``.
+
+    Returns:
+        A JSON-friendly dict:
+        ``accuracy`` (float): the fraction of correct responses over all prompts and samples;
+        ``accuracy_std_over_samples`` (float): the population std over the ``n`` sample
+        indices j of the accuracy of sample j across prompts (0.0 when n == 1);
+        ``mean_tokens`` (float): mean response length in tokens (a stop token included);
+        ``truncation_rate`` (float): fraction of responses with finish_reason "length";
+        ``num_prompts``, ``num_samples`` (int); ``per_prompt``: a list of
+        ``{"index", "accuracy", "mean_tokens"}`` in the order of ``examples``;
+        ``seconds`` (float): wall time.
+
+    Raises:
+        ValueError: no examples, duplicate indices, ``batch_prompts < 1``, or no stop token
+            given and the tokenizer has no EOS.
+    """
+    if not examples:
+        raise ValueError(f"{name}: no examples to evaluate")
+    if len({e.index for e in examples}) != len(examples):
+        raise ValueError(f"{name}: example indices must be unique (they key the random draws)")
+    if settings.batch_prompts < 1:
+        raise ValueError(f"EvalSettings.batch_prompts must be >= 1, got {settings.batch_prompts}")
+    params = SamplingParams(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                            max_tokens=settings.max_tokens, seed=settings.seed,
+                            stop_token_ids=_stop_ids(tokenizer) if stop_token_ids is None else list(stop_token_ids))
+    start = time.perf_counter()
+    correct: list[list[bool]] = []   # [prompt][sample]
+    lengths: list[list[int]] = []
+    truncated = 0
+    with _BatchProgress(progress, name, len(examples)) as bar:
+        for lo in range(0, len(examples), settings.batch_prompts):
+            batch = examples[lo:lo + settings.batch_prompts]
+            outputs = engine.generate([e.input_ids for e in batch], params, prompt_keys=[e.index for e in batch])
+            for example, group in zip(batch, outputs):
+                correct.append([reward_fn(tokenizer.decode(c.token_ids, skip_special_tokens=True),
+                                          example.answer, c.finish_reason) > 0.5 for c in group])
+                lengths.append([len(c.token_ids) for c in group])
+                truncated += sum(c.finish_reason == "length" for c in group)
+            bar.advance(len(batch))
+    num_samples = len(examples) * settings.n
+    per_sample_accuracy = [sum(row[j] for row in correct) / len(examples) for j in range(settings.n)]
+    return {
+        "accuracy": sum(map(sum, correct)) / num_samples,
+        "accuracy_std_over_samples": statistics.pstdev(per_sample_accuracy),
+        "mean_tokens": sum(map(sum, lengths)) / num_samples,
+        "truncation_rate": truncated / num_samples,
+        "num_prompts": len(examples),
+        "num_samples": num_samples,
+        "per_prompt": [{"index": e.index, "accuracy": sum(c) / settings.n, "mean_tokens": sum(n) / settings.n}
+                       for e, c, n in zip(examples, correct, lengths)],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id: pass stop_token_ids "
+                         "(without a stop token every response would be truncated and score 0)")
+    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+
+class _BatchProgress:
+    """A rich progress bar over prompts, advanced once per generate call (no-op if disabled)."""
+
+    def __init__(self, enabled: bool, name: str, total: int):
+        self.enabled, self.name, self.total = enabled, name, total
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn(self.name), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("prompts"), TimeElapsedColumn())
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.name, total=self.total)
+        return self
+
+    def advance(self, prompts: int) -> None:
+        if self.enabled:
+            self._progress.advance(self._task, prompts)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._progress.__exit__(*exc)
+        return False
+
+
+def write_eval_report(path: str | os.PathLike, *, model: str, label: str, step: int | None,
+                      settings: EvalSettings, results: dict[str, dict]) -> None:
+    """Write ``{"model", "label", "step", "settings", "benchmarks"}`` as JSON at ``path``
+    (parent directories created), atomically: a temp file in the same directory, then
+    ``os.replace``. ``results`` maps a benchmark name to an ``evaluate_examples`` dict."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"model": model, "label": label, "step": step, "settings": asdict(settings), "benchmarks": results}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_eval_reports(run_dir: str | os.PathLike) -> list[dict]:
+    """The reports in ``run_dir/eval/*.json`` sorted by step (reports without a step last,
+    ties by file name); an empty list when there are none."""
+    files = sorted(Path(run_dir, "eval").glob("*.json"))
+    reports = [json.loads(f.read_text()) for f in files]
+    return sorted(reports, key=lambda r: (r.get("step") is None, r.get("step") or 0))
+
+
+def print_eval_table(report: dict) -> None:
+    """Print one report as a rich table: benchmark, accuracy, mean tokens, truncation, samples."""
+    from rich.console import Console
+    from rich.table import Table
+
+    step = "" if report.get("step") is None else f", step {report['step']}"
+    table = Table(title=f"{report.get('label', '')} ({report.get('model', '')}{step})")
+    for column in ("benchmark", "accuracy", "mean tokens", "truncation", "samples"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
+    for name, r in report["benchmarks"].items():
+        table.add_row(name, f"{100 * r['accuracy']:.1f}% ± {100 * r['accuracy_std_over_samples']:.1f}",
+                      f"{r['mean_tokens']:.0f}", f"{100 * r['truncation_rate']:.1f}%", str(r["num_samples"]))
+    Console().print(table)

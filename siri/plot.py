@@ -1,0 +1,260 @@
+"""Plots of a training run: the length schedule against what the model does, the training
+curves, and the accuracy/length Pareto plot of evaluated checkpoints (the paper's Figure 1).
+
+    plot_run("runs/demo")           # -> [runs/demo/plots/schedule.png, training.png, pareto.png]
+    plot_comparison({"SIRI": Path("runs/siri"), "fixed cap": Path("runs/fixed")}, "cmp.png")
+
+Inputs: ``run_dir/metrics.jsonl`` (one JSON object per step: ``step`` plus any of ``cap``,
+``phase``, ``reward_mean``, ``response_len_mean``, ``truncation_rate``, ``loss``, ...) and
+the eval reports ``run_dir/eval/*.json`` of ``siri.eval.write_eval_report``.
+
+Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas; pyplot
+is never imported, so plotting leaves the caller's matplotlib backend and figures alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+from siri.eval import load_eval_reports
+
+__all__ = ["plot_comparison", "plot_pareto", "plot_run", "read_metrics"]
+
+# training.png panels: title -> metric keys drawn on it (absent keys are skipped)
+_PANELS = {
+    "reward": ["reward_mean", "accuracy"],
+    "response length (tokens)": ["response_len_mean", "response_len_p50", "response_len_max"],
+    "truncation rate": ["truncation_rate"],
+    "loss": ["loss"],
+    "entropy": ["entropy"],
+    "grad norm": ["grad_norm"],
+}
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``run_dir/metrics.jsonl`` that have a numeric ``step``, sorted by step.
+
+    Blank lines are skipped, and so is an unparsable last line (a run killed mid-write),
+    with a warning. Raises FileNotFoundError naming the missing run dir or file, and
+    ValueError for an unparsable line elsewhere or a file with no step records."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (no training metrics in this run directory)")
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k < len(lines) - 1:
+                raise ValueError(f"{path}:{i} is not valid JSON: {e}") from e
+            warnings.warn(f"{path}:{i}: skipping an incomplete last line")
+    records = [r for r in records if isinstance(r, dict) and _is_number(r.get("step"))]
+    if not records:
+        raise ValueError(f"{path} has no records with a 'step'")
+    return sorted(records, key=lambda r: r["step"])
+
+
+def plot_run(run_dir: str | os.PathLike) -> list[Path]:
+    """Write ``schedule.png``, ``training.png`` and (when there are eval reports)
+    ``pareto.png`` into ``run_dir/plots/``; returns their paths in that order."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    reports = load_eval_reports(run_dir)
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    paths = [_plot_schedule(records, [r["step"] for r in reports if r.get("step") is not None],
+                            out / "schedule.png"),
+             _plot_training(records, out / "training.png")]
+    points = _pareto_points(reports)
+    if points:
+        paths.append(plot_pareto(points, out / "pareto.png"))
+    return paths
+
+
+def plot_comparison(runs: dict[str, str | os.PathLike], out_path: str | os.PathLike) -> Path:
+    """Overlay cap, mean response length and mean reward vs step of several runs
+    (``{name: run_dir}``), one colour per run, in three stacked panels; returns ``out_path``."""
+    if not runs:
+        raise ValueError("plot_comparison needs at least one run")
+    data = {name: read_metrics(d) for name, d in runs.items()}
+    fig = _figure(figsize=(8, 8))
+    axes = fig.subplots(3, 1, sharex=True)
+    for (name, records), color in zip(data.items(), _colors(len(data))):
+        axes[0].step(*_series(records, "cap"), where="post", color=color, label=name)
+        axes[1].plot(*_series(records, "response_len_mean"), color=color, label=name)
+        axes[2].plot(*_series(records, "reward_mean"), color=color, label=name)
+    for ax, title in zip(axes, ("cap (tokens)", "mean response length (tokens)", "mean reward")):
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[-1].set_xlabel("step")
+    return _save(fig, out_path)
+
+
+def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
+    """Accuracy (y) against mean response tokens (x); upper-left is better.
+
+    Args:
+        points: dicts with ``label`` (str, written next to the marker), ``accuracy`` (a
+            fraction in [0, 1]), ``mean_tokens`` (float) and optionally ``series`` (str):
+            points of one series share a colour and marker and are joined in list order
+            (e.g. one benchmark across checkpoints); a legend names the series.
+        out_path: the PNG to write (parent directories created).
+
+    Returns ``out_path`` as a Path. Raises ValueError when ``points`` is empty.
+    """
+    if not points:
+        raise ValueError("plot_pareto needs at least one point")
+    from matplotlib.ticker import PercentFormatter
+
+    series: dict[str, list[dict]] = {}
+    for p in points:
+        series.setdefault(p.get("series", ""), []).append(p)
+    fig = _figure(figsize=(7, 5))
+    ax = fig.subplots()
+    for (name, pts), color, marker in zip(series.items(), _colors(len(series)), _markers()):
+        x, y = [p["mean_tokens"] for p in pts], [p["accuracy"] for p in pts]
+        ax.plot(x, y, color=color, alpha=0.4, lw=1)
+        ax.scatter(x, y, color=color, marker=marker, s=50, zorder=3, label=name or None)
+        for p in pts:
+            ax.annotate(p["label"], (p["mean_tokens"], p["accuracy"]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=8, color=color)
+    ax.annotate("better", xy=(0.03, 0.97), xytext=(0.13, 0.85), xycoords="axes fraction",
+                ha="center", va="center", fontsize=9, color="0.4",
+                arrowprops=dict(arrowstyle="->", color="0.4"))
+    ax.set_xlabel("mean response length (tokens)")
+    ax.set_ylabel("accuracy (pass@1)")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.margins(0.15)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, out_path)
+
+
+# ---- the figures of plot_run -----------------------------------------------------------
+
+def _plot_schedule(records: list[dict], eval_steps: list[int], path: Path) -> Path:
+    """Cap (step line) and mean response length on a token axis, reward on a second axis,
+    compress phases shaded, eval checkpoints as dotted lines."""
+    fig = _figure(figsize=(9, 4.5))
+    ax = fig.subplots()
+    _shade_compress(ax, records, label="compress phase")
+    ax.step(*_series(records, "cap"), where="post", color="C0", label="cap")
+    ax.plot(*_series(records, "response_len_mean"), color="C1", label="mean response length")
+    for i, step in enumerate(eval_steps):
+        ax.axvline(step, color="0.5", ls=":", lw=1, label="eval" if i == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("tokens")
+    ax.set_ylim(bottom=0)
+    reward = ax.twinx()
+    reward.plot(*_series(records, "reward_mean"), color="C2", label="mean reward")
+    reward.set_ylabel("mean reward")
+    handles, labels = ax.get_legend_handles_labels()
+    more_handles, more_labels = reward.get_legend_handles_labels()
+    ax.legend(handles + more_handles, labels + more_labels, fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    ax.set_title("length schedule")
+    return _save(fig, path)
+
+
+def _plot_training(records: list[dict], path: Path) -> Path:
+    """One panel per metric group of ``_PANELS`` present in the records, plus the clip
+    fractions (every numeric key containing "clip"); compress phases shaded."""
+    present = {k for r in records for k, v in r.items() if _is_number(v)}
+    panels = {title: [k for k in keys if k in present] for title, keys in _PANELS.items()}
+    panels["clip fractions"] = sorted(k for k in present if "clip" in k)
+    panels = {title: keys for title, keys in panels.items() if keys}
+    if not panels:
+        raise ValueError(f"no training metrics to plot (numeric keys: {sorted(present)})")
+    cols = 2 if len(panels) <= 4 else 3
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(figsize=(4.5 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+    for ax, (title, keys) in zip(axes, panels.items()):
+        _shade_compress(ax, records)
+        for key in keys:
+            ax.plot(*_series(records, key), label=key, lw=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[max(0, len(panels) - cols):len(panels)]:  # the lowest visible panel of each column
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel("step")
+    return _save(fig, path)
+
+
+def _pareto_points(reports: list[dict]) -> list[dict]:
+    """One point per report per benchmark (series = benchmark) plus the unweighted mean over
+    the report's benchmarks (series "mean over benchmarks")."""
+    points = []
+    for report in reports:
+        benchmarks = report.get("benchmarks") or {}
+        label = str(report.get("label") or report.get("step"))
+        for name, r in benchmarks.items():
+            points.append({"label": label, "series": name, "accuracy": r["accuracy"], "mean_tokens": r["mean_tokens"]})
+        if len(benchmarks) > 1:
+            points.append({"label": label, "series": "mean over benchmarks",
+                           "accuracy": sum(r["accuracy"] for r in benchmarks.values()) / len(benchmarks),
+                           "mean_tokens": sum(r["mean_tokens"] for r in benchmarks.values()) / len(benchmarks)})
+    return points
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _series(records: list[dict], key: str) -> tuple[list, list]:
+    """(steps, values) of the records where ``key`` is a number."""
+    pts = [(r["step"], r[key]) for r in records if _is_number(r.get(key))]
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def _shade_compress(ax, records: list[dict], label: str | None = None) -> None:
+    """Shade each run of consecutive "compress" records, from its first step to the step of
+    the next record with another phase (or the last step); records without a phase are
+    passed over."""
+    start = None
+    for r in records:
+        phase = r.get("phase")
+        if phase == "compress" and start is None:
+            start = r["step"]
+        elif phase is not None and phase != "compress" and start is not None:
+            ax.axvspan(start, r["step"], color="0.85", alpha=0.6, lw=0, label=label)
+            start, label = None, None
+    if start is not None:
+        ax.axvspan(start, records[-1]["step"], color="0.85", alpha=0.6, lw=0, label=label)
+
+
+def _figure(figsize: tuple[float, float]):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _colors(n: int) -> list[str]:
+    return [f"C{i % 10}" for i in range(n)]
+
+
+def _markers():
+    while True:
+        yield from "osD^vP*X"
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
