@@ -8,10 +8,9 @@ export OMP_WAIT_POLICY ?= PASSIVE
 setup:
 	bash scripts/setup_venv.sh
 
-## the main job (until `siri demo` lands: the build report and one kernel benchmark)
+## the main job: SIRI vs a fixed-cap baseline in miniature (offline, CPU or GPU), in siri-demo/
 demo: setup
-	$(VENV)/bin/siri info
-	$(PY) benchmarks/bench_group_advantages.py
+	$(VENV)/bin/siri demo --out siri-demo
 
 ## the test suite (CPU; CUDA tests run too when the build has CUDA and a GPU is visible)
 test: setup

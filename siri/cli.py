@@ -34,6 +34,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_transformers() -> None:
+    """siri shows its own progress; transformers' per-file load/save bars would interleave."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train with a YAML config plus dotted overrides; --dry-run only validates and prints."""
     from siri.config import ConfigError, load_config
@@ -51,6 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from siri.trainer import Trainer
 
+    _quiet_transformers()
     result = Trainer(cfg).fit()
     print(f"done: {cfg.trainer.steps} steps; run directory {cfg.trainer.run_dir}; "
           f"newest checkpoint {result.get('checkpoint')}")
@@ -90,6 +98,54 @@ def _print_dry_run(cfg) -> None:
     console.print("dry run: config is valid; nothing was loaded or trained")
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a model directory on one or more benchmarks; print a table, write JSON."""
+    from siri.eval import EvalSettings, default_report_path, evaluate_model, print_eval_table
+
+    from siri.data import NAMED_DATASETS
+
+    benchmarks = {}
+    for spec in args.data:
+        if "=" in spec:       # NAME=PATH: a named benchmark's local copy, or a file under a chosen name
+            name, local = spec.split("=", 1)
+            benchmarks[name] = (name, local) if name in NAMED_DATASETS else (local, None)
+        else:
+            benchmarks[spec if spec in NAMED_DATASETS else Path(spec).stem] = (spec, None)
+    settings = EvalSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                            seed=args.seed, batch_prompts=args.batch_prompts)
+    out = Path(args.out) if args.out else default_report_path(args.model)
+    _quiet_transformers()
+    instruction = None if args.no_instruction else args.instruction
+    report = evaluate_model(args.model, benchmarks, settings, out=out, label=args.label, instruction=instruction,
+                            use_chat_template=not args.no_chat_template, device=args.device, dtype=args.dtype,
+                            progress=not args.quiet)
+    print_eval_table(report)
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Write a run's PNGs (schedule, training curves, accuracy-vs-tokens Pareto)."""
+    from siri.plot import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """SIRI in miniature: base model, three RL arms, eval, summary and plots."""
+    from siri.demo.run import SMOKE_CONFIG, DemoSettings, run_demo
+
+    _quiet_transformers()
+    config, settings = args.config, None
+    if args.smoke:
+        config, settings = config or SMOKE_CONFIG, DemoSettings.smoke()
+    run_demo(args.out, seed=args.seed, config=config, settings=settings, overrides=args.overrides,
+             progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siri", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +158,43 @@ def build_parser() -> argparse.ArgumentParser:
                          help="validate, print the resolved config and the schedule's caps at key steps, and exit")
     p_train.add_argument("--run-dir", help="same as trainer.run_dir=DIR")
     p_train.set_defaults(func=cmd_train)
+
+    from siri.data import DEEPSCALER_INSTRUCTION
+
+    p_eval = sub.add_parser("eval", help="pass@1 and mean response tokens of a model on benchmarks")
+    p_eval.add_argument("model", help="a Hugging Face model directory, e.g. RUN_DIR/checkpoints/step_320")
+    p_eval.add_argument("--data", action="append", required=True, metavar="SPEC",
+                        help="a .jsonl/.parquet file or dataset dir, a named benchmark (aime24, aime25, amc, "
+                             "math500), or NAME=LOCAL_PATH; repeat for several")
+    p_eval.add_argument("--n", type=int, default=64, help="samples per prompt (pass@1 is averaged over them)")
+    p_eval.add_argument("--temperature", type=float, default=0.6)
+    p_eval.add_argument("--top-p", type=float, default=1.0)
+    p_eval.add_argument("--max-tokens", type=int, default=16384, help="response cap; a truncated response is wrong")
+    p_eval.add_argument("--seed", type=int, default=0)
+    p_eval.add_argument("--batch-prompts", type=int, default=64, help="prompts per engine call")
+    p_eval.add_argument("--instruction", default=DEEPSCALER_INSTRUCTION, help="appended to every prompt")
+    p_eval.add_argument("--no-instruction", action="store_true", help="append no instruction")
+    p_eval.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt text")
+    p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p_eval.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p_eval.add_argument("--label", help="the report's label (default: the model directory's name)")
+    p_eval.add_argument("--out", help="JSON report path (default RUN_DIR/eval/step_N.json for a checkpoint)")
+    p_eval.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_eval.set_defaults(func=cmd_eval)
+
+    p_demo = sub.add_parser("demo", help="SIRI vs a fixed-cap baseline in miniature, offline, on the CPU or GPU")
+    p_demo.add_argument("--out", default="siri-demo", help="output directory (data, base model, runs, eval, plots)")
+    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--config", help="RL config of the arms (default: configs/demo.yaml)")
+    p_demo.add_argument("overrides", nargs="*", help="key=value overrides of that config, e.g. schedule.period=10")
+    p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_demo.add_argument("--smoke", action="store_true",
+                        help="every stage at the smallest size (about a minute; the numbers mean nothing)")
+    p_demo.set_defaults(func=cmd_demo)
+
+    p_plot = sub.add_parser("plot", help="PNG plots of a run: schedule, training curves, Pareto of evals")
+    p_plot.add_argument("run_dir")
+    p_plot.set_defaults(func=cmd_plot)
     return parser
 
 

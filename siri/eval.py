@@ -21,8 +21,8 @@ from typing import Callable
 from siri.engine import LLMEngine, SamplingParams
 from siri.rewards.capped import capped_reward
 
-__all__ = ["EvalExample", "EvalSettings", "evaluate_examples", "load_eval_reports",
-           "print_eval_table", "write_eval_report"]
+__all__ = ["EvalExample", "EvalSettings", "default_report_path", "evaluate_examples", "evaluate_model",
+           "load_eval_examples", "load_eval_reports", "print_eval_table", "write_eval_report"]
 
 
 @dataclass
@@ -203,3 +203,65 @@ def print_eval_table(report: dict) -> None:
         table.add_row(name, f"{100 * r['accuracy']:.1f}% ± {100 * r['accuracy_std_over_samples']:.1f}",
                       f"{r['mean_tokens']:.0f}", f"{100 * r['truncation_rate']:.1f}%", str(r["num_samples"]))
     Console().print(table)
+
+
+def load_eval_examples(source: str, tokenizer, *, path: str | None = None, instruction: str | None = None,
+                       use_chat_template: bool = True, max_prompt_tokens: int | None = None,
+                       prompt_key: str | None = None, answer_key: str | None = None) -> list[EvalExample]:
+    """A benchmark's prompts as :class:`EvalExample`s: ``source`` is a file/dir or a named
+    dataset (see ``siri.data.load_rows``), formatted like training prompts."""
+    from siri.data import PromptDataset, PromptFormatter, load_rows
+
+    loaded = load_rows(source, path=path, prompt_key=prompt_key, answer_key=answer_key)
+    formatter = PromptFormatter(tokenizer, instruction=instruction, use_chat_template=use_chat_template)
+    dataset = PromptDataset(loaded.rows, formatter, max_prompt_tokens=max_prompt_tokens)
+    return [EvalExample(e.index, e.answer, e.input_ids) for e in (dataset[i] for i in range(len(dataset)))]
+
+
+def evaluate_model(model_path: str, benchmarks: dict[str, tuple[str, str | None]], settings: EvalSettings, *,
+                   out: str | os.PathLike, label: str | None = None, instruction: str | None = None,
+                   use_chat_template: bool = True, device: str = "auto", dtype: str = "auto",
+                   reward_fn: Callable[[str, str, str], float] = capped_reward, progress: bool = True) -> dict:
+    """Load a Hugging Face model directory, evaluate it on every benchmark and write the report.
+
+    Args:
+        model_path: an HF model directory (e.g. ``RUN_DIR/checkpoints/step_N``).
+        benchmarks: name -> (source, local path or None), as for ``load_eval_examples``.
+        out: the JSON report to write.
+        label: the report's label (default: the model directory's name).
+
+    Returns:
+        The report dict (``model, label, step, settings, benchmarks``).
+    """
+    from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device)
+    model = load_model(model_path, device=torch_device, dtype=resolve_dtype(dtype, torch_device)).eval()
+    tokenizer = load_tokenizer(model_path)
+    engine = LLMEngine(model, max_num_seqs=max(256, settings.n))
+    results = {}
+    for name, (source, local) in benchmarks.items():
+        examples = load_eval_examples(source, tokenizer, path=local, instruction=instruction,
+                                      use_chat_template=use_chat_template)
+        results[name] = evaluate_examples(engine, tokenizer, examples, settings, reward_fn=reward_fn,
+                                          progress=progress, name=name)
+    step = _checkpoint_step(model_path)
+    write_eval_report(out, model=str(model_path), label=label or Path(model_path).name, step=step,
+                      settings=settings, results=results)
+    return json.loads(Path(out).read_text())
+
+
+def default_report_path(model_path: str | os.PathLike) -> Path:
+    """``RUN_DIR/eval/step_N.json`` for a checkpoint ``RUN_DIR/checkpoints/step_N`` (so
+    ``siri plot RUN_DIR`` finds it), else ``MODEL_DIR/eval.json``."""
+    model_path = Path(model_path)
+    if _checkpoint_step(model_path) is not None:
+        return model_path.parent.parent / "eval" / f"{model_path.name}.json"
+    return model_path / "eval.json"
+
+
+def _checkpoint_step(model_path: str | os.PathLike) -> int | None:
+    path = Path(model_path)
+    if path.parent.name == "checkpoints" and path.name.startswith("step_") and path.name[5:].isdigit():
+        return int(path.name[5:])
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,37 @@ REQUIRED_FIELDS = ("step", "cap", "phase", "reward_mean", "accuracy", "response_
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The complete lines of a metrics.jsonl (a torn last line from a crash is ignored)."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                break
-    return rows
+    """The records of a metrics.jsonl, in file order. Blank lines are skipped, and so is an
+    unparsable last line (a run killed mid-write), with a warning; an unparsable line
+    elsewhere is a ValueError naming ``file:line``."""
+    lines = [(i, line) for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1)
+             if line.strip()]
+    records = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:
+            if k < len(lines) - 1:
+                raise ValueError(f"{path}:{i} is not valid JSON: {e}") from e
+            warnings.warn(f"{path}:{i}: skipping an incomplete last line")
+    return records
+
+
+def read_run_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl`` that have a numeric ``step``, sorted by step.
+    Raises FileNotFoundError naming the missing run dir or file, ValueError when there are
+    no step records."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (no training metrics in this run directory)")
+    records = [r for r in read_metrics(path) if isinstance(r, dict) and isinstance(r.get("step"), (int, float))
+               and not isinstance(r.get("step"), bool)]
+    if not records:
+        raise ValueError(f"{path} has no records with a 'step'")
+    return sorted(records, key=lambda r: r["step"])
 
 
 class MetricsLog:

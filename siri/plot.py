@@ -13,15 +13,14 @@ is never imported, so plotting leaves the caller's matplotlib backend and figure
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 from pathlib import Path
 
 from siri.eval import load_eval_reports
+from siri.metrics import read_run_metrics
 
-__all__ = ["plot_comparison", "plot_pareto", "plot_run", "read_metrics"]
+__all__ = ["plot_comparison", "plot_pareto", "plot_run"]
 
 # training.png panels: title -> metric keys drawn on it (absent keys are skipped)
 _PANELS = {
@@ -34,38 +33,11 @@ _PANELS = {
 }
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The records of ``run_dir/metrics.jsonl`` that have a numeric ``step``, sorted by step.
-
-    Blank lines are skipped, and so is an unparsable last line (a run killed mid-write),
-    with a warning. Raises FileNotFoundError naming the missing run dir or file, and
-    ValueError for an unparsable line elsewhere or a file with no step records."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (no training metrics in this run directory)")
-    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
-    records = []
-    for k, (i, line) in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if k < len(lines) - 1:
-                raise ValueError(f"{path}:{i} is not valid JSON: {e}") from e
-            warnings.warn(f"{path}:{i}: skipping an incomplete last line")
-    records = [r for r in records if isinstance(r, dict) and _is_number(r.get("step"))]
-    if not records:
-        raise ValueError(f"{path} has no records with a 'step'")
-    return sorted(records, key=lambda r: r["step"])
-
-
 def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     """Write ``schedule.png``, ``training.png`` and (when there are eval reports)
     ``pareto.png`` into ``run_dir/plots/``; returns their paths in that order."""
     run_dir = Path(run_dir)
-    records = read_metrics(run_dir)
+    records = read_run_metrics(run_dir)
     reports = load_eval_reports(run_dir)
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
@@ -83,7 +55,7 @@ def plot_comparison(runs: dict[str, str | os.PathLike], out_path: str | os.PathL
     (``{name: run_dir}``), one colour per run, in three stacked panels; returns ``out_path``."""
     if not runs:
         raise ValueError("plot_comparison needs at least one run")
-    data = {name: read_metrics(d) for name, d in runs.items()}
+    data = {name: read_run_metrics(d) for name, d in runs.items()}
     fig = _figure(figsize=(8, 8))
     axes = fig.subplots(3, 1, sharex=True)
     for (name, records), color in zip(data.items(), _colors(len(data))):

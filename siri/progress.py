@@ -1,4 +1,5 @@
-"""The training progress bar: step, cap, phase, reward, mean length and truncation rate."""
+"""Progress bars for training loops: step, cap, phase, reward, mean length, truncation rate
+(or any status text)."""
 from __future__ import annotations
 
 from typing import Any
@@ -32,6 +33,11 @@ class TrainProgress:
                           f"trunc {m['truncation_rate']:.2f}")
             self._bar.update(self._task, advance=1,
                              description=f"step {m['step']} cap {m['cap']} {m['phase']} {self._last}")
+
+    def advance(self, text: str = "") -> None:
+        """One step done, with a free-form status text."""
+        if self.enabled:
+            self._bar.update(self._task, advance=1, description=text)
 
     def close(self) -> None:
         if self.enabled:

@@ -374,7 +374,7 @@ class Trainer:
     def save(self, kinds: list[str] | None = None) -> Path:
         """Checkpoint the current state as ``checkpoints/step_<self.step>`` (atomic), then
         prune old periodic checkpoints."""
-        self._progress.stage("save", self.step, self.schedule(max(self.step - 1, 0)), "")
+        self._progress.stage(f"save step_{self.step}", self.step - 1, self.schedule(max(self.step - 1, 0)), "")
         state = {
             "step": self.step, "skipped_steps": self.skipped_steps,
             "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),

@@ -6,7 +6,8 @@ import pytest
 
 from siri.algo.schedule import make_schedule
 from siri.eval import EvalSettings, write_eval_report
-from siri.plot import plot_comparison, plot_pareto, plot_run, read_metrics
+from siri.metrics import read_run_metrics
+from siri.plot import plot_comparison, plot_pareto, plot_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +78,7 @@ def test_read_metrics_tolerates_a_cut_last_line(tmp_path):
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "cap": 6')
     with pytest.warns(UserWarning, match="incomplete last line"):
-        records = read_metrics(run)
+        records = read_run_metrics(run)
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
 
 

@@ -143,3 +143,24 @@ def test_python_api_callbacks_and_reward_errors(workspace, tmp_path):
     assert result["checkpoint"] == str(tmp_path / "checkpoints" / "step_2")
     # finished: a second fit() is a no-op that resumes at the end
     assert Trainer(cfg).fit()["checkpoint"] == result["checkpoint"]
+
+
+def test_siri_eval_and_plot_write_their_outputs(workspace, uninterrupted):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    checkpoint_dir = uninterrupted / "checkpoints" / "step_6"
+    out = subprocess.run([sys.executable, "-m", "siri", "eval", str(checkpoint_dir), "--data",
+                          str(workspace / "train.jsonl"), "--n", "2", "--max-tokens", "32", "--quiet",
+                          "--instruction", "Answer in \\boxed{}."], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((uninterrupted / "eval" / "step_6.json").read_text())
+    bench = report["benchmarks"]["train"]
+    assert report["step"] == 6 and bench["num_prompts"] == 24 and bench["num_samples"] == 48
+    assert 0 <= bench["accuracy"] <= 1 and 0 < bench["mean_tokens"] <= 32
+    assert "train" in out.stdout and "step_6.json" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "siri", "plot", str(uninterrupted)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("schedule.png", "training.png", "pareto.png"):
+        png = uninterrupted / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -1,0 +1,80 @@
+"""The demo's synthetic reasoning task: counting a list, with verbose traces.
+
+A problem is "Count the digits: 3 7 2 5 8." and the answer is how many there are. A trace
+walks the list and numbers each item ("1:3 2:7 3:2 4:5 5:8"); the last number is the answer.
+Each step is a copy and an increment, which a model of a few hundred thousand parameters
+learns in minutes on a CPU; a skipped or doubled item makes the answer wrong, so the walk
+has to be right at every step.
+
+The *verbose* traces the base model is fine-tuned on add what R1-distilled models do:
+"wait, let me re-check." loops that redo the whole count, and self-corrections (a skipped
+or doubled item in the first pass, followed by a re-check that fixes it). The answer is
+written as ``\\boxed{n}`` so the real reward path (answer extraction + math-verify) scores it.
+
+Everything is a pure function of a ``random.Random``, so a seed fixes the data.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+RECHECK = " wait, let me re-check."
+INSTRUCTION = "Put the answer in \\boxed{}."
+
+
+@dataclass(frozen=True)
+class Problem:
+    items: tuple[int, ...]
+
+    @property
+    def prompt(self) -> str:
+        return "Count the digits: " + " ".join(map(str, self.items)) + "."
+
+    @property
+    def answer(self) -> str:
+        return str(len(self.items))
+
+
+def make_problems(count: int, rng: random.Random, exclude: set[str] = frozenset(), min_items: int = 3,
+                  max_items: int = 9) -> list[Problem]:
+    """``count`` distinct random problems whose prompts are not in ``exclude``."""
+    problems, seen = [], set(exclude)
+    while len(problems) < count:
+        problem = Problem(tuple(rng.randrange(10) for _ in range(rng.randint(min_items, max_items))))
+        if problem.prompt not in seen:
+            seen.add(problem.prompt)
+            problems.append(problem)
+    return problems
+
+
+def _pass(problem: Problem, rng: random.Random, error_rate: float) -> tuple[str, bool]:
+    """One numbered walk ("1:3 2:7 3:2"); with probability ``error_rate`` per item the item
+    is skipped or counted twice. Returns the text and whether the count came out right."""
+    parts, n = [], 0
+    for item in problem.items:
+        repeats = 1
+        if rng.random() < error_rate:
+            repeats = rng.choice([0, 2])
+        for _ in range(repeats):
+            n += 1
+            parts.append(f"{n}:{item}")
+    return " ".join(parts), n == len(problem.items)
+
+
+def verbose_trace(problem: Problem, rng: random.Random, *, max_rechecks: int = 3, error_rate: float = 0.05) -> str:
+    """A response in the style of an over-thinking reasoning model.
+
+    The first pass may skip or double an item (``error_rate`` per item); then 0 to
+    ``max_rechecks`` re-check passes follow (uniformly many), each correct, and at least one
+    when the first pass was wrong (the self-correction). Ends with ``\\boxed{answer}``.
+    """
+    text, right = _pass(problem, rng, error_rate)
+    pieces = [text]
+    for _ in range(rng.randint(0 if right else 1, max_rechecks)):
+        pieces.append(RECHECK + " " + _pass(problem, rng, 0.0)[0])
+    return " ".join(pieces) + f" \\boxed{{{problem.answer}}}"
+
+
+def concise_trace(problem: Problem) -> str:
+    """The shortest correct response: one walk and the answer."""
+    return f"{_pass(problem, random.Random(0), 0.0)[0]} \\boxed{{{problem.answer}}}"
