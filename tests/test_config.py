@@ -99,7 +99,9 @@ def test_cap_above_the_models_positions_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_validate(path):
-    cfg = load_config(path)
+    # the demo's configs name their model and data relative to the demo's directory, which
+    # `siri demo` fills in; their files do not exist before that
+    cfg = load_config(path, check_files=path.name not in ("demo.yaml", "smoke.yaml"))
     assert cfg.trainer.steps > 0
 
 

@@ -248,7 +248,7 @@ def _plots(out: Path, runs: dict[str, Path], summary: dict) -> list[Path]:
     from siri.plot import plot_comparison, plot_pareto, plot_run
 
     plots = [plot_comparison({arm: path for arm, path in runs.items()}, out / "plots" / "training_comparison.png"),
-             plot_pareto([{"label": name, "accuracy": summary[name]["accuracy"],
+             plot_pareto([{"label": name, "series": name, "accuracy": summary[name]["accuracy"],
                            "mean_tokens": summary[name]["mean_tokens"]} for name in CHECKPOINTS],
                          out / "plots" / "pareto.png")]
     for path in runs.values():
