@@ -320,17 +320,18 @@ class Trainer:
         if self.ref_model is not None:
             self._fill_logprobs(rollouts, self.ref_model, "ref_logprobs")
         self.model.train()
-        per_mini = max(1, len(groups) // a.mini_batches)
+        # mini-batches of whole groups, as equal as possible (filtering may leave any count)
+        n, parts = len(groups), min(a.mini_batches, len(groups))
+        minis = [[r for g in groups[i * n // parts:(i + 1) * n // parts] for r in g] for i in range(parts)]
         sums: dict[str, float] = {}
         optimizer_steps = 0
         for _ in range(a.ppo_epochs):
-            for start in range(0, len(groups), per_mini):
-                mini = [r for g in groups[start:start + per_mini] for r in g]
+            for mini in minis:
                 stats = self._optimizer_step(mini)
                 optimizer_steps += 1
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
-        return {k: v / optimizer_steps for k, v in sums.items()}
+        return {**{k: v / optimizer_steps for k, v in sums.items()}, "optimizer_steps": optimizer_steps}
 
     def _optimizer_step(self, rollouts: list[Rollout]) -> dict[str, float]:
         """One optimizer step on ``rollouts`` (token-mean over all their response tokens)."""
@@ -390,7 +391,7 @@ class Trainer:
         return path
 
 
-_NO_UPDATE = {"loss": 0.0, "grad_norm": 0.0, "update_skipped": 0.0, "train_tokens": 0.0, "clip_frac_low": 0.0,
+_NO_UPDATE = {"optimizer_steps": 0, "loss": 0.0, "grad_norm": 0.0, "update_skipped": 0.0, "train_tokens": 0.0, "clip_frac_low": 0.0,
               "clip_frac_high": 0.0, "clip_frac_dual": 0.0, "approx_kl": 0.0, "entropy": 0.0}
 
 

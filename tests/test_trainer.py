@@ -164,3 +164,55 @@ def test_siri_eval_and_plot_write_their_outputs(workspace, uninterrupted):
     for name in ("schedule.png", "training.png", "pareto.png"):
         png = uninterrupted / "plots" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def short_run(workspace, run_dir, *overrides):
+    cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", "trainer.steps=2",
+                                                  "trainer.save_rollouts=false", *overrides])
+    metrics = []
+    Trainer(cfg, callbacks=[metrics.append]).fit()
+    return metrics, weights(run_dir / "checkpoints" / "step_2")
+
+
+def test_micro_batch_packing_does_not_change_the_update(workspace, tmp_path):
+    """Token-mean over the whole step: splitting the step into many micro-batches gives the
+    same loss and weights as one big batch."""
+    one, w_one = short_run(workspace, tmp_path / "one", "algo.micro_batch_tokens=100000")
+    many, w_many = short_run(workspace, tmp_path / "many", "algo.micro_batch_tokens=40")
+    for a, b in zip(one, many):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    # Adam divides by sqrt(v): for elements whose gradient is ~0, the fp32 rounding of a
+    # different summation order is amplified, so weights agree to a few 1e-5 (lr 3e-3),
+    # not to the last bit
+    for k in w_one:
+        torch.testing.assert_close(w_one[k], w_many[k], atol=3e-5, rtol=0)
+
+
+def test_on_policy_ratio_is_one(workspace, tmp_path):
+    """One epoch, one mini-batch: old logprobs recomputed by the same forward give ratio 1, so
+    no token is clipped and the approximate KL is 0; the sampler's own logprobs (the engine's
+    paged forward) agree to float rounding."""
+    recompute, _ = short_run(workspace, tmp_path / "recompute")
+    for m in recompute:
+        assert abs(m["approx_kl"]) < 1e-6 and m["clip_frac_low"] == m["clip_frac_high"] == 0
+    engine, _ = short_run(workspace, tmp_path / "engine", "algo.old_logprobs=engine")
+    for m in engine:
+        assert abs(m["approx_kl"]) < 1e-4 and m["clip_frac_low"] == m["clip_frac_high"] == 0
+
+
+def test_algorithm_options_run(workspace, tmp_path):
+    """KL to a reference model, dual clip, Dr. GRPO scaling, PPO epochs and mini-batches,
+    dynamic-sampling filter and warmup all run and show up in the metrics."""
+    metrics, _ = short_run(workspace, tmp_path / "options", "algo.kl_coef=0.05", "algo.clip_c=3.0",
+                           "algo.advantage_scale=none", "algo.ppo_epochs=2", "algo.mini_batches=2",
+                           "algo.filter_equal_groups=true", "optim.warmup_steps=4")
+    done = 0
+    for m in metrics:
+        assert m["groups_trained"] == round(4 * (1 - m["groups_all_equal"]))
+        # 2 epochs x min(2, groups left) mini-batches, each an optimizer step of the warmup
+        assert m["optimizer_steps"] == 2 * min(2, m["groups_trained"])
+        done += m["optimizer_steps"]
+        assert m["lr"] == pytest.approx(3e-3 * min(1.0, (done + 1) / 4))
+    assert any(m["optimizer_steps"] for m in metrics), "every group was filtered: the test proves nothing"
+    assert any(m["approx_kl"] != 0 for m in metrics if m["optimizer_steps"]), "later epochs must be off-policy"

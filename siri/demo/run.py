@@ -262,8 +262,8 @@ def _print_table(console, summary: dict) -> None:
     s = summary["eval_settings"]
     table = Table(title=f"siri demo: held-out eval, pass@1 over {s['n']} samples at T={s['temperature']}, "
                         f"max {s['max_tokens']} tokens (L_max {summary['l_max']}, L_min {summary['l_min']})")
-    for column in ("checkpoint", "accuracy", "mean tokens", "truncated", "Δacc (pts)", "CR", "ΔCR_Acc"):
-        table.add_column(column, justify="left" if column == "checkpoint" else "right")
+    for column in ("checkpoint", "accuracy", "tokens", "trunc.", "Δacc pts", "CR", "ΔCR_Acc"):
+        table.add_column(column, justify="left" if column == "checkpoint" else "right", no_wrap=True)
     for name in CHECKPOINTS:
         r = summary[name]
         table.add_row(name, f"{100 * r['accuracy']:.1f}%", f"{r['mean_tokens']:.1f}", f"{100 * r['truncation_rate']:.1f}%",
