@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from siri.faults import fault_point
+
 MARKER = "siri_checkpoint.json"
 STATE = "trainer_state.pt"
 _NAME = re.compile(r"^step_(\d+)$")
@@ -51,6 +53,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE)
+    fault_point("checkpoint_write")
     (tmp / MARKER).write_text(json.dumps({"step": step, **info}, indent=1))
     for path in tmp.rglob("*"):
         if path.is_file():
@@ -66,6 +69,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
     else:
         os.replace(tmp, final)
     _fsync_dir(root)
+    fault_point("checkpoint_renamed")
     return final
 
 

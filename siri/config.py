@@ -132,6 +132,9 @@ class RewardConfig:
     fn: str = DEFAULT_REWARD
     """``"package.module:function"``: ``(response_text, reference, finish_reason) -> float``.
     The default scores 1 for a correct final answer, 0 for a wrong or truncated one."""
+    timeout_s: float | None = 30.0
+    """Per-response limit on the reward function (SIGALRM, main thread); a reward that times
+    out, raises or returns NaN/inf scores 0 and is counted in ``reward_errors``. null: none."""
     truncated_reward: float | None = 0.0
     """Reward of a response cut at the step's cap (finish_reason "length"), whatever ``fn``
     would say; ``fn`` is not called for it. SIRI's compression pressure comes from this.
@@ -156,6 +159,9 @@ class TrainerConfig:
     checkpoint directory."""
     progress: bool = True
     """Show a progress bar (step, cap, phase, reward, length, truncation)."""
+    max_consecutive_skips: int = 3
+    """A step whose loss or gradient is not finite skips its optimizer update (weights and
+    optimizer state unchanged, counted in ``skipped_steps``); this many in a row abort."""
     save_rollouts: bool = False
     """Write every step's responses (text, tokens, finish reason, reward, advantage) to
     ``run_dir/rollouts/step_<t>.jsonl``, for debugging rewards."""
@@ -362,7 +368,8 @@ def _validate(cfg: Config, check_files: bool) -> None:
                 "rollout.max_prefill_tokens": cfg.rollout.max_prefill_tokens,
                 "algo.ppo_epochs": cfg.algo.ppo_epochs, "algo.mini_batches": cfg.algo.mini_batches,
                 "algo.micro_batch_tokens": cfg.algo.micro_batch_tokens, "trainer.steps": cfg.trainer.steps,
-                "data.max_prompt_tokens": cfg.data.max_prompt_tokens}
+                "data.max_prompt_tokens": cfg.data.max_prompt_tokens,
+                "trainer.max_consecutive_skips": cfg.trainer.max_consecutive_skips}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {value}")

@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from siri.faults import fault_point
+
 REQUIRED_FIELDS = ("step", "cap", "phase", "reward_mean", "accuracy", "response_len_mean",
                    "response_len_p50", "response_len_max", "truncation_rate", "loss")
 
@@ -79,11 +81,18 @@ class MetricsLog:
             self._sinks.append(_WandbSink(wandb_project, Path(run_dir), config or {}))
 
     def log(self, metrics: dict[str, Any]) -> None:
-        self._file.write(json.dumps(_finite_or_none(metrics)) + "\n")
+        line = json.dumps(_finite_or_none(metrics)) + "\n"
+        fault_point("metrics_write", lambda: self._write_raw(line[:len(line) // 2]))
+        self._file.write(line)
         self._file.flush()
         os.fsync(self._file.fileno())
         for sink in self._sinks:
             sink.log(metrics)
+
+    def _write_raw(self, text: str) -> None:
+        self._file.write(text)
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()

@@ -24,7 +24,11 @@ exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import json
+import math
 import random
+import signal
+import threading
+import warnings
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +44,7 @@ from siri.config import Config, config_to_dict
 from siri.data import PromptDataset, PromptFormatter, PromptSampler, load_rows
 from siri.engine import LLMEngine, SamplingParams
 from siri.engine.llm_engine import sequence_seed
+from siri.faults import fault_point
 from siri.metrics import MetricsLog
 from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype, stop_token_ids
 from siri.ops.group_advantages import group_advantages
@@ -65,16 +70,12 @@ class Trainer:
     Args:
         config: a validated :class:`siri.config.Config` (``load_config`` validates).
         callbacks: called after every step with that step's metrics dict.
-        max_consecutive_skips: abort after this many steps in a row whose loss or gradient
-            was not finite (each such step leaves weights and optimizer state unchanged).
     """
 
-    def __init__(self, config: Config, *, callbacks: list[StepCallback] | None = None,
-                 max_consecutive_skips: int = 3):
+    def __init__(self, config: Config, *, callbacks: list[StepCallback] | None = None):
         config.validate()
         self.cfg = config
         self.callbacks = list(callbacks or [])
-        self.max_consecutive_skips = max_consecutive_skips
         self.run_dir = Path(config.trainer.run_dir)
         self.schedule = config.length_schedule()
         self.device = resolve_device(config.model.device)
@@ -221,6 +222,7 @@ class Trainer:
         rollouts = self._generate(examples, cap, t)
         rollout_s = time.perf_counter() - started
         generated = sum(len(r.response_ids) for r in rollouts)
+        fault_point("rollout")
 
         self._progress.stage("reward", t, cap, phase)
         reward_errors = self._score(rollouts, [e.answer for e in examples for _ in range(cfg.rollout.group_size)])
@@ -281,9 +283,15 @@ class Trainer:
                 r.reward = truncated_reward
                 continue
             try:
-                r.reward = float(self.reward_fn(text, answer, r.finish_reason))
-            except Exception:  # noqa: BLE001 - a user's reward must not kill a days-long run
+                r.reward = float(call_with_timeout(self.reward_fn, (text, answer, r.finish_reason),
+                                                   self.cfg.reward.timeout_s))
+                if not math.isfinite(r.reward):
+                    raise ValueError(f"reward function returned {r.reward}")
+            except Exception as e:  # noqa: BLE001 - a user's reward must not kill a days-long run
                 r.reward, errors = 0.0, errors + 1
+                if errors <= 3:
+                    warnings.warn(f"step {self.step}: reward function failed ({type(e).__name__}: {e}); "
+                                  f"the response scores 0")
         return errors
 
     def _save_rollouts(self, step: int, examples, rollouts: list[Rollout]) -> None:
@@ -351,6 +359,7 @@ class Trainer:
             share = float(stats.num_tokens) / num_tokens
             for key in weighted:
                 weighted[key] += float(getattr(stats, key).detach()) * share
+        fault_point("update")
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
@@ -363,7 +372,7 @@ class Trainer:
             self.skipped_steps += 1
             self._consecutive_skips += 1
         self.optimizer.zero_grad(set_to_none=True)
-        if self._consecutive_skips >= self.max_consecutive_skips:
+        if self._consecutive_skips >= self.cfg.trainer.max_consecutive_skips:
             raise TrainingAborted(f"{self._consecutive_skips} consecutive optimizer steps had a non-finite loss or "
                                   f"gradient (last: loss {loss_sum}, grad norm {grad_norm}) at step {self.step}; "
                                   f"lower optim.lr, check the data, or use float32")
@@ -389,6 +398,24 @@ class Trainer:
         path = checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, info)
         checkpoint.prune(self.run_dir, self.cfg.trainer.keep_last)
         return path
+
+
+def call_with_timeout(fn: Callable, args: tuple, seconds: float | None):
+    """``fn(*args)``, raising TimeoutError after ``seconds`` (SIGALRM; main thread only, as
+    signals are; elsewhere, or with ``seconds`` None/0, no limit)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+
+    def expire(signum, frame):
+        raise TimeoutError(f"reward function took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 _NO_UPDATE = {"optimizer_steps": 0, "loss": 0.0, "grad_norm": 0.0, "update_skipped": 0.0, "train_tokens": 0.0, "clip_frac_low": 0.0,

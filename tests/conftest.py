@@ -35,3 +35,21 @@ def gen():
     g = torch.Generator().manual_seed(seed)
     print(f"generator seed: {seed}")
     return g
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory):
+    """A saved tiny model, a jsonl dataset and a 6-step cosine-cap config (training_run.py)."""
+    from training_run import make_workspace
+
+    return make_workspace(tmp_path_factory.mktemp("trainer"))
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(workspace):
+    """The workspace config trained to the end in one `python -m siri train` process."""
+    from training_run import run_cli
+
+    run_dir = workspace / "uninterrupted"
+    run_cli(workspace, run_dir)
+    return run_dir

@@ -12,3 +12,15 @@ def flaky(response_text: str, reference: str, finish_reason: str) -> float:
     if len(response_text) % 2:
         raise RuntimeError("flaky reward")
     return 1.0
+
+
+def misbehaving(response_text: str, reference: str, finish_reason: str) -> float:
+    """Raises, hangs or returns NaN, by response length: every failure mode at once."""
+    kind = len(response_text) % 3
+    if kind == 0:
+        raise RuntimeError("broken reward")
+    if kind == 1:
+        import time
+
+        time.sleep(30)
+    return float("nan")

@@ -7,76 +7,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from siri import Trainer, load_config
 from siri.checkpoint import list_checkpoints, read_info
 from siri.metrics import REQUIRED_FIELDS, read_metrics
-from siri.tiny_lm import save_tiny_lm
 
-TESTS = Path(__file__).resolve().parent
-# Fields that measure time, not the computation: they differ between any two runs.
-TIMING = ("rollout_tokens_per_s", "time_rollout_s", "time_reward_s", "time_update_s", "time_step_s")
-STEPS = 6
-
-
-def problems(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    pairs = torch.randint(0, 50, (n, 2), generator=g).tolist()
-    return [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a, b in pairs]
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainer")
-    rows = problems(24, seed=1)
-    corpus = [f"{r['prompt']} Let's add. {r['answer']} wait, re-check. \\boxed{{{r['answer']}}}" for r in rows]
-    save_tiny_lm(root / "model", corpus, vocab_size=300, hidden_size=128, layers=2, max_positions=256)
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = {
-        "model": {"path": str(root / "model")},
-        "data": {"train": str(root / "train.jsonl"), "instruction": "Answer in \\boxed{}.", "max_prompt_tokens": 64},
-        "schedule": {"kind": "cosine", "l_max": 24, "l_min": 8, "period": 4, "multiple_of": 1},
-        "rollout": {"prompts_per_step": 4, "group_size": 4, "page_size": 4, "max_num_seqs": 64,
-                    "kv_cache_gb": 0.01},
-        "algo": {"micro_batch_tokens": 200},
-        "optim": {"lr": 3e-3},
-        "reward": {"fn": "reward_fns:even_length"},
-        "trainer": {"steps": STEPS, "seed": 3, "save_every": 3, "keep_last": 1, "progress": False,
-                    "save_rollouts": True},
-    }
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return root
-
-
-def run_cli(workspace, run_dir, *extra, wait=True):
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "siri", "train", str(workspace / "config.yaml"), f"trainer.run_dir={run_dir}", *extra]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
-def deterministic(rows):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-def weights(checkpoint_dir):
-    return load_file(Path(checkpoint_dir) / "model.safetensors")
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(workspace):
-    run_dir = workspace / "uninterrupted"
-    run_cli(workspace, run_dir)
-    return run_dir
+from training_run import STEPS, deterministic, run_cli, weights
 
 
 def test_caps_follow_the_schedule_and_truncation_scores_zero(workspace, uninterrupted):
