@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test demo bench cuda-check cuda-ext-check gpu-suite clean
+.PHONY: setup test demo bench sanitize cuda-check cuda-ext-check gpu-suite clean
 
 setup:
 	bash scripts/setup_venv.sh
@@ -19,6 +19,10 @@ test: setup
 ## every kernel benchmark, CPU, in one process each
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+## AddressSanitizer + UBSan build of the CPU extension, op tests against it (build/sanitize-pkg)
+sanitize: setup
+	bash scripts/check_sanitizers.sh $(abspath $(PY))
 
 ## nvcc compile check of every CUDA kernel file for sm_80 and sm_90 (no GPU needed)
 cuda-check:

@@ -30,6 +30,19 @@ run "nvidia-smi" nvidia-smi
 run "build siri with CUDA" "$PY" -m pip install --no-build-isolation --no-deps -e .
 run "siri info" "$PY" -m siri info
 run "tests (CPU + CUDA)" "$PY" -m pytest -q -rs tests --junitxml="$RESULTS/pytest.xml"
+# CUDA op tests under compute-sanitizer: out-of-bounds/misaligned accesses (memcheck) and
+# shared-memory races (racecheck); only the CUDA variants (-k cuda), the CPU ones ran above
+SANITIZER="$CUDA_HOME/bin/compute-sanitizer"
+OP_TESTS=(tests/test_group_advantages.py tests/test_logprobs.py tests/test_grpo_loss.py tests/test_sampling.py
+          tests/test_paged_attention.py)
+if [[ -x "$SANITIZER" ]]; then
+  for tool in memcheck racecheck; do
+    run "compute-sanitizer --tool $tool (CUDA op tests)" "$SANITIZER" --tool "$tool" --error-exitcode 1 \
+        --target-processes all "$PY" -m pytest -q -x -k cuda "${OP_TESTS[@]}"
+  done
+else
+  echo "compute-sanitizer not found at $SANITIZER: memcheck/racecheck not run" | tee -a "$log"
+fi
 for bench in benchmarks/bench_*.py; do
   run "$bench" "$PY" "$bench" --device cuda
 done
