@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,12 +58,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(cfg)
         return 0
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        # the shortcut for one machine: re-run this command under torchrun
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "siri", "train", args.config, *overrides]
+        print("siri train: launching", " ".join(cmd), flush=True)
+        return subprocess.call(cmd)
+    from siri.distributed import RankFailure
     from siri.trainer import Trainer
 
     _quiet_transformers()
-    result = Trainer(cfg).fit()
-    print(f"done: {cfg.trainer.steps} steps; run directory {cfg.trainer.run_dir}; "
-          f"newest checkpoint {result.get('checkpoint')}")
+    trainer = Trainer(cfg)
+    try:
+        result = trainer.fit()
+    except RankFailure as e:
+        print(f"siri train: {e}", file=sys.stderr, flush=True)
+        os._exit(3)    # a dead peer can leave the process group unable to shut down cleanly
+    if trainer.dist.is_main:
+        print(f"done: {cfg.trainer.steps} steps; run directory {cfg.trainer.run_dir}; "
+              f"newest checkpoint {result.get('checkpoint')}")
+    from siri.distributed import shutdown
+
+    shutdown(trainer.dist)
     return 0
 
 
@@ -157,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--dry-run", action="store_true",
                          help="validate, print the resolved config and the schedule's caps at key steps, and exit")
     p_train.add_argument("--run-dir", help="same as trainer.run_dir=DIR")
+    p_train.add_argument("--nproc", type=int, default=1,
+                         help="data-parallel processes on this machine (runs the command under torchrun)")
     p_train.set_defaults(func=cmd_train)
 
     from siri.data import DEEPSCALER_INSTRUCTION

@@ -159,6 +159,9 @@ class TrainerConfig:
     checkpoint directory."""
     progress: bool = True
     """Show a progress bar (step, cap, phase, reward, length, truncation)."""
+    dist_timeout_s: float = 600.0
+    """Multi-process runs: a collective that does not complete in this time (a rank died or
+    hangs) ends the job with an error naming the rank, instead of hanging forever."""
     max_consecutive_skips: int = 3
     """A step whose loss or gradient is not finite skips its optimizer update (weights and
     optimizer state unchanged, counted in ``skipped_steps``); this many in a row abort."""

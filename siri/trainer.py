@@ -44,6 +44,7 @@ from siri.config import Config, config_to_dict
 from siri.data import PromptDataset, PromptFormatter, PromptSampler, load_rows
 from siri.engine import LLMEngine, SamplingParams
 from siri.engine.llm_engine import sequence_seed
+from siri.distributed import init_distributed, owned_groups
 from siri.faults import fault_point
 from siri.metrics import MetricsLog
 from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype, stop_token_ids
@@ -79,6 +80,13 @@ class Trainer:
         self.run_dir = Path(config.trainer.run_dir)
         self.schedule = config.length_schedule()
         self.device = resolve_device(config.model.device)
+        self.dist = init_distributed(self.device.type == "cuda", config.trainer.dist_timeout_s)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        share = config.algo.mini_batches * self.dist.world_size
+        if config.rollout.prompts_per_step % share:
+            raise ValueError(f"rollout.prompts_per_step ({config.rollout.prompts_per_step}) must be divisible by "
+                             f"algo.mini_batches x world size ({config.algo.mini_batches} x {self.dist.world_size})")
         self.dtype = resolve_dtype(config.model.dtype, self.device)
         self.step = 0
         self.skipped_steps = 0
@@ -174,28 +182,32 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train from ``self.step`` to ``trainer.steps``. Returns the last step's metrics
         (an empty dict when there was nothing left to do) plus ``checkpoint``, the newest."""
-        t = self.cfg.trainer
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_yaml(self.run_dir / "config.yaml", config_to_dict(self.cfg))
-        _write_yaml(self.run_dir / "data_report.yaml", self.data_report)
-        log = MetricsLog(self.run_dir, resume_step=self.step, tensorboard=t.tensorboard, wandb=t.wandb,
-                         wandb_project=t.wandb_project, config=config_to_dict(self.cfg))
-        self._progress = TrainProgress(t.progress, total=t.steps, start=self.step)
+        t, main = self.cfg.trainer, self.dist.is_main
+        log = None
+        if main:       # logging, progress and files from rank 0 only
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_yaml(self.run_dir / "config.yaml", config_to_dict(self.cfg))
+            _write_yaml(self.run_dir / "data_report.yaml", self.data_report)
+            log = MetricsLog(self.run_dir, resume_step=self.step, tensorboard=t.tensorboard, wandb=t.wandb,
+                             wandb_project=t.wandb_project, config=config_to_dict(self.cfg))
+            self._progress = TrainProgress(t.progress, total=t.steps, start=self.step)
         last: dict[str, Any] = {}
         try:
             while self.step < t.steps:
                 last = self.train_step()
-                log.log(last)
-                self._progress.step_done(last)
-                for callback in self.callbacks:
-                    callback(last)
+                if main:
+                    log.log(last)
+                    self._progress.step_done(last)
+                    for callback in self.callbacks:
+                        callback(last)
                 kinds = self._checkpoint_kinds(last["step"])
                 if kinds:
                     self.save(kinds)
         finally:
             self._progress.close()
             self._progress = TrainProgress(False, 0)
-            log.close()
+            if log is not None:
+                log.close()
         newest = checkpoint.latest_checkpoint(self.run_dir)
         return {**last, "checkpoint": str(newest) if newest else None}
 
@@ -213,51 +225,70 @@ class Trainer:
         return kinds
 
     def train_step(self) -> dict[str, Any]:
-        """Run step ``self.step`` and return its metrics."""
-        t, cfg = self.step, self.cfg
+        """Run step ``self.step`` and return its metrics (over all ranks)."""
+        t, cfg, g = self.step, self.cfg, self.cfg.rollout.group_size
         cap, phase = self.schedule(t), self.schedule.phase(t)
         started = time.perf_counter()
         self._progress.stage("rollout", t, cap, phase)
-        examples = [self.dataset[i] for i in self.sampler.next_batch()]
-        rollouts = self._generate(examples, cap, t)
+        examples = [self.dataset[i] for i in self.sampler.next_batch()]      # the global batch
+        owned = owned_groups(len(examples), cfg.algo.mini_batches, self.dist.rank, self.dist.world_size)
+        local = [examples[i] for i in owned]
+        rollouts = self._generate(local, cap, t)
         rollout_s = time.perf_counter() - started
-        generated = sum(len(r.response_ids) for r in rollouts)
         fault_point("rollout")
 
         self._progress.stage("reward", t, cap, phase)
-        reward_errors = self._score(rollouts, [e.answer for e in examples for _ in range(cfg.rollout.group_size)])
-        rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
-        advantages = group_advantages(rewards, cfg.rollout.group_size, cfg.algo.advantage_eps,
-                                      scale=cfg.algo.advantage_scale)
+        reward_errors = self._score(rollouts, [e.answer for e in local for _ in range(g)])
+        advantages = group_advantages(torch.tensor([r.reward for r in rollouts], dtype=torch.float32), g,
+                                      cfg.algo.advantage_eps, scale=cfg.algo.advantage_scale)
         for r, a in zip(rollouts, advantages.tolist()):
             r.advantage = a
-        groups = [rollouts[i:i + cfg.rollout.group_size] for i in range(0, len(rollouts), cfg.rollout.group_size)]
-        equal = [len({r.reward for r in g}) == 1 for g in groups]
-        if cfg.algo.filter_equal_groups:
-            groups = [g for g, e in zip(groups, equal) if not e]
+        groups = [rollouts[i * g:(i + 1) * g] for i in range(len(local))]
+        equal = [len({r.reward for r in group}) == 1 for group in groups]
+        # each group keeps the mini-batch it was assigned to, whatever filtering drops
+        per_mini = len(examples) // cfg.algo.mini_batches
+        minis: list[list[Rollout]] = [[] for _ in range(cfg.algo.mini_batches)]
+        for index, group, all_equal in zip(owned, groups, equal):
+            if not (cfg.algo.filter_equal_groups and all_equal):
+                minis[index // per_mini] += group
         reward_s = time.perf_counter() - started - rollout_s
 
         if cfg.trainer.save_rollouts:
-            self._save_rollouts(t, examples, rollouts)
+            self._save_rollouts(t, local, rollouts)
         self._progress.stage("update", t, cap, phase)
-        train = self._update(groups) if groups else _NO_UPDATE
+        train = self._update(minis)
         self.step += 1
-        lengths = [len(r.response_ids) for r in rollouts]
+        everything = self._gather_rollout_stats(owned, groups, equal, reward_errors)
+        rewards = torch.tensor([reward for _, reward, _ in everything["samples"]], dtype=torch.float32)
+        lengths = [length for length, _, _ in everything["samples"]]
+        generated = sum(lengths)
         return {
             "step": t, "cap": cap, "phase": phase,
             "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
             "accuracy": float((rewards >= ACCURACY_THRESHOLD).float().mean()),
             "response_len_mean": statistics.fmean(lengths), "response_len_p50": float(statistics.median(lengths)),
             "response_len_max": max(lengths), "response_len_min": min(lengths),
-            "truncation_rate": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
-            "groups_all_equal": sum(equal) / len(equal), "groups_trained": len(groups),
-            "reward_errors": reward_errors, **train, "lr": self.lr_scheduler.get_last_lr()[0],
+            "truncation_rate": sum(f == "length" for _, _, f in everything["samples"]) / len(lengths),
+            "groups_all_equal": sum(everything["equal"]) / len(everything["equal"]),
+            "groups_trained": len(everything["equal"]) - (sum(everything["equal"]) if cfg.algo.filter_equal_groups
+                                                         else 0),
+            "reward_errors": everything["reward_errors"], **train, "lr": self.lr_scheduler.get_last_lr()[0],
             "skipped_steps": self.skipped_steps, "tokens_generated": generated,
             "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
             "time_rollout_s": rollout_s, "time_reward_s": reward_s,
             "time_update_s": time.perf_counter() - started - rollout_s - reward_s,
             "time_step_s": time.perf_counter() - started,
         }
+
+    def _gather_rollout_stats(self, owned: list[int], groups, equal: list[bool], reward_errors: int) -> dict:
+        """Every rank's per-sample (length, reward, finish reason) and per-group flags, put back
+        in global group order, so metrics equal those of a single process."""
+        mine = [(index, [(len(r.response_ids), r.reward, r.finish_reason) for r in group], flag)
+                for index, group, flag in zip(owned, groups, equal)]
+        parts = self.dist.all_gather_objects((mine, reward_errors))
+        ordered = sorted((item for part, _ in parts for item in part), key=lambda item: item[0])
+        return {"samples": [sample for _, samples, _ in ordered for sample in samples],
+                "equal": [flag for _, _, flag in ordered], "reward_errors": sum(errors for _, errors in parts)}
 
     # ---- stages -----------------------------------------------------------------------
 
@@ -316,9 +347,11 @@ class Trainer:
             logp = token_logprobs(logits[:, :-1], mb.targets, temperature, mask=mb.response_mask)
             mb.scatter(logp, name)
 
-    def _update(self, groups: list[list[Rollout]]) -> dict[str, Any]:
+    def _update(self, minis: list[list[Rollout]]) -> dict[str, Any]:
+        """PPO epochs over the step's mini-batches (this rank's part of each); one optimizer
+        step per mini-batch that has response tokens on some rank."""
         a = self.cfg.algo
-        rollouts = [r for g in groups for r in g]
+        rollouts = [r for mini in minis for r in mini]
         if a.old_logprobs == "engine":
             for r in rollouts:
                 r.old_logprobs = torch.tensor(r.sample_logprobs, dtype=torch.float32)
@@ -328,25 +361,30 @@ class Trainer:
         if self.ref_model is not None:
             self._fill_logprobs(rollouts, self.ref_model, "ref_logprobs")
         self.model.train()
-        # mini-batches of whole groups, as equal as possible (filtering may leave any count)
-        n, parts = len(groups), min(a.mini_batches, len(groups))
-        minis = [[r for g in groups[i * n // parts:(i + 1) * n // parts] for r in g] for i in range(parts)]
         sums: dict[str, float] = {}
         optimizer_steps = 0
         for _ in range(a.ppo_epochs):
             for mini in minis:
                 stats = self._optimizer_step(mini)
+                if stats is None:
+                    continue
                 optimizer_steps += 1
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
+        if not optimizer_steps:
+            return dict(_NO_UPDATE)
         return {**{k: v / optimizer_steps for k, v in sums.items()}, "optimizer_steps": optimizer_steps}
 
-    def _optimizer_step(self, rollouts: list[Rollout]) -> dict[str, float]:
-        """One optimizer step on ``rollouts`` (token-mean over all their response tokens)."""
+    def _optimizer_step(self, rollouts: list[Rollout]) -> dict[str, float] | None:
+        """One optimizer step on a mini-batch (this rank's ``rollouts`` plus the other ranks'
+        parts), token-mean over all its response tokens. None when it has no tokens at all."""
         a, temperature = self.cfg.algo, self.cfg.rollout.temperature
-        num_tokens = sum(len(r.response_ids) for r in rollouts)
-        loss_sum, weighted = 0.0, {"clip_frac_low": 0.0, "clip_frac_high": 0.0, "clip_frac_dual": 0.0,
-                                   "approx_kl": 0.0, "entropy": 0.0}
+        num_tokens = int(self.dist.all_reduce_sum(
+            torch.tensor([float(sum(len(r.response_ids) for r in rollouts))], dtype=torch.float64))[0])
+        if num_tokens == 0:
+            return None
+        keys = ("loss", "clip_frac_low", "clip_frac_high", "clip_frac_dual", "approx_kl", "entropy")
+        local = dict.fromkeys(keys, 0.0)
         for mb in self._micro_batches(rollouts):
             logits = self.model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
             loss, stats = grpo_loss(
@@ -355,15 +393,25 @@ class Trainer:
                 ref_logprobs=mb.gather("ref_logprobs") if self.ref_model is not None else None,
                 kl_coef=a.kl_coef, num_tokens=num_tokens, return_entropy=True)
             loss.backward()
-            loss_sum += float(loss.detach())
+            local["loss"] += float(loss.detach())
             share = float(stats.num_tokens) / num_tokens
-            for key in weighted:
-                weighted[key] += float(getattr(stats, key).detach()) * share
+            for key in keys[1:]:
+                local[key] += float(getattr(stats, key).detach()) * share
         fault_point("update")
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = list(self.model.parameters())
+        if self.dist.enabled:
+            # the loss is normalised by the global token count, so summing the ranks'
+            # gradients gives exactly the single-process gradient
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                self.dist.all_reduce_sum(p.grad)
+        totals = self.dist.all_reduce_sum(torch.tensor([local[k] for k in keys], dtype=torch.float64)).tolist()
+        params = [p for p in params if p.grad is not None]
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
-        finite = bool(np.isfinite(loss_sum)) and bool(np.isfinite(grad_norm))
+        loss_sum = totals[0]
+        finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
             self.lr_scheduler.step()
@@ -377,13 +425,18 @@ class Trainer:
                                   f"gradient (last: loss {loss_sum}, grad norm {grad_norm}) at step {self.step}; "
                                   f"lower optim.lr, check the data, or use float32")
         return {"loss": loss_sum, "grad_norm": grad_norm, "update_skipped": float(not finite),
-                "train_tokens": float(num_tokens), **weighted}
+                "train_tokens": float(num_tokens), **dict(zip(keys[1:], totals[1:]))}
 
     # ---- checkpoints ------------------------------------------------------------------
 
     def save(self, kinds: list[str] | None = None) -> Path:
         """Checkpoint the current state as ``checkpoints/step_<self.step>`` (atomic), then
-        prune old periodic checkpoints."""
+        prune old periodic checkpoints. Rank 0 writes (every rank holds the same weights and
+        optimizer state); the others wait for it."""
+        path = checkpoint.checkpoint_dir(self.run_dir) / f"step_{self.step}"
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return path
         self._progress.stage(f"save step_{self.step}", self.step - 1, self.schedule(max(self.step - 1, 0)), "")
         state = {
             "step": self.step, "skipped_steps": self.skipped_steps,
@@ -397,6 +450,7 @@ class Trainer:
         info = {"kinds": kinds or ["periodic"], "cap": self.schedule(last), "phase": self.schedule.phase(last)}
         path = checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, info)
         checkpoint.prune(self.run_dir, self.cfg.trainer.keep_last)
+        self.dist.barrier()
         return path
 
 

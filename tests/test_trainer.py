@@ -150,8 +150,8 @@ def test_algorithm_options_run(workspace, tmp_path):
     done = 0
     for m in metrics:
         assert m["groups_trained"] == round(4 * (1 - m["groups_all_equal"]))
-        # 2 epochs x min(2, groups left) mini-batches, each an optimizer step of the warmup
-        assert m["optimizer_steps"] == 2 * min(2, m["groups_trained"])
+        # 2 epochs x the mini-batches (of 2 fixed ones) that kept a group after filtering
+        assert m["optimizer_steps"] in ((0,) if m["groups_trained"] == 0 else (2, 4))
         done += m["optimizer_steps"]
         assert m["lr"] == pytest.approx(3e-3 * min(1.0, (done + 1) / 4))
     assert any(m["optimizer_steps"] for m in metrics), "every group was filtered: the test proves nothing"

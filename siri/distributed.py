@@ -1,0 +1,97 @@
+"""Data parallelism over processes with torch.distributed (torchrun): who owns which prompt
+groups, and the few collectives the trainer needs.
+
+Launched with ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the trainer joins a process
+group: NCCL when it trains on CUDA, gloo on the CPU, through the same code. Every rank draws
+the same global batch of prompts; each rank generates, scores and trains on its share of the
+prompt groups (a prompt's G samples stay on one rank, so group advantages need no
+communication). Gradients are summed across ranks once per optimizer step; with the loss
+normalised by the step's global token count, the update equals the single-process one.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class RankFailure(RuntimeError):
+    """A collective did not complete: another rank died or hung."""
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job. ``enabled`` is False for a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    enabled: bool = False
+    timeout_s: float = 600.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks, in place (a no-op for one process)."""
+        if self.enabled:
+            self._guard(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (``[obj]`` for one process)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        self._guard(dist.all_gather_object, out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            self._guard(dist.barrier)
+
+    def _guard(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (RuntimeError, dist.DistError) as e:
+            raise RankFailure(
+                f"rank {self.rank}/{self.world_size}: a collective failed or did not complete within "
+                f"{self.timeout_s:.0f} s (trainer.dist_timeout_s); another rank has probably died, see its "
+                f"log. Cause: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def init_distributed(use_cuda: bool, timeout_s: float) -> DistContext:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1; else a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(timeout_s=timeout_s)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    return DistContext(rank, world, local_rank, True, timeout_s)
+
+
+def owned_groups(num_groups: int, mini_batches: int, rank: int, world_size: int) -> list[int]:
+    """The global group indices a rank trains on, in order.
+
+    The step's groups are split into ``mini_batches`` equal mini-batches (as in one process),
+    and each mini-batch into ``world_size`` equal parts; rank r owns part r of every
+    mini-batch. So local mini-batch i of every rank together is exactly global mini-batch i.
+    Requires ``num_groups % (mini_batches * world_size) == 0`` (checked by the config).
+    """
+    per_mini = num_groups // mini_batches
+    per_rank = per_mini // world_size
+    return [m * per_mini + rank * per_rank + j for m in range(mini_batches) for j in range(per_rank)]
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
