@@ -159,6 +159,10 @@ class TrainerConfig:
     checkpoint directory."""
     progress: bool = True
     """Show a progress bar (step, cap, phase, reward, length, truncation)."""
+    parallelism: str = "ddp"
+    """Multi-process runs: "ddp" (every rank holds the whole model and optimizer; gradients
+    all-reduced) or "fsdp" (FSDP2: parameters, gradients and optimizer state sharded across
+    ranks; the engine generates from a full copy gathered once per step)."""
     dist_timeout_s: float = 600.0
     """Multi-process runs: a collective that does not complete in this time (a rank died or
     hangs) ends the job with an error naming the rank, instead of hanging forever."""
@@ -357,6 +361,7 @@ _CHOICES = {
     "data.on_error": ("skip", "raise"),
     "algo.advantage_scale": ("group", "none"),
     "algo.old_logprobs": ("recompute", "engine"),
+    "trainer.parallelism": ("ddp", "fsdp"),
 }
 
 

@@ -43,6 +43,14 @@ class DistContext:
             self._guard(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def all_reduce_max(self, value: int) -> int:
+        """The largest ``value`` over ranks."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        self._guard(dist.all_reduce, t, op=dist.ReduceOp.MAX)
+        return int(t[0])
+
     def all_gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (``[obj]`` for one process)."""
         if not self.enabled:
@@ -90,6 +98,44 @@ def owned_groups(num_groups: int, mini_batches: int, rank: int, world_size: int)
     per_mini = num_groups // mini_batches
     per_rank = per_mini // world_size
     return [m * per_mini + rank * per_rank + j for m in range(mini_batches) for j in range(per_rank)]
+
+
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2: shard every decoder layer and then the rest of ``model`` across the ranks, in
+    place. FSDP2 averages gradients over ranks; the trainer scales its loss by the world size
+    so the result is their sum (gloo has no pre-multiplied sum to do it in the reduction)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``model`` as full tensors on every rank (a collective
+    when ``model`` is FSDP-sharded; plain tensors otherwise)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer state keyed by parameter name, with full tensors on the CPU: the same
+    layout for one process, DDP and FSDP2, so a checkpoint resumes under any of them and any
+    world size (a collective when sharded)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Inverse of :func:`full_optimizer_state` (each rank passes the whole state; sharded
+    optimizers keep their shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True))
 
 
 def shutdown(ctx: DistContext) -> None:

@@ -23,6 +23,7 @@ exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -44,7 +45,8 @@ from siri.config import Config, config_to_dict
 from siri.data import PromptDataset, PromptFormatter, PromptSampler, load_rows
 from siri.engine import LLMEngine, SamplingParams
 from siri.engine.llm_engine import sequence_seed
-from siri.distributed import init_distributed, owned_groups
+from siri.distributed import (full_model_state, full_optimizer_state, init_distributed, load_full_optimizer_state,
+                              owned_groups, shard_model)
 from siri.faults import fault_point
 from siri.metrics import MetricsLog
 from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype, stop_token_ids
@@ -103,12 +105,18 @@ class Trainer:
                                 trust_remote_code=m.trust_remote_code)
         if m.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        # The engine runs over plain modules: the policy itself (its parameters, no copy), or
+        # with FSDP2 a full copy refreshed from the shards once per step.
+        self.sharded = self.dist.enabled and config.trainer.parallelism == "fsdp"
+        self.rollout_model = copy.deepcopy(self.model).requires_grad_(False) if self.sharded else self.model
+        if self.sharded:
+            shard_model(self.model)
         self.ref_model = None
         if config.algo.kl_coef > 0:
             self.ref_model = load_model(m.path, device=self.device, dtype=self.dtype,
                                         trust_remote_code=m.trust_remote_code).eval().requires_grad_(False)
         self._check_positions()
-        self.stop_ids = stop_token_ids(self.tokenizer, self.model)
+        self.stop_ids = stop_token_ids(self.tokenizer, self.rollout_model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
         self.dataset, self.data_report = self._load_data()
@@ -125,7 +133,7 @@ class Trainer:
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
         r = config.rollout
-        self.engine = LLMEngine(self.model, page_size=r.page_size, max_num_seqs=r.max_num_seqs,
+        self.engine = LLMEngine(self.rollout_model, page_size=r.page_size, max_num_seqs=r.max_num_seqs,
                                 kv_cache_bytes=None if r.kv_cache_gb is None else int(r.kv_cache_gb * 2**30),
                                 max_prefill_tokens=r.max_prefill_tokens)
         self.reward_fn = load_reward_fn(config.reward.fn)
@@ -166,7 +174,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = checkpoint.load_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
@@ -297,7 +305,9 @@ class Trainer:
         params = SamplingParams(n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 max_tokens=cap, stop_token_ids=self.stop_ids,
                                 seed=sequence_seed(self.cfg.trainer.seed, step, 0))
-        self.model.eval()
+        if self.sharded:
+            self._sync_rollout_model()
+        self.rollout_model.eval()
         outputs = self.engine.generate([e.input_ids for e in examples], params,
                                        prompt_keys=[e.index for e in examples])
         return [Rollout(e.input_ids, o.token_ids, o.logprobs, o.finish_reason)
@@ -356,8 +366,9 @@ class Trainer:
             for r in rollouts:
                 r.old_logprobs = torch.tensor(r.sample_logprobs, dtype=torch.float32)
         else:
-            self.model.eval()
-            self._fill_logprobs(rollouts, self.model, "old_logprobs")
+            # the rollout model holds the current weights (it is the policy, or its fresh copy)
+            self.rollout_model.eval()
+            self._fill_logprobs(rollouts, self.rollout_model, "old_logprobs")
         if self.ref_model is not None:
             self._fill_logprobs(rollouts, self.ref_model, "ref_logprobs")
         self.model.train()
@@ -385,23 +396,30 @@ class Trainer:
             return None
         keys = ("loss", "clip_frac_low", "clip_frac_high", "clip_frac_dual", "approx_kl", "entropy")
         local = dict.fromkeys(keys, 0.0)
-        for mb in self._micro_batches(rollouts):
+        batches = list(self._micro_batches(rollouts))
+        if self.sharded:
+            # FSDP2 gathers and reduce-scatters in every forward/backward: every rank must run
+            # as many micro-batches as the busiest one, so idle ranks run empty ones
+            for _ in range(self.dist.all_reduce_max(len(batches)) - len(batches)):
+                self._empty_backward()
+        for mb in batches:
             logits = self.model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
             loss, stats = grpo_loss(
                 logits[:, :-1], mb.targets, mb.gather("old_logprobs"), mb.advantages, mb.response_mask,
                 clip_low=a.clip_low, clip_high=a.clip_high, clip_c=a.clip_c, temperature=temperature,
                 ref_logprobs=mb.gather("ref_logprobs") if self.ref_model is not None else None,
                 kl_coef=a.kl_coef, num_tokens=num_tokens, return_entropy=True)
-            loss.backward()
+            # FSDP2 averages gradients over ranks; times world size makes that the sum
+            (loss * self.dist.world_size if self.sharded else loss).backward()
             local["loss"] += float(loss.detach())
             share = float(stats.num_tokens) / num_tokens
             for key in keys[1:]:
                 local[key] += float(getattr(stats, key).detach()) * share
         fault_point("update")
         params = list(self.model.parameters())
-        if self.dist.enabled:
+        if self.dist.enabled and not self.sharded:
             # the loss is normalised by the global token count, so summing the ranks'
-            # gradients gives exactly the single-process gradient
+            # gradients gives exactly the single-process gradient (FSDP2 sums them itself)
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -409,7 +427,10 @@ class Trainer:
         totals = self.dist.all_reduce_sum(torch.tensor([local[k] for k in keys], dtype=torch.float64)).tolist()
         params = [p for p in params if p.grad is not None]
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        grad_norm = 0.0
+        if params:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         loss_sum = totals[0]
         finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
         if finite:
@@ -427,6 +448,15 @@ class Trainer:
         return {"loss": loss_sum, "grad_norm": grad_norm, "update_skipped": float(not finite),
                 "train_tokens": float(num_tokens), **dict(zip(keys[1:], totals[1:]))}
 
+    def _empty_backward(self) -> None:
+        """A forward/backward that changes no gradient: one pad token, loss times 0."""
+        ids = torch.full((1, 1), self.pad_id, dtype=torch.long, device=self.device)
+        (self.model(input_ids=ids).logits.sum() * 0.0).backward()
+
+    def _sync_rollout_model(self) -> None:
+        """FSDP2: gather the full weights into the engine's copy (a collective)."""
+        self.rollout_model.load_state_dict(full_model_state(self.model))
+
     # ---- checkpoints ------------------------------------------------------------------
 
     def save(self, kinds: list[str] | None = None) -> Path:
@@ -434,13 +464,16 @@ class Trainer:
         prune old periodic checkpoints. Rank 0 writes (every rank holds the same weights and
         optimizer state); the others wait for it."""
         path = checkpoint.checkpoint_dir(self.run_dir) / f"step_{self.step}"
+        optimizer_state = full_optimizer_state(self.model, self.optimizer)   # a collective under FSDP2
+        if self.sharded:
+            self._sync_rollout_model()
         if not self.dist.is_main:
             self.dist.barrier()
             return path
         self._progress.stage(f"save step_{self.step}", self.step - 1, self.schedule(max(self.step - 1, 0)), "")
         state = {
             "step": self.step, "skipped_steps": self.skipped_steps,
-            "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+            "optimizer": optimizer_state, "lr_scheduler": self.lr_scheduler.state_dict(),
             "sampler": self.sampler.state_dict(), "schedule": self.schedule.to_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -448,7 +481,7 @@ class Trainer:
         }
         last = max(self.step - 1, 0)
         info = {"kinds": kinds or ["periodic"], "cap": self.schedule(last), "phase": self.schedule.phase(last)}
-        path = checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, info)
+        path = checkpoint.save_checkpoint(self.run_dir, self.step, self.rollout_model, self.tokenizer, state, info)
         checkpoint.prune(self.run_dir, self.cfg.trainer.keep_last)
         self.dist.barrier()
         return path

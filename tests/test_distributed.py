@@ -1,6 +1,6 @@
-"""Data-parallel training on the CPU with gloo: 2 processes equal 1 process for the same global
-batch, a dead rank ends the job with a clear error, and a 2-process checkpoint resumes in 1
-process."""
+"""Data-parallel training on the CPU with gloo, replicated (DDP-style) and sharded (FSDP2):
+2 processes equal 1 process for the same global batch, a 2-process checkpoint resumes in 1
+process, and a dead rank ends the job with a clear error."""
 import os
 import socket
 import subprocess
@@ -45,11 +45,23 @@ def wait_all(procs, timeout=600):
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
+@pytest.fixture(scope="module", params=["ddp", "fsdp"])
+def parallelism(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def two_ranks(workspace, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("dist") / "two"
-    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *COMMON)):
+def two_ranks(workspace, tmp_path_factory, parallelism):
+    run_dir = tmp_path_factory.mktemp("dist") / f"two-{parallelism}"
+    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *COMMON, f"trainer.parallelism={parallelism}")):
         assert code == 0, err[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def one_rank(workspace, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("dist") / "one"
+    run_cli(workspace, run_dir, *COMMON)
     return run_dir
 
 
@@ -64,9 +76,8 @@ def close_metrics(a, b, tol=1e-5):
                 assert x[key] == y[key], (x["step"], key)
 
 
-def test_two_processes_equal_one(workspace, two_ranks, tmp_path):
-    one = tmp_path / "one"
-    run_cli(workspace, one, *COMMON)
+def test_two_processes_equal_one(one_rank, two_ranks):
+    one = one_rank
     a = deterministic(read_metrics(one / "metrics.jsonl"))
     b = deterministic(read_metrics(two_ranks / "metrics.jsonl"))
     # rollouts are keyed by prompt and sample, not rank: identical lengths, rewards, truncation
@@ -79,9 +90,10 @@ def test_two_processes_equal_one(workspace, two_ranks, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0)
 
 
-def test_two_process_checkpoint_resumes_in_one(workspace, two_ranks, tmp_path):
+def test_two_process_checkpoint_resumes_in_one(workspace, two_ranks, parallelism, tmp_path):
     run_dir = tmp_path / "resumed"
-    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *COMMON[:-1], "trainer.steps=2")):
+    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *COMMON[:-1], "trainer.steps=2",
+                                              f"trainer.parallelism={parallelism}")):
         assert code == 0, err[-3000:]
     run_cli(workspace, run_dir, *COMMON)        # 1 process, resume=auto from step_2
     close_metrics(deterministic(read_metrics(run_dir / "metrics.jsonl")),
