@@ -21,9 +21,9 @@ Sizes are small (the per-op tests cover large ones) and every property is derand
 is reproducible in CI. Tensor contents come from a ``torch.Generator`` seeded by a drawn integer,
 which hypothesis prints with the rest of a failing example.
 
-Bugs these properties found are pinned as ``xfail(strict=True)`` tests with a minimal
-reproducer in their op's section; the property itself then steps around that one case (and
-says so), so it keeps checking everything else.
+Three bugs these properties found (NaN advantages for equal rewards with eps = 0, a gradient
+on masked rows of ``token_logprobs``, ``grpo_loss`` with ``num_tokens = 0``) are fixed; their
+minimal reproducers stay below as regression tests.
 """
 import math
 
@@ -141,10 +141,7 @@ def test_group_advantages_matches_reference(device, data):
         return
     out = out.cpu().view(num_groups, group_size)
     # Constant groups: exactly 0 as documented (the reference gives 0/0 = nan there when eps = 0).
-    # With scale="group" and eps = 0 the op returns NaN instead: a known bug, pinned by
-    # test_group_advantages_constant_group_with_zero_eps below.
-    if eps > 0 or scale == "none":
-        assert torch.all(out[constant] == 0)
+    assert torch.all(out[constant] == 0)
     if constant.all():
         return
     ref = group_advantages_reference(rewards.cpu(), group_size, eps=eps, scale=scale)
@@ -156,11 +153,8 @@ def test_group_advantages_matches_reference(device, data):
     torch.testing.assert_close(out[~constant].double(), ref, atol=atol, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: group_advantages(scale='group', eps=0) gives NaN for a group whose rewards are all "
-    "equal (0 / (std + eps) = 0 / 0), where the docstring promises advantage 0"))
 def test_group_advantages_constant_group_with_zero_eps(device):
-    """Minimal reproducer: rewards [1, 1], group_size 2, eps 0: expected [0, 0], got [nan, nan]."""
+    """Regression: rewards [1, 1], group_size 2, eps 0 gave [nan, nan] (0 / 0); expected [0, 0]."""
     out = group_advantages(torch.tensor([1.0, 1.0], device=device), 2, eps=0.0)
     assert torch.equal(out.cpu(), torch.zeros(2))
 
@@ -363,28 +357,12 @@ def test_token_logprobs_garbage_raises(device, corruption, data):
         token_logprobs(logits.to(device), targets.to(device), **kw)
 
 
-_MASKED_GRAD_BUG = ("BUG: token_logprobs' autograd ignores `mask`: backward runs on masked rows "
-                    "(whose output is the constant 0) as if they were unmasked")
-
-
-@pytest.mark.parametrize("masked_target", [
-    pytest.param(2, id="valid_target", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason=_MASKED_GRAD_BUG + ": they get onehot(target) - exp(logits), from the zero "
-        "softmax stats the forward leaves on masked rows")),
-    pytest.param(-100, id="ignore_index", marks=pytest.mark.xfail(
-        strict=True, raises=ValueError,
-        reason=_MASKED_GRAD_BUG + ": an ignore_index target there, documented as never read, "
-        "makes backward raise 'targets must lie in [0, V)'")),
-])
+@pytest.mark.parametrize("masked_target", [pytest.param(2, id="valid_target"),
+                                           pytest.param(-100, id="ignore_index")])
 def test_token_logprobs_masked_rows_have_zero_gradient(device, masked_target):
-    """Minimal reproducer: 3 rows, the middle one masked; d(sum logp)/dlogits must be 0 there.
-
-    Got (valid target 2): row 1 of the gradient is ``onehot(2) - exp(logits[1])`` instead of 0;
-    (target -100): ``ValueError: targets must lie in [0, 5) on every row that is not masked out``
-    from backward. The fix belongs in ``_token_logprobs_backward``: zero ``row_scale`` on
-    masked rows (the mask is not saved today).
-    """
+    """Regression: 3 rows, the middle one masked; d(sum logp)/dlogits must be 0 there. The
+    backward used to ignore the mask (row 1 got ``onehot(2) - exp(logits[1])``, and a -100
+    target there made it raise)."""
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 5, generator=gen)
     targets = torch.tensor([1, masked_target, 3])
@@ -536,11 +514,9 @@ def test_grpo_loss_garbage_raises(device, corruption, data):
         grpo_loss(**args, **kw)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: grpo_loss accepts num_tokens=0 with unmasked tokens and returns the unnormalised sum "
-    "(it replaces a zero denominator by 1), while grpo_loss_reference returns 0; it should "
-    "return 0 or raise ValueError"))
 def test_grpo_loss_zero_num_tokens_agrees_with_reference(device):
+    """Regression: num_tokens=0 with unmasked tokens returned the unnormalised sum (~-1.31);
+    like the reference, a zero normaliser gives loss 0."""
     logits = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     targets = torch.tensor([0, 0])
     old = torch.tensor([-1.0, -1.0])
@@ -549,7 +525,6 @@ def test_grpo_loss_zero_num_tokens_agrees_with_reference(device):
     loss, _ = grpo_loss(logits.to(device), targets.to(device), old.to(device), adv.to(device),
                         mask.to(device), num_tokens=0)
     ref = grpo_loss_reference(logits, targets, old, adv, mask, num_tokens=0)
-    # got about -1.31 (the sum over both tokens), expected 0.0
     torch.testing.assert_close(loss.double().cpu(), ref, atol=1e-6, rtol=0)
 
 

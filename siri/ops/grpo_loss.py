@@ -64,7 +64,7 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, old_logprobs: torch.T
     Returns:
         ``(loss, stats)``: a 0-d tensor (float32, float64 for float64 logits) differentiable
         with respect to ``logits``, and a :class:`GrpoLossStats`. An all-masked batch gives a
-        loss of 0.
+        loss of 0, and so does ``num_tokens=0``.
     """
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     if num_tokens is None:
@@ -123,9 +123,10 @@ class _GrpoLoss(torch.autograd.Function):
                                                            return_entropy)
         per_token, dloss_dlogp, clip_state = torch.ops.siri.grpo_token_loss(
             logp, old, adv, mask, ref, clip_low, clip_high, clip_c, kl_coef)
-        safe_denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-        loss = per_token.sum() / safe_denominator
-        ctx.save_for_backward(logits, targets, softmax_stats, dloss_dlogp, safe_denominator)
+        # a zero normaliser (nothing to average over) gives loss 0 and gradient 0
+        inv_denominator = torch.where(denominator > 0, 1.0 / denominator, torch.zeros_like(denominator))
+        loss = per_token.sum() * inv_denominator
+        ctx.save_for_backward(logits, targets, softmax_stats, dloss_dlogp, inv_denominator)
         ctx.temperature = temperature
         ctx.inplace = inplace_backward
         ctx.mark_non_differentiable(logp, clip_state)
@@ -133,8 +134,8 @@ class _GrpoLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_logp, _grad_state, _grad_entropy):
-        logits, targets, softmax_stats, dloss_dlogp, denominator = ctx.saved_tensors
-        row_scale = (dloss_dlogp * (grad_loss / denominator)).contiguous()
+        logits, targets, softmax_stats, dloss_dlogp, inv_denominator = ctx.saved_tensors
+        row_scale = (dloss_dlogp * (grad_loss * inv_denominator)).contiguous()
         if ctx.inplace:
             torch.ops.siri.logits_grad_(logits, targets, softmax_stats, row_scale, ctx.temperature)
             grad = logits

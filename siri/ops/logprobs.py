@@ -64,14 +64,17 @@ def _logits_grad_inplace_fake(logits, targets, softmax_stats, row_scale, tempera
 def _token_logprobs_setup(ctx, inputs, output):
     logits, targets, mask, temperature, _ = inputs
     _, softmax_stats, _ = output
-    ctx.save_for_backward(logits, targets, softmax_stats)
+    ctx.save_for_backward(logits, targets, softmax_stats, mask)
     ctx.temperature = temperature
-    ctx.has_mask = mask is not None
 
 
 def _token_logprobs_backward(ctx, grad_logp, grad_stats, grad_entropy):
-    logits, targets, softmax_stats = ctx.saved_tensors
-    row_scale = grad_logp.to(softmax_stats.dtype).contiguous()
+    logits, targets, softmax_stats, mask = ctx.saved_tensors
+    row_scale = grad_logp.to(softmax_stats.dtype)
+    if mask is not None:
+        # a masked row's logp is the constant 0: no gradient, and its target is never read
+        row_scale = torch.where(mask, row_scale, torch.zeros_like(row_scale))
+    row_scale = row_scale.contiguous()
     grad = torch.ops.siri.logits_grad(logits, targets, softmax_stats, row_scale, ctx.temperature)
     return grad, None, None, None, None
 

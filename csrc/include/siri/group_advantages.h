@@ -34,7 +34,9 @@ SIRI_HOST_DEVICE void group_advantages_one_group(const GroupAdvantageParams& p, 
       ss += d * d;
     }
     const double stddev = sqrt(ss / static_cast<double>(g - 1));
-    inv_scale = 1.0 / (stddev + static_cast<double>(p.eps));
+    // all-equal rewards with eps = 0: every centred reward is 0, so the advantage is 0 (not 0/0)
+    const double denominator = stddev + static_cast<double>(p.eps);
+    inv_scale = denominator > 0.0 ? 1.0 / denominator : 0.0;
   }
   for (int64_t i = 0; i < g; ++i) {
     out[i] = static_cast<float>((static_cast<double>(r[i]) - mean) * inv_scale);
