@@ -39,5 +39,5 @@ clean:
 ## machine, against a CUDA torch in .venv-cuda (about 5.5 GB, installed on first use)
 cuda-ext-check:
 	test -x .venv-cuda/bin/python || python3 -m venv .venv-cuda
-	.venv-cuda/bin/python -c "import torch, pybind11" 2>/dev/null || .venv-cuda/bin/pip install -q torch==2.14.1 ninja cmake pybind11==3.0.4 numpy
+	.venv-cuda/bin/python -c "import torch, pybind11, yaml, rich" 2>/dev/null || .venv-cuda/bin/pip install -q torch==2.14.1 ninja cmake pybind11==3.0.4 numpy pyyaml rich
 	bash scripts/check_cuda_extension.sh .venv-cuda
