@@ -107,7 +107,7 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
     ax.margins(0.15)
     ax.grid(alpha=0.3)
     if len(series) > 1:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")      # wherever it covers no point
     return _save(fig, out_path)
 
 
