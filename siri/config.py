@@ -415,11 +415,14 @@ def _validate(cfg: Config, check_files: bool) -> None:
         raise ConfigError(f"'trainer.resume' must be 'auto', 'never' or a checkpoint directory; "
                           f"{cfg.trainer.resume!r} is not a directory")
     try:
-        schedule = cfg.length_schedule()
+        cfg.length_schedule()
     except ValueError as e:
         raise ConfigError(f"'schedule': {e}") from e
-    longest = max(schedule(t) for t in _probe_steps(schedule, cfg.trainer.steps))
-    _check_model_positions(cfg, longest)
+    from siri.model_loading import local_model_config
+
+    model_config = local_model_config(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    if model_config is not None:
+        check_positions(cfg, model_config)
     if check_files:
         _check_data_files(cfg)
     from siri.rewards.loader import load_reward_fn
@@ -429,22 +432,19 @@ def _validate(cfg: Config, check_files: bool) -> None:
         raise ConfigError(f"'reward.fn': {e}") from e
 
 
-def _probe_steps(schedule: LengthSchedule, steps: int) -> range | list[int]:
-    """Every step for short runs; for long ones the steps that can hold the maximum."""
-    if steps <= 20000:
-        return range(steps)
-    return sorted({0, *schedule.peaks(20000)})
+def _longest_cap(schedule: LengthSchedule, steps: int) -> int:
+    """The schedule's largest cap over the run: every step for short runs; for long ones the
+    steps that can hold the maximum (the start and the peaks of a periodic schedule)."""
+    probe = range(steps) if steps <= 20000 else {0, *schedule.peaks(20000)}
+    return max(schedule(t) for t in probe)
 
 
-def _check_model_positions(cfg: Config, longest_cap: int) -> None:
-    """The longest cap plus the longest prompt must fit the model's positions. The model's
-    config is read only when it is on this machine (a directory or the HF cache)."""
-    from siri.model_loading import local_model_config
-
-    config = local_model_config(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
-    if config is None:
-        return
-    limit = getattr(config, "max_position_embeddings", None)
+def check_positions(cfg: Config, model_config) -> None:
+    """ConfigError unless the schedule's largest cap plus ``data.max_prompt_tokens`` fits the
+    model's ``max_position_embeddings`` (``model_config``: a transformers config). Validation
+    runs it when the model is on this machine; the trainer again once the model is loaded."""
+    longest_cap = _longest_cap(cfg.length_schedule(), cfg.trainer.steps)
+    limit = getattr(model_config, "max_position_embeddings", None)
     if limit is not None and longest_cap + cfg.data.max_prompt_tokens > limit:
         raise ConfigError(
             f"the schedule's largest cap ({longest_cap}) plus 'data.max_prompt_tokens' "

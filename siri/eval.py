@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from siri.atomic_io import write_text_atomic
 from siri.engine import LLMEngine, SamplingParams
 from siri.rewards.capped import capped_reward
 
@@ -169,17 +169,8 @@ def write_eval_report(path: str | os.PathLike, *, model: str, label: str, step: 
     """Write ``{"model", "label", "step", "settings", "benchmarks"}`` as JSON at ``path``
     (parent directories created), atomically: a temp file in the same directory, then
     ``os.replace``. ``results`` maps a benchmark name to an ``evaluate_examples`` dict."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     report = {"model": model, "label": label, "step": step, "settings": asdict(settings), "benchmarks": results}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(report, indent=1))
 
 
 def load_eval_reports(run_dir: str | os.PathLike) -> list[dict]:

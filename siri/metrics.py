@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from siri.atomic_io import write_text_atomic
 from siri.faults import fault_point
 
 REQUIRED_FIELDS = ("step", "cap", "phase", "reward_mean", "accuracy", "response_len_mean",
@@ -67,12 +68,7 @@ class MetricsLog:
         kept = []
         if self.path.exists():
             kept = [row for row in read_metrics(self.path) if row.get("step", math.inf) < resume_step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self._file = open(self.path, "a", encoding="utf-8")
         self._sinks = []
         if tensorboard:

@@ -41,7 +41,8 @@ import yaml
 
 from siri import checkpoint
 from siri.algo.rollout_batch import Rollout, collate, pack_by_token_budget
-from siri.config import Config, config_to_dict
+from siri.atomic_io import write_text_atomic
+from siri.config import Config, check_positions, config_to_dict
 from siri.data import PromptDataset, PromptFormatter, PromptSampler, load_rows
 from siri.engine import LLMEngine, SamplingParams
 from siri.engine.llm_engine import sequence_seed
@@ -115,7 +116,7 @@ class Trainer:
         if config.algo.kl_coef > 0:
             self.ref_model = load_model(m.path, device=self.device, dtype=self.dtype,
                                         trust_remote_code=m.trust_remote_code).eval().requires_grad_(False)
-        self._check_positions()
+        check_positions(self.cfg, self.model.config)      # validate() skipped it if the model was remote
         self.stop_ids = stop_token_ids(self.tokenizer, self.rollout_model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
@@ -151,15 +152,6 @@ class Trainer:
         if mode == "auto":
             return checkpoint.latest_checkpoint(self.run_dir)
         return Path(mode)
-
-    def _check_positions(self) -> None:
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        longest = max(self.schedule(t) for t in range(self.cfg.trainer.steps)) if self.cfg.trainer.steps <= 20000 \
-            else max(self.schedule(t) for t in {0, *self.schedule.peaks(20000)})
-        if limit is not None and longest + self.cfg.data.max_prompt_tokens > limit:
-            raise ValueError(f"the schedule's largest cap ({longest}) plus data.max_prompt_tokens "
-                             f"({self.cfg.data.max_prompt_tokens}) exceeds the model's max_position_embeddings "
-                             f"({limit})")
 
     def _load_data(self) -> tuple[PromptDataset, dict[str, Any]]:
         d = self.cfg.data
@@ -342,7 +334,7 @@ class Trainer:
                  "reward": r.reward, "advantage": r.advantage} for i, r in enumerate(rollouts)]
         directory = self.run_dir / "rollouts"
         directory.mkdir(parents=True, exist_ok=True)
-        _write_text(directory / f"step_{step}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        write_text_atomic(directory / f"step_{step}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
 
     def _micro_batches(self, rollouts: list[Rollout]):
         budget = self.cfg.algo.micro_batch_tokens
@@ -510,11 +502,4 @@ _NO_UPDATE = {"optimizer_steps": 0, "loss": 0.0, "grad_norm": 0.0, "update_skipp
 
 
 def _write_yaml(path: Path, data: dict) -> None:
-    _write_text(path, yaml.safe_dump(data, sort_keys=False))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers never see half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from siri.atomic_io import write_text_atomic
 from siri.checkpoint import list_checkpoints, read_info
 from siri.config import config_to_dict, load_config
 from siri.data import PromptFormatter
@@ -125,7 +126,7 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
 
     stage(6, "summary and plots")
     summary = _summary(results, checkpoints, eval_file, eval_settings, l_max, l_min, runs, seed)
-    _write_json(out / "summary.json", summary)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     plots = _plots(out, runs, summary)
     _print_table(console, summary)
     console.print(f"demo done in {time.perf_counter() - started:.0f} s. Summary: {out / 'summary.json'}; plots: "
@@ -143,11 +144,8 @@ def _problems(settings: DemoSettings, seed: int) -> tuple[list[Problem], list[Pr
 
 
 def _write_split(path: Path, problems: list[Problem], tokenizer) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"prompt": p.prompt, "answer": p.answer, "input": format_prompt(tokenizer, p)} for p in problems]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
@@ -270,8 +268,3 @@ def _print_table(console, summary: dict) -> None:
                       f"{r['delta_accuracy_points']:+.1f}", f"{r['compression_ratio']:+.2f}", f"{r['delta_cr_acc']:+.2f}")
     console.print(table)
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
