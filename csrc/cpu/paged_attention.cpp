@@ -1,8 +1,12 @@
-// CPU paged attention. One work item is (query, KV head, split): it loads the group's G query
-// heads once, then streams the split's K and V rows once for all of them, in tiles of kTile
-// tokens: scores for the tile, one online-softmax rescale per head, then the AXPYs. Items are
-// sorted by cost and handed out dynamically, so mixed lengths keep both cores busy; split
-// queries are merged from their (o, lse) partials afterwards.
+// CPU paged attention. One work item is (query, split): it streams the split's K and V rows
+// once, tile by tile, for every KV head and its whole GQA group, so it reads whole pages
+// (contiguous memory). Scores are computed with a group's query heads in the lanes of a
+// vector (kHeadLanes at a time): each K element is broadcast against a vector of q values, so
+// a tile's scores come out as one vector per token with no horizontal sums, and the online
+// softmax runs for all heads at once. The AXPYs then add each probability-weighted V row to
+// per-head fp32 accumulators, two heads per V load, and prefetch the next tile as they go.
+// Items are sorted by cost and handed out dynamically, so mixed lengths keep both cores busy;
+// split queries are merged from their (o, lse) partials afterwards.
 #include "cpu/paged_attention.h"
 
 #include <ATen/Parallel.h>
@@ -15,10 +19,57 @@
 namespace siri::cpu {
 namespace {
 
-constexpr int64_t kTile = 32;
+typedef float HeadVec __attribute__((vector_size(32)));  // one fp32 value per query head
+constexpr int kHeadLanes = 8;
+constexpr int kScoreRows = 16;  // tokens whose score vectors stay in registers together
+constexpr int64_t kTile = 32;   // tokens per online-softmax update (a multiple of kScoreRows)
+constexpr int kMaxHeadDim = 256;
+
+alignas(64) const float kZeroRow[kMaxHeadDim] = {};
+
+// The next tile's K and V bytes, fetched into L2 a few lines at a time from inside the AXPY
+// loop. Pages are scattered, so the hardware prefetcher cannot run ahead; and a burst of
+// prefetches at the start of a tile fills the miss queue and stalls the core until the data
+// arrives, where spreading them lets the fetches overlap the arithmetic.
+class PrefetchStream {
+ public:
+  PrefetchStream(const void* k_cache, const void* v_cache)
+      : v_minus_k_(static_cast<const char*>(v_cache) - static_cast<const char*>(k_cache)) {}
+
+  void reset() { num_ranges_ = next_ = 0, cursor_ = end_ = nullptr; }
+  // K bytes [begin, end) (V at the same offset from v_cache); at most kTile ranges per tile.
+  void add(const char* begin, const char* end) { ranges_[num_ranges_++] = {begin, end}; }
+  int64_t steps_per_row = 0;  // lines of K (and of V) to fetch per AXPY step
+
+  void drain() {
+    while (cursor_ < end_ || next_ < num_ranges_) step();
+  }
+
+  // Fetches the next line of K and of V, if any are left.
+  void step() {
+    if (cursor_ >= end_) {
+      if (next_ == num_ranges_) return;
+      cursor_ = ranges_[next_].begin, end_ = ranges_[next_].end, ++next_;
+    }
+    __builtin_prefetch(cursor_, 0, 2);
+    __builtin_prefetch(cursor_ + v_minus_k_, 0, 2);
+    cursor_ += 64;
+  }
+
+ private:
+  struct Range {
+    const char* begin;
+    const char* end;
+  };
+  Range ranges_[kTile];
+  int64_t num_ranges_ = 0, next_ = 0;
+  const char* cursor_ = nullptr;
+  const char* end_ = nullptr;
+  std::ptrdiff_t v_minus_k_;
+};
 
 struct WorkItem {
-  int64_t query, kv_head, split, begin, end;
+  int64_t query, split, begin, end;
 };
 
 // A row of n elements (n % 16 == 0) as fp32: fp32 rows are used in place, bf16 rows are
@@ -35,109 +86,158 @@ void store_row(const float* src, float factor, T* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) from_float(src[i] * factor, dst[i]);
 }
 
-// acc[g] += sum_j p[g][j] * V[j] for all G heads. Pairs of heads share each V load where two
-// accumulator rows fit in the 32 vector registers with room to spare (D <= 128).
+// s[j][h] = sum_d qt[d][h] * k_rows[j][d] for kScoreRows rows. qt is [D, kHeadLanes]: the
+// block's query heads transposed, pre-scaled. Each K element is a broadcast memory operand of
+// one FMA; eight qt vectors and the kScoreRows accumulators stay in registers.
+template <int D>
+void score_rows(const float* qt, const float* const* k_rows, HeadVec* s) {
+  HeadVec acc[kScoreRows] = {};
+  for (int d0 = 0; d0 < D; d0 += 8) {
+    HeadVec qd[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) memcpy(&qd[i], qt + (d0 + i) * kHeadLanes, sizeof(HeadVec));
+#pragma GCC unroll 16
+    for (int j = 0; j < kScoreRows; ++j) {
+      const float* k = k_rows[j] + d0;
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) acc[j] += qd[i] * k[i];
+    }
+  }
+  for (int j = 0; j < kScoreRows; ++j) s[j] = acc[j];
+}
+
+// acc[h] += sum_j p[j][h] * V[j] for N heads starting at lane `lane` of p, with the N
+// accumulator rows in registers and each V chunk loaded once for all N.
 template <int D, int N>
-void accumulate_heads(Row<D>* acc, const float* p, const float* const* v_rows, int64_t n) {
+void accumulate_heads(float* acc, const HeadVec* p, int lane, HeadVec alpha,
+                      const float* const* v_rows, int64_t n, PrefetchStream& prefetch) {
   Row<D> a[N];
-  for (int i = 0; i < N; ++i) a[i] = acc[i];
+  for (int i = 0; i < N; ++i) {
+    a[i].load(acc + i * D);
+    a[i].scale(alpha[lane + i]);
+  }
   for (int64_t j = 0; j < n; ++j) {
     float w[N];
-    for (int i = 0; i < N; ++i) w[i] = p[i * kTile + j];
+    for (int i = 0; i < N; ++i) w[i] = p[j][lane + i];
+    for (int64_t k = 0; k < prefetch.steps_per_row; ++k) prefetch.step();
     axpy_n<D, N>(a, w, v_rows[j]);
   }
-  for (int i = 0; i < N; ++i) acc[i] = a[i];
+  for (int i = 0; i < N; ++i) a[i].store(acc + i * D);
 }
 
+// One tile for a block of `heads` (<= kHeadLanes) query heads: scores, online-softmax update
+// of state (m, l per lane), then the rescaled accumulation of the tile's V rows into acc
+// ([heads, D]).
 template <int D>
-void accumulate_values(Row<D>* acc, const float* p, const float* const* v_rows, int64_t n, int64_t G) {
-  constexpr int kPair = D <= 128 ? 2 : 1;
-  int64_t g = 0;
-  for (; g + kPair <= G; g += kPair) accumulate_heads<D, kPair>(acc + g, p + g * kTile, v_rows, n);
-  for (; g < G; ++g) accumulate_heads<D, 1>(acc + g, p + g * kTile, v_rows, n);
+void attend_tile(const float* qt, const float* const* k_rows, const float* const* v_rows, int64_t n,
+                 int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
+  HeadVec s[kTile] = {};
+  for (int64_t j0 = 0; j0 < n; j0 += kScoreRows) score_rows<D>(qt, k_rows + j0, s + j0);
+  HeadVec tile_max = s[0];
+  for (int64_t j = 1; j < n; ++j) tile_max = softmax_max(tile_max, s[j]);
+  const HeadVec alpha = softmax_rescale(state, tile_max);
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = exp_nonpositive(s[j] - state.m);
+    state.l += s[j];
+  }
+  constexpr int kPair = D <= 128 ? 2 : 1;  // two rows of accumulators fit the registers
+  int lane = 0;
+  for (; lane + kPair <= heads; lane += kPair) {
+    accumulate_heads<D, kPair>(acc + lane * D, s, lane, alpha, v_rows, n, prefetch);
+  }
+  for (; lane < heads; ++lane) accumulate_heads<D, 1>(acc + lane * D, s, lane, alpha, v_rows, n, prefetch);
 }
 
+// Queues tokens [begin, end) of one sequence, every KV head, for prefetching: one
+// contiguous byte range per page touched.
+template <typename T>
+void queue_tokens(const PagedAttentionParams& p, const int32_t* pages, int64_t begin, int64_t end,
+                  PrefetchStream& prefetch) {
+  const int64_t row_bytes = p.num_kv_heads * p.head_dim * static_cast<int64_t>(sizeof(T));
+  const char* k_cache = static_cast<const char*>(p.k_cache);
+  prefetch.reset();
+  for (int64_t t = begin; t < end;) {
+    const int64_t in_page = std::min(end - t, p.page_size - t % p.page_size);
+    const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
+    prefetch.add(k_cache + slot * row_bytes, k_cache + (slot + in_page) * row_bytes);
+    t += in_page;
+  }
+}
+
+// One work item: a query's tokens [w.begin, w.end) for every KV head. A tile's tokens are
+// read for all heads before the next tile, so the item streams whole pages (contiguous
+// memory) rather than one head's rows, a stride apart.
 template <typename T, int D>
 void attend(const PagedAttentionParams& p, const WorkItem& w) {
-  const int64_t G = p.num_q_heads / p.num_kv_heads, Hkv = p.num_kv_heads;
+  const int64_t Hkv = p.num_kv_heads, G = p.num_q_heads / Hkv;
+  const int64_t blocks = (G + kHeadLanes - 1) / kHeadLanes;  // head blocks per KV head
   const int64_t seq = p.query_seq ? p.query_seq[w.query] : w.query;
   const int32_t* pages = p.block_table + seq * p.max_pages;
   const T* k_cache = static_cast<const T*>(p.k_cache);
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
-  std::vector<float> buf(G * D + G * kTile + kTile * D);
-  float* q = buf.data();       // [G, D], pre-scaled
-  float* s = q + G * D;        // [G, kTile] scores, then probabilities
-  float* vt = s + G * kTile;   // [kTile, D] V rows as fp32 (bf16 only)
-  const T* q_src = static_cast<const T*>(p.q) + (w.query * p.num_q_heads + w.kv_head * G) * D;
-  for (int64_t i = 0; i < G * D; ++i) q[i] = to_float(q_src[i]) * p.scale;
-  std::vector<Row<D>> acc(G, Row<D>{});
-  std::vector<SoftmaxState> state(G, softmax_init());
+  // qt: [Hkv, blocks, D, kHeadLanes] q transposed and pre-scaled, zero in unused lanes;
+  // acc: [Hq, D]; kt, vt: [kTile, D] one head's tile rows as fp32 (bf16 only).
+  std::vector<float> buf(Hkv * blocks * D * kHeadLanes + p.num_q_heads * D + 2 * kTile * D, 0.0f);
+  float* qt = buf.data();
+  float* acc = qt + Hkv * blocks * D * kHeadLanes;
+  float* kt = acc + p.num_q_heads * D;
+  float* vt = kt + kTile * D;
+  const T* q_src = static_cast<const T*>(p.q) + w.query * p.num_q_heads * D;
+  for (int64_t head = 0; head < p.num_q_heads; ++head) {
+    const int64_t block = (head / G) * blocks + (head % G) / kHeadLanes;
+    for (int64_t d = 0; d < D; ++d) {
+      qt[(block * D + d) * kHeadLanes + (head % G) % kHeadLanes] = to_float(q_src[head * D + d]) * p.scale;
+    }
+  }
+  std::vector<SoftmaxStateOf<HeadVec>> state(Hkv * blocks, {HeadVec{} - INFINITY, HeadVec{}});
 
-  // Element offset of token t's row for this KV head.
-  const auto row_offset = [&](int64_t t) {
-    const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
-    return (slot * Hkv + w.kv_head) * D;
-  };
-  const T* k_rows[kTile];
+  const float* k_rows[kTile];
   const float* v_rows[kTile];
+  int64_t slots[kTile];
+  // AXPY steps per tile (head pairs x tokens x KV heads), over which the next tile's lines
+  // are spread.
+  constexpr int kPair = D <= 128 ? 2 : 1;
+  const int64_t steps = Hkv * blocks * ((std::min<int64_t>(G, kHeadLanes) + kPair - 1) / kPair) * kTile;
+  const int64_t lines = kTile * Hkv * D * static_cast<int64_t>(sizeof(T)) / 64;
+  PrefetchStream prefetch(p.k_cache, p.v_cache);
+  prefetch.steps_per_row = (lines + steps - 1) / steps;
+  queue_tokens<T>(p, pages, w.begin, std::min(w.begin + kTile, w.end), prefetch);
+  prefetch.drain();  // nothing to overlap the first tile with
   for (int64_t t0 = w.begin; t0 < w.end; t0 += kTile) {
     const int64_t n = std::min(kTile, w.end - t0);
-    // Pages are scattered, so the hardware prefetcher cannot run ahead: fetch the next tile's
-    // rows into L2 while this one is computed.
-    for (int64_t t = t0 + kTile; t < std::min(t0 + 2 * kTile, w.end); ++t) {
-      const int64_t offset = row_offset(t);
-      for (int64_t b = 0; b < D * static_cast<int64_t>(sizeof(T)); b += 64) {
-        __builtin_prefetch(reinterpret_cast<const char*>(k_cache + offset) + b, 0, 2);
-        __builtin_prefetch(reinterpret_cast<const char*>(v_cache + offset) + b, 0, 2);
-      }
-    }
+    queue_tokens<T>(p, pages, t0 + kTile, std::min(t0 + 2 * kTile, w.end), prefetch);
     for (int64_t j = 0; j < n; ++j) {
-      const int64_t offset = row_offset(t0 + j);
-      k_rows[j] = k_cache + offset;
-      v_rows[j] = row_as_float(v_cache + offset, vt + j * D, D);
+      const int64_t t = t0 + j;
+      slots[j] = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
     }
-    // Scores: each q row is loaded once per pair of K rows.
-    int64_t j = 0;
-    for (; j + 2 <= n; j += 2) {
-      Row<D> k[2];
-      k[0].load(k_rows[j]);
-      k[1].load(k_rows[j + 1]);
-      for (int64_t g = 0; g < G; ++g) dot_n<D, 2>(k, q + g * D, s + g * kTile + j, 1);
-    }
-    for (; j < n; ++j) {
-      Row<D> k[1];
-      k[0].load(k_rows[j]);
-      for (int64_t g = 0; g < G; ++g) dot_n<D, 1>(k, q + g * D, s + g * kTile + j, 1);
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      float* sg = s + g * kTile;
-      const float alpha = softmax_rescale(state[g], *std::max_element(sg, sg + n));
-      if (alpha != 1.0f) acc[g].scale(alpha);
-      f32x16 sum{};
-      for (int64_t c = 0; c < kTile; c += 16) {
-        const f32x16 e = exp_nonpositive(load16(sg + c) - state[g].m);
-        store16(sg + c, e);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t offset = (slots[j] * Hkv + h) * D;
+        k_rows[j] = row_as_float(k_cache + offset, kt + j * D, D);
+        v_rows[j] = row_as_float(v_cache + offset, vt + j * D, D);
       }
-      std::fill(sg + n, sg + kTile, 0.0f);  // the tail of a short tile holds stale scores
-      for (int64_t c = 0; c < kTile; c += 16) sum += load16(sg + c);
-      state[g].l += hsum(sum);
+      // Rows past the tile's end give finite scores that the softmax never reads.
+      for (int64_t j = n; j < (n + kScoreRows - 1) / kScoreRows * kScoreRows; ++j) k_rows[j] = kZeroRow;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t block = h * blocks + b;
+        attend_tile<D>(qt + block * D * kHeadLanes, k_rows, v_rows, n,
+                       std::min<int64_t>(kHeadLanes, G - b * kHeadLanes), state[block],
+                       acc + (h * G + b * kHeadLanes) * D, prefetch);
+      }
     }
-    accumulate_values<D>(acc.data(), s, v_rows, n, G);
   }
 
   const int64_t splits = num_splits(p.kv_lens[w.query], p.chunk_tokens);
-  float row[D];
-  for (int64_t g = 0; g < G; ++g) {
-    const int64_t head = w.kv_head * G + g;
-    const float inv_l = 1.0f / state[g].l;
-    acc[g].store(row);
+  for (int64_t head = 0; head < p.num_q_heads; ++head) {
+    const int64_t block = (head / G) * blocks + (head % G) / kHeadLanes, lane = (head % G) % kHeadLanes;
+    const SoftmaxState head_state{state[block].m[lane], state[block].l[lane]};
     if (splits == 1) {
-      store_row(row, inv_l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
+      store_row(acc + head * D, 1.0f / head_state.l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
     } else {
       const int64_t part = (w.query * p.max_splits + w.split) * p.num_q_heads + head;
-      store_row(row, inv_l, p.partial_o + part * D, D);
-      p.partial_lse[part] = softmax_lse(state[g]);
+      store_row(acc + head * D, 1.0f / head_state.l, p.partial_o + part * D, D);
+      p.partial_lse[part] = softmax_lse(head_state);
     }
   }
 }
@@ -175,10 +275,8 @@ void run(const PagedAttentionParams& p) {
   std::vector<WorkItem> items;
   for (int64_t i = 0; i < p.num_queries; ++i) {
     const int64_t len = p.kv_lens[i];
-    for (int64_t h = 0; h < p.num_kv_heads; ++h) {
-      for (int64_t s = 0, begin = 0; begin < len; ++s, begin += p.chunk_tokens) {
-        items.push_back({i, h, s, begin, std::min(len, begin + p.chunk_tokens)});
-      }
+    for (int64_t s = 0, begin = 0; begin < len; ++s, begin += p.chunk_tokens) {
+      items.push_back({i, s, begin, std::min(len, begin + p.chunk_tokens)});
     }
   }
   // Longest first, then dynamic hand-out: near-optimal balance for mixed lengths.
