@@ -9,11 +9,15 @@
 // split queries are merged from their (o, lse) partials afterwards.
 #include "cpu/paged_attention.h"
 
+#include "cpu/bf16_dot.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace siri::cpu {
@@ -26,6 +30,7 @@ constexpr int64_t kTile = 32;   // tokens per online-softmax update (a multiple 
 constexpr int kMaxHeadDim = 256;
 
 alignas(64) const float kZeroRow[kMaxHeadDim] = {};
+alignas(64) const BFloat16Bits kZeroRowBf16[kMaxHeadDim] = {};
 
 // The next tile's K and V bytes, fetched into L2 a few lines at a time from inside the AXPY
 // loop. Pages are scattered, so the hardware prefetcher cannot run ahead; and a burst of
@@ -125,28 +130,156 @@ void accumulate_heads(float* acc, const HeadVec* p, int lane, HeadVec alpha,
   for (int i = 0; i < N; ++i) a[i].store(acc + i * D);
 }
 
-// One tile for a block of `heads` (<= kHeadLanes) query heads: scores, online-softmax update
-// of state (m, l per lane), then the rescaled accumulation of the tile's V rows into acc
-// ([heads, D]).
-template <int D>
-void attend_tile(const float* qt, const float* const* k_rows, const float* const* v_rows, int64_t n,
-                 int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
-  HeadVec s[kTile] = {};
-  for (int64_t j0 = 0; j0 < n; j0 += kScoreRows) score_rows<D>(qt, k_rows + j0, s + j0);
+// Online-softmax update of state (m, l per lane) with a tile's scores s[0, n); turns s into
+// the probabilities (0 past n) and returns the accumulators' rescale factor. kRoundBf16: the
+// probabilities are rounded to bf16 (as the bf16 dot products will use them) before l sums
+// them, so numerator and denominator agree.
+template <bool kRoundBf16>
+inline HeadVec tile_softmax(HeadVec* s, int64_t n, SoftmaxStateOf<HeadVec>& state) {
   HeadVec tile_max = s[0];
   for (int64_t j = 1; j < n; ++j) tile_max = softmax_max(tile_max, s[j]);
   const HeadVec alpha = softmax_rescale(state, tile_max);
+  // exp on two tokens' vectors at a time (16 lanes); s[n] (odd n) is computed and discarded.
+  f32x16 m2;
+  memcpy(&m2, &state.m, sizeof(HeadVec));
+  memcpy(reinterpret_cast<char*>(&m2) + sizeof(HeadVec), &state.m, sizeof(HeadVec));
+  for (int64_t j = 0; j < n; j += 2) {
+    float* pair = reinterpret_cast<float*>(s + j);
+    store16(pair, exp_nonpositive(load16(pair) - m2));
+  }
+  for (int64_t j = n; j < kTile; ++j) s[j] = HeadVec{};
   for (int64_t j = 0; j < n; ++j) {
-    s[j] = exp_nonpositive(s[j] - state.m);
+#if SIRI_CPU_BF16_DOT
+    if constexpr (kRoundBf16) {
+      const auto bits = bf16_dot::round_bits(s[j]);
+      memcpy(&s[j], &bits, sizeof(HeadVec));
+    }
+#endif
     state.l += s[j];
   }
-  constexpr int kPair = D <= 128 ? 2 : 1;  // two rows of accumulators fit the registers
-  int lane = 0;
-  for (; lane + kPair <= heads; lane += kPair) {
-    accumulate_heads<D, kPair>(acc + lane * D, s, lane, alpha, v_rows, n, prefetch);
-  }
-  for (; lane < heads; ++lane) accumulate_heads<D, 1>(acc + lane * D, s, lane, alpha, v_rows, n, prefetch);
+  return alpha;
 }
+
+constexpr int heads_per_pass(int D) { return D <= 128 ? 2 : 1; }  // accumulator rows in registers
+
+// The tile arithmetic in fp32 (fp32 caches, and bf16 ones widened to fp32). q: [D, 8] per
+// block of 8 query heads, transposed and pre-scaled.
+template <typename T, int D>
+class FloatTile {
+ public:
+  static constexpr int64_t kAxpySteps = kTile;  // AXPY steps per tile and head pass
+
+  FloatTile(int64_t blocks) : q_(blocks * D * kHeadLanes, 0.0f), rows_(2 * kTile * D) {}
+
+  void set_query(int64_t block, int64_t lane, const T* q, float scale) {
+    for (int64_t d = 0; d < D; ++d) q_[(block * D + d) * kHeadLanes + lane] = to_float(q[d]) * scale;
+  }
+
+  // The tile's rows of one KV head; offsets[j] is token j's row, in elements.
+  void load(const T* k_cache, const T* v_cache, const int64_t* offsets, int64_t n) {
+    float* kt = rows_.data();
+    float* vt = kt + kTile * D;
+    for (int64_t j = 0; j < n; ++j) {
+      k_rows_[j] = row_as_float(k_cache + offsets[j], kt + j * D, D);
+      v_rows_[j] = row_as_float(v_cache + offsets[j], vt + j * D, D);
+    }
+    // Rows past the tile's end give finite scores that the softmax never reads.
+    for (int64_t j = n; j < kTile; ++j) k_rows_[j] = kZeroRow;
+    n_ = n;
+  }
+
+  // One block of `heads` query heads: scores, softmax update, accumulation into acc [heads, D].
+  void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
+    HeadVec s[kTile];
+    for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) score_rows<D>(q_.data() + block * D * kHeadLanes, k_rows_ + j0, s + j0);
+    const HeadVec alpha = tile_softmax<false>(s, n_, state);
+    constexpr int kPair = heads_per_pass(D);
+    int lane = 0;
+    for (; lane + kPair <= heads; lane += kPair) {
+      accumulate_heads<D, kPair>(acc + lane * D, s, lane, alpha, v_rows_, n_, prefetch);
+    }
+    for (; lane < heads; ++lane) accumulate_heads<D, 1>(acc + lane * D, s, lane, alpha, v_rows_, n_, prefetch);
+  }
+
+  // An accumulator row in head-dimension order.
+  const float* output_row(const float* acc, float*) const { return acc; }
+
+ private:
+  std::vector<float> q_, rows_;
+  const float* k_rows_[kTile];
+  const float* v_rows_[kTile];
+  int64_t n_ = 0;
+};
+
+#if SIRI_CPU_BF16_DOT
+// The tile arithmetic for bf16 caches with bf16 dot products (see cpu/bf16_dot.h). q: [D / 2,
+// 8] bf16 pairs per block of 8 heads, unscaled (scores are scaled in fp32). Accumulator rows
+// are in bf16_dot::pair_lane_dim order until output_row.
+template <int D>
+class Bf16DotTile {
+ public:
+  static constexpr int64_t kAxpySteps = kTile / 2;  // one step per token pair
+
+  Bf16DotTile(int64_t blocks, float scale)
+      : q_(blocks * D / 2 * kHeadLanes, 0u), v_pairs_(kTile / 2 * (D / 16)), scale_(scale) {}
+
+  void set_query(int64_t block, int64_t lane, const BFloat16Bits* q, float) {
+    for (int64_t d = 0; d < D; d += 2) {
+      q_[(block * D / 2 + d / 2) * kHeadLanes + lane] = q[d].bits | static_cast<uint32_t>(q[d + 1].bits) << 16;
+    }
+  }
+
+  void load(const BFloat16Bits* k_cache, const BFloat16Bits* v_cache, const int64_t* offsets, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) k_rows_[j] = k_cache + offsets[j];
+    for (int64_t j = n; j < kTile; ++j) k_rows_[j] = kZeroRowBf16;
+    for (int64_t j = 0; j < n; j += 2) {
+      const BFloat16Bits* second = j + 1 < n ? v_cache + offsets[j + 1] : kZeroRowBf16;
+      bf16_dot::interleave_rows<D>(v_cache + offsets[j], second, v_pairs_.data() + j / 2 * (D / 16));
+    }
+    n_ = n;
+  }
+
+  void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
+    HeadVec s[kTile];
+    for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) {
+      bf16_dot::score_rows<D>(q_.data() + block * D / 2 * kHeadLanes, k_rows_ + j0, s + j0);
+    }
+    for (int64_t j = 0; j < n_; ++j) s[j] *= scale_;
+    const HeadVec alpha = tile_softmax<true>(s, n_, state);
+    bf16_dot::PairVec p_pairs[kTile / 2];
+    for (int64_t jp = 0; jp < (n_ + 1) / 2; ++jp) {
+      bf16_dot::PairVec even, odd;
+      memcpy(&even, &s[2 * jp], sizeof(even));
+      memcpy(&odd, &s[2 * jp + 1], sizeof(odd));
+      p_pairs[jp] = (even >> 16) | odd;  // rounded: the low 16 bits are 0
+    }
+    const auto step = [&prefetch] {
+      for (int64_t k = 0; k < prefetch.steps_per_row; ++k) prefetch.step();
+    };
+    constexpr int kPair = heads_per_pass(D);
+    int lane = 0;
+    const int64_t pairs = (n_ + 1) / 2;
+    for (; lane + kPair <= heads; lane += kPair) {
+      bf16_dot::accumulate_pairs<D, kPair>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, step);
+    }
+    for (; lane < heads; ++lane) {
+      bf16_dot::accumulate_pairs<D, 1>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, step);
+    }
+  }
+
+  const float* output_row(const float* acc, float* buf) const {
+    for (int i = 0; i < D; ++i) buf[bf16_dot::pair_lane_dim(i)] = acc[i];
+    return buf;
+  }
+
+ private:
+  std::vector<uint32_t> q_;
+  std::vector<__m512i> v_pairs_;  // [kTile / 2, D / 16] interleaved V row pairs
+  const BFloat16Bits* k_rows_[kTile];
+  float scale_;
+  int64_t n_ = 0;
+};
+#endif
 
 // Queues tokens [begin, end) of one sequence, every KV head, for prefetching: one
 // contiguous byte range per page touched.
@@ -167,43 +300,27 @@ void queue_tokens(const PagedAttentionParams& p, const int32_t* pages, int64_t b
 // One work item: a query's tokens [w.begin, w.end) for every KV head. A tile's tokens are
 // read for all heads before the next tile, so the item streams whole pages (contiguous
 // memory) rather than one head's rows, a stride apart.
-template <typename T, int D>
-void attend(const PagedAttentionParams& p, const WorkItem& w) {
+template <typename T, int D, typename Tile>
+void attend_with(const PagedAttentionParams& p, const WorkItem& w, Tile& tile) {
   const int64_t Hkv = p.num_kv_heads, G = p.num_q_heads / Hkv;
-  const int64_t blocks = (G + kHeadLanes - 1) / kHeadLanes;  // head blocks per KV head
+  const int64_t blocks = (G + kHeadLanes - 1) / kHeadLanes;  // blocks of 8 query heads per KV head
   const int64_t seq = p.query_seq ? p.query_seq[w.query] : w.query;
   const int32_t* pages = p.block_table + seq * p.max_pages;
-  const T* k_cache = static_cast<const T*>(p.k_cache);
-  const T* v_cache = static_cast<const T*>(p.v_cache);
-
-  // qt: [Hkv, blocks, D, kHeadLanes] q transposed and pre-scaled, zero in unused lanes;
-  // acc: [Hq, D]; kt, vt: [kTile, D] one head's tile rows as fp32 (bf16 only).
-  std::vector<float> buf(Hkv * blocks * D * kHeadLanes + p.num_q_heads * D + 2 * kTile * D, 0.0f);
-  float* qt = buf.data();
-  float* acc = qt + Hkv * blocks * D * kHeadLanes;
-  float* kt = acc + p.num_q_heads * D;
-  float* vt = kt + kTile * D;
-  const T* q_src = static_cast<const T*>(p.q) + w.query * p.num_q_heads * D;
+  const T* q = static_cast<const T*>(p.q) + w.query * p.num_q_heads * D;
   for (int64_t head = 0; head < p.num_q_heads; ++head) {
-    const int64_t block = (head / G) * blocks + (head % G) / kHeadLanes;
-    for (int64_t d = 0; d < D; ++d) {
-      qt[(block * D + d) * kHeadLanes + (head % G) % kHeadLanes] = to_float(q_src[head * D + d]) * p.scale;
-    }
+    tile.set_query((head / G) * blocks + (head % G) / kHeadLanes, (head % G) % kHeadLanes, q + head * D, p.scale);
   }
+  std::vector<float> acc(p.num_q_heads * D, 0.0f);  // [Hq, D]
   std::vector<SoftmaxStateOf<HeadVec>> state(Hkv * blocks, {HeadVec{} - INFINITY, HeadVec{}});
 
-  const float* k_rows[kTile];
-  const float* v_rows[kTile];
-  int64_t slots[kTile];
-  // AXPY steps per tile (head pairs x tokens x KV heads), over which the next tile's lines
-  // are spread.
-  constexpr int kPair = D <= 128 ? 2 : 1;
-  const int64_t steps = Hkv * blocks * ((std::min<int64_t>(G, kHeadLanes) + kPair - 1) / kPair) * kTile;
+  // The next tile's lines are spread over the AXPY steps of this one.
+  const int64_t passes = Hkv * blocks * ((std::min<int64_t>(G, kHeadLanes) + heads_per_pass(D) - 1) / heads_per_pass(D));
   const int64_t lines = kTile * Hkv * D * static_cast<int64_t>(sizeof(T)) / 64;
   PrefetchStream prefetch(p.k_cache, p.v_cache);
-  prefetch.steps_per_row = (lines + steps - 1) / steps;
+  prefetch.steps_per_row = (lines + passes * Tile::kAxpySteps - 1) / (passes * Tile::kAxpySteps);
   queue_tokens<T>(p, pages, w.begin, std::min(w.begin + kTile, w.end), prefetch);
   prefetch.drain();  // nothing to overlap the first tile with
+  int64_t slots[kTile], offsets[kTile];
   for (int64_t t0 = w.begin; t0 < w.end; t0 += kTile) {
     const int64_t n = std::min(kTile, w.end - t0);
     queue_tokens<T>(p, pages, t0 + kTile, std::min(t0 + 2 * kTile, w.end), prefetch);
@@ -212,34 +329,54 @@ void attend(const PagedAttentionParams& p, const WorkItem& w) {
       slots[j] = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
     }
     for (int64_t h = 0; h < Hkv; ++h) {
-      for (int64_t j = 0; j < n; ++j) {
-        const int64_t offset = (slots[j] * Hkv + h) * D;
-        k_rows[j] = row_as_float(k_cache + offset, kt + j * D, D);
-        v_rows[j] = row_as_float(v_cache + offset, vt + j * D, D);
-      }
-      // Rows past the tile's end give finite scores that the softmax never reads.
-      for (int64_t j = n; j < (n + kScoreRows - 1) / kScoreRows * kScoreRows; ++j) k_rows[j] = kZeroRow;
+      for (int64_t j = 0; j < n; ++j) offsets[j] = (slots[j] * Hkv + h) * D;
+      tile.load(static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), offsets, n);
       for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t block = h * blocks + b;
-        attend_tile<D>(qt + block * D * kHeadLanes, k_rows, v_rows, n,
-                       std::min<int64_t>(kHeadLanes, G - b * kHeadLanes), state[block],
-                       acc + (h * G + b * kHeadLanes) * D, prefetch);
+        tile.attend(h * blocks + b, std::min<int64_t>(kHeadLanes, G - b * kHeadLanes), state[h * blocks + b],
+                    acc.data() + (h * G + b * kHeadLanes) * D, prefetch);
       }
     }
   }
 
   const int64_t splits = num_splits(p.kv_lens[w.query], p.chunk_tokens);
+  float row[kMaxHeadDim];
   for (int64_t head = 0; head < p.num_q_heads; ++head) {
     const int64_t block = (head / G) * blocks + (head % G) / kHeadLanes, lane = (head % G) % kHeadLanes;
     const SoftmaxState head_state{state[block].m[lane], state[block].l[lane]};
+    const float* o = tile.output_row(acc.data() + head * D, row);
     if (splits == 1) {
-      store_row(acc + head * D, 1.0f / head_state.l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
+      store_row(o, 1.0f / head_state.l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
     } else {
       const int64_t part = (w.query * p.max_splits + w.split) * p.num_q_heads + head;
-      store_row(acc + head * D, 1.0f / head_state.l, p.partial_o + part * D, D);
+      store_row(o, 1.0f / head_state.l, p.partial_o + part * D, D);
       p.partial_lse[part] = softmax_lse(head_state);
     }
   }
+}
+
+// Whether bf16 caches use bf16 dot products (when built for a CPU that has them);
+// SIRI_CPU_BF16_DOT=0 in the environment selects the fp32 arithmetic instead (read once).
+bool use_bf16_dot() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SIRI_CPU_BF16_DOT");
+    return SIRI_CPU_BF16_DOT && !(env && std::strcmp(env, "0") == 0);
+  }();
+  return enabled;
+}
+
+template <typename T, int D>
+void attend(const PagedAttentionParams& p, const WorkItem& w) {
+  const int64_t blocks = (p.num_q_heads / p.num_kv_heads + kHeadLanes - 1) / kHeadLanes * p.num_kv_heads;
+#if SIRI_CPU_BF16_DOT
+  if constexpr (std::is_same_v<T, BFloat16Bits> && D % 32 == 0) {
+    if (use_bf16_dot()) {
+      Bf16DotTile<D> tile(blocks, p.scale);
+      return attend_with<T, D>(p, w, tile);
+    }
+  }
+#endif
+  FloatTile<T, D> tile(blocks);
+  attend_with<T, D>(p, w, tile);
 }
 
 template <typename T>
