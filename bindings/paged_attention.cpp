@@ -90,7 +90,8 @@ PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_ca
   p.max_splits = 1;
   if (p.num_queries > 0) {
     const at::Tensor lens_host = kv_lens.cpu();
-    p.chunk_tokens = plan_chunk_tokens(lens_host.data_ptr<int32_t>(), p.num_queries, p.num_kv_heads,
+    p.chunk_tokens = plan_chunk_tokens(lens_host.data_ptr<int32_t>(), p.num_queries,
+                                       policy.item_spans_kv_heads ? 1 : p.num_kv_heads,
                                        policy.parallel_units, policy.min_chunk);
     p.max_splits = num_splits(lens_host.max().item<int>(), p.chunk_tokens);
   }
@@ -210,7 +211,7 @@ AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const
 
 namespace {
 
-SplitPolicy cpu_policy() { return {4 * static_cast<int64_t>(at::get_num_threads()), 512}; }
+SplitPolicy cpu_policy() { return {4 * static_cast<int64_t>(at::get_num_threads()), 512, true}; }
 
 at::Tensor paged_decode_attention_cpu(const at::Tensor& q, const at::Tensor& k_cache,
                                       const at::Tensor& v_cache, const at::Tensor& block_table,

@@ -16,6 +16,7 @@ namespace siri::bind {
 struct SplitPolicy {
   int64_t parallel_units;
   int64_t min_chunk;
+  bool item_spans_kv_heads;  // one work item covers every KV head of a query (the CPU kernel)
 };
 
 // The kernel parameters plus the tensors they point into (kept alive by the caller).

@@ -48,7 +48,7 @@ def check_decode(seq_lens, group, d, dtype, device, gen, page_size=16, hkv=2, sc
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("group", [1, 2, 4, 7, 8])
+@pytest.mark.parametrize("group", [1, 2, 4, 7, 8, 12])  # 12: the CPU kernel's second block of 8 lanes
 def test_decode_gqa_groups_mixed_lengths(device, gen, dtype, group):
     batch = int(torch.randint(1, 17, (), generator=gen))
     seq_lens = torch.randint(1, 700, (batch,), generator=gen).tolist()
@@ -297,3 +297,30 @@ def test_traces_under_torch_compile(gen):
     eager = step(q, k, v, k_cache.clone(), v_cache.clone())
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v, k_cache, v_cache), eager)
+
+
+def test_cpu_bf16_fp32_arithmetic_path_matches_reference():
+    """On CPUs with AVX512-BF16 the CPU kernel uses bf16 dot products for bf16 caches; the fp32
+    path every other CPU takes (SIRI_CPU_BF16_DOT=0 forces it) must stay correct too. The
+    switch is read once per process, hence the subprocess."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_paged_attention import make_paged
+from siri.ops import paged_decode_attention, paged_decode_attention_reference
+gen = torch.Generator().manual_seed(0)
+for group, d, page_size, lens in [(8, 128, 16, [1, 37, 700]), (7, 80, 1, [90, 3]), (12, 256, 5, [600])]:
+    k, v, bt, sl = make_paged(lens, page_size, 2, d, torch.bfloat16, "cpu", gen)
+    q = torch.randn(len(lens), 2 * group, d, generator=gen).bfloat16()
+    out = paged_decode_attention(q, k, v, bt, sl)
+    ref = paged_decode_attention_reference(q, k, v, bt, sl)
+    torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=0)
+print("ok")
+""".format(tests=str(Path(__file__).parent))
+    env = dict(__import__("os").environ, SIRI_CPU_BF16_DOT="0")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -32,3 +32,21 @@ def hf_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
     out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
                          max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
     return out[0, len(prompt):].tolist()
+
+
+def assert_greedy_matches_hf(model, prompt: list[int], token_ids: list[int], max_new_tokens: int,
+                             tie_tol: float = 1e-4) -> None:
+    """`token_ids` must equal Hugging Face's greedy continuation, except that the two may part
+    at a numerical tie: where they first differ, the token chosen must have a logit (by HF's
+    forward on the common prefix) within `tie_tol` of HF's choice. Random tiny models have
+    near-ties (seen: 3.634871 vs 3.634867) that fp32 rounding in any summation order can flip."""
+    ref = hf_greedy(model, prompt, max_new_tokens)
+    if token_ids == ref:
+        return
+    assert len(token_ids) == len(ref), f"{len(token_ids)} tokens, HF generated {len(ref)}"
+    d = next(i for i, (a, b) in enumerate(zip(token_ids, ref)) if a != b)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + ref[:d]])).logits[0, -1].double()
+    margin = (logits[ref[d]] - logits[token_ids[d]]).item()
+    assert margin <= tie_tol, (f"greedy tokens part from HF at step {d}: {token_ids[d]} vs {ref[d]}, "
+                               f"whose logit is higher by {margin:.3g} (not a tie)")

@@ -1,24 +1,80 @@
-// CPU paged attention. One work item is (query, KV head, split): it loads the group's G query
-// heads once, then streams the split's K and V rows once for all of them, in tiles of kTile
-// tokens: scores for the tile, one online-softmax rescale per head, then the AXPYs. Items are
-// sorted by cost and handed out dynamically, so mixed lengths keep both cores busy; split
-// queries are merged from their (o, lse) partials afterwards.
+// CPU paged attention. One work item is (query, split): it streams the split's K and V rows
+// once, tile by tile, for every KV head and its whole GQA group, so it reads whole pages
+// (contiguous memory). Scores are computed with a group's query heads in the lanes of a
+// vector (kHeadLanes at a time): each K element is broadcast against a vector of q values, so
+// a tile's scores come out as one vector per token with no horizontal sums, and the online
+// softmax runs for all heads at once. The AXPYs then add each probability-weighted V row to
+// per-head fp32 accumulators, two heads per V load, and prefetch the next tile as they go.
+// Items are sorted by cost and handed out dynamically, so mixed lengths keep both cores busy;
+// split queries are merged from their (o, lse) partials afterwards.
 #include "cpu/paged_attention.h"
+
+#include "cpu/bf16_dot.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace siri::cpu {
 namespace {
 
-constexpr int64_t kTile = 32;
+typedef float HeadVec __attribute__((vector_size(32)));  // one fp32 value per query head
+constexpr int kHeadLanes = 8;
+constexpr int kScoreRows = 16;  // tokens whose score vectors stay in registers together
+constexpr int64_t kTile = 32;   // tokens per online-softmax update (a multiple of kScoreRows)
+constexpr int kMaxHeadDim = 256;
+
+alignas(64) const float kZeroRow[kMaxHeadDim] = {};
+alignas(64) const BFloat16Bits kZeroRowBf16[kMaxHeadDim] = {};
+
+// The next tile's K and V bytes, fetched into L2 a few lines at a time from inside the AXPY
+// loop. Pages are scattered, so the hardware prefetcher cannot run ahead; and a burst of
+// prefetches at the start of a tile fills the miss queue and stalls the core until the data
+// arrives, where spreading them lets the fetches overlap the arithmetic.
+class PrefetchStream {
+ public:
+  PrefetchStream(const void* k_cache, const void* v_cache)
+      : v_minus_k_(static_cast<const char*>(v_cache) - static_cast<const char*>(k_cache)) {}
+
+  void reset() { num_ranges_ = next_ = 0, cursor_ = end_ = nullptr; }
+  // K bytes [begin, end) (V at the same offset from v_cache); at most kTile ranges per tile.
+  void add(const char* begin, const char* end) { ranges_[num_ranges_++] = {begin, end}; }
+  int64_t steps_per_row = 0;  // lines of K (and of V) to fetch per AXPY step
+
+  void drain() {
+    while (cursor_ < end_ || next_ < num_ranges_) step();
+  }
+
+  // Fetches the next line of K and of V, if any are left.
+  void step() {
+    if (cursor_ >= end_) {
+      if (next_ == num_ranges_) return;
+      cursor_ = ranges_[next_].begin, end_ = ranges_[next_].end, ++next_;
+    }
+    __builtin_prefetch(cursor_, 0, 2);
+    __builtin_prefetch(cursor_ + v_minus_k_, 0, 2);
+    cursor_ += 64;
+  }
+
+ private:
+  struct Range {
+    const char* begin;
+    const char* end;
+  };
+  Range ranges_[kTile];
+  int64_t num_ranges_ = 0, next_ = 0;
+  const char* cursor_ = nullptr;
+  const char* end_ = nullptr;
+  std::ptrdiff_t v_minus_k_;
+};
 
 struct WorkItem {
-  int64_t query, kv_head, split, begin, end;
+  int64_t query, split, begin, end;
 };
 
 // A row of n elements (n % 16 == 0) as fp32: fp32 rows are used in place, bf16 rows are
@@ -35,111 +91,292 @@ void store_row(const float* src, float factor, T* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) from_float(src[i] * factor, dst[i]);
 }
 
-// acc[g] += sum_j p[g][j] * V[j] for all G heads. Pairs of heads share each V load where two
-// accumulator rows fit in the 32 vector registers with room to spare (D <= 128).
-template <int D, int N>
-void accumulate_heads(Row<D>* acc, const float* p, const float* const* v_rows, int64_t n) {
-  Row<D> a[N];
-  for (int i = 0; i < N; ++i) a[i] = acc[i];
-  for (int64_t j = 0; j < n; ++j) {
-    float w[N];
-    for (int i = 0; i < N; ++i) w[i] = p[i * kTile + j];
-    axpy_n<D, N>(a, w, v_rows[j]);
+// s[j][h] = sum_d qt[d][h] * k_rows[j][d] for kScoreRows rows. qt is [D, kHeadLanes]: the
+// block's query heads transposed, pre-scaled. Each K element is a broadcast memory operand of
+// one FMA; eight qt vectors and the kScoreRows accumulators stay in registers.
+template <int D>
+void score_rows(const float* qt, const float* const* k_rows, HeadVec* s) {
+  HeadVec acc[kScoreRows] = {};
+  for (int d0 = 0; d0 < D; d0 += 8) {
+    HeadVec qd[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) memcpy(&qd[i], qt + (d0 + i) * kHeadLanes, sizeof(HeadVec));
+#pragma GCC unroll 16
+    for (int j = 0; j < kScoreRows; ++j) {
+      const float* k = k_rows[j] + d0;
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) acc[j] += qd[i] * k[i];
+    }
   }
-  for (int i = 0; i < N; ++i) acc[i] = a[i];
+  for (int j = 0; j < kScoreRows; ++j) s[j] = acc[j];
 }
 
+// acc[h] += sum_j p[j][h] * V[j] for N heads starting at lane `lane` of p, with the N
+// accumulator rows in registers and each V chunk loaded once for all N.
+template <int D, int N>
+void accumulate_heads(float* acc, const HeadVec* p, int lane, HeadVec alpha,
+                      const float* const* v_rows, int64_t n, PrefetchStream& prefetch) {
+  Row<D> a[N];
+  for (int i = 0; i < N; ++i) {
+    a[i].load(acc + i * D);
+    a[i].scale(alpha[lane + i]);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    float w[N];
+    for (int i = 0; i < N; ++i) w[i] = p[j][lane + i];
+    for (int64_t k = 0; k < prefetch.steps_per_row; ++k) prefetch.step();
+    axpy_n<D, N>(a, w, v_rows[j]);
+  }
+  for (int i = 0; i < N; ++i) a[i].store(acc + i * D);
+}
+
+// Online-softmax update of state (m, l per lane) with a tile's scores s[0, n); turns s into
+// the probabilities (0 past n) and returns the accumulators' rescale factor. kRoundBf16: the
+// probabilities are rounded to bf16 (as the bf16 dot products will use them) before l sums
+// them, so numerator and denominator agree.
+template <bool kRoundBf16>
+inline HeadVec tile_softmax(HeadVec* s, int64_t n, SoftmaxStateOf<HeadVec>& state) {
+  HeadVec tile_max = s[0];
+  for (int64_t j = 1; j < n; ++j) tile_max = softmax_max(tile_max, s[j]);
+  const HeadVec alpha = softmax_rescale(state, tile_max);
+  // exp on two tokens' vectors at a time (16 lanes); s[n] (odd n) is computed and discarded.
+  f32x16 m2;
+  memcpy(&m2, &state.m, sizeof(HeadVec));
+  memcpy(reinterpret_cast<char*>(&m2) + sizeof(HeadVec), &state.m, sizeof(HeadVec));
+  for (int64_t j = 0; j < n; j += 2) {
+    float* pair = reinterpret_cast<float*>(s + j);
+    store16(pair, exp_nonpositive(load16(pair) - m2));
+  }
+  for (int64_t j = n; j < kTile; ++j) s[j] = HeadVec{};
+  for (int64_t j = 0; j < n; ++j) {
+#if SIRI_CPU_BF16_DOT
+    if constexpr (kRoundBf16) {
+      const auto bits = bf16_dot::round_bits(s[j]);
+      memcpy(&s[j], &bits, sizeof(HeadVec));
+    }
+#endif
+    state.l += s[j];
+  }
+  return alpha;
+}
+
+constexpr int heads_per_pass(int D) { return D <= 128 ? 2 : 1; }  // accumulator rows in registers
+
+// The tile arithmetic in fp32 (fp32 caches, and bf16 ones widened to fp32). q: [D, 8] per
+// block of 8 query heads, transposed and pre-scaled.
+template <typename T, int D>
+class FloatTile {
+ public:
+  static constexpr int64_t kAxpySteps = kTile;  // AXPY steps per tile and head pass
+
+  FloatTile(int64_t blocks) : q_(blocks * D * kHeadLanes, 0.0f), rows_(2 * kTile * D) {}
+
+  void set_query(int64_t block, int64_t lane, const T* q, float scale) {
+    for (int64_t d = 0; d < D; ++d) q_[(block * D + d) * kHeadLanes + lane] = to_float(q[d]) * scale;
+  }
+
+  // The tile's rows of one KV head; offsets[j] is token j's row, in elements.
+  void load(const T* k_cache, const T* v_cache, const int64_t* offsets, int64_t n) {
+    float* kt = rows_.data();
+    float* vt = kt + kTile * D;
+    for (int64_t j = 0; j < n; ++j) {
+      k_rows_[j] = row_as_float(k_cache + offsets[j], kt + j * D, D);
+      v_rows_[j] = row_as_float(v_cache + offsets[j], vt + j * D, D);
+    }
+    // Rows past the tile's end give finite scores that the softmax never reads.
+    for (int64_t j = n; j < kTile; ++j) k_rows_[j] = kZeroRow;
+    n_ = n;
+  }
+
+  // One block of `heads` query heads: scores, softmax update, accumulation into acc [heads, D].
+  void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
+    HeadVec s[kTile];
+    for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) score_rows<D>(q_.data() + block * D * kHeadLanes, k_rows_ + j0, s + j0);
+    const HeadVec alpha = tile_softmax<false>(s, n_, state);
+    constexpr int kPair = heads_per_pass(D);
+    int lane = 0;
+    for (; lane + kPair <= heads; lane += kPair) {
+      accumulate_heads<D, kPair>(acc + lane * D, s, lane, alpha, v_rows_, n_, prefetch);
+    }
+    for (; lane < heads; ++lane) accumulate_heads<D, 1>(acc + lane * D, s, lane, alpha, v_rows_, n_, prefetch);
+  }
+
+  // An accumulator row in head-dimension order.
+  const float* output_row(const float* acc, float*) const { return acc; }
+
+ private:
+  std::vector<float> q_, rows_;
+  const float* k_rows_[kTile];
+  const float* v_rows_[kTile];
+  int64_t n_ = 0;
+};
+
+#if SIRI_CPU_BF16_DOT
+// The tile arithmetic for bf16 caches with bf16 dot products (see cpu/bf16_dot.h). q: [D / 2,
+// 8] bf16 pairs per block of 8 heads, unscaled (scores are scaled in fp32). Accumulator rows
+// are in bf16_dot::pair_lane_dim order until output_row.
 template <int D>
-void accumulate_values(Row<D>* acc, const float* p, const float* const* v_rows, int64_t n, int64_t G) {
-  constexpr int kPair = D <= 128 ? 2 : 1;
-  int64_t g = 0;
-  for (; g + kPair <= G; g += kPair) accumulate_heads<D, kPair>(acc + g, p + g * kTile, v_rows, n);
-  for (; g < G; ++g) accumulate_heads<D, 1>(acc + g, p + g * kTile, v_rows, n);
+class Bf16DotTile {
+ public:
+  static constexpr int64_t kAxpySteps = kTile / 2;  // one step per token pair
+
+  Bf16DotTile(int64_t blocks, float scale)
+      : q_(blocks * D / 2 * kHeadLanes, 0u), v_pairs_(kTile / 2 * (D / 16)), scale_(scale) {}
+
+  void set_query(int64_t block, int64_t lane, const BFloat16Bits* q, float) {
+    for (int64_t d = 0; d < D; d += 2) {
+      q_[(block * D / 2 + d / 2) * kHeadLanes + lane] = q[d].bits | static_cast<uint32_t>(q[d + 1].bits) << 16;
+    }
+  }
+
+  void load(const BFloat16Bits* k_cache, const BFloat16Bits* v_cache, const int64_t* offsets, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) k_rows_[j] = k_cache + offsets[j];
+    for (int64_t j = n; j < kTile; ++j) k_rows_[j] = kZeroRowBf16;
+    for (int64_t j = 0; j < n; j += 2) {
+      const BFloat16Bits* second = j + 1 < n ? v_cache + offsets[j + 1] : kZeroRowBf16;
+      bf16_dot::interleave_rows<D>(v_cache + offsets[j], second, v_pairs_.data() + j / 2 * (D / 16));
+    }
+    n_ = n;
+  }
+
+  void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
+    HeadVec s[kTile];
+    for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) {
+      bf16_dot::score_rows<D>(q_.data() + block * D / 2 * kHeadLanes, k_rows_ + j0, s + j0);
+    }
+    for (int64_t j = 0; j < n_; ++j) s[j] *= scale_;
+    const HeadVec alpha = tile_softmax<true>(s, n_, state);
+    bf16_dot::PairVec p_pairs[kTile / 2];
+    for (int64_t jp = 0; jp < (n_ + 1) / 2; ++jp) {
+      bf16_dot::PairVec even, odd;
+      memcpy(&even, &s[2 * jp], sizeof(even));
+      memcpy(&odd, &s[2 * jp + 1], sizeof(odd));
+      p_pairs[jp] = (even >> 16) | odd;  // rounded: the low 16 bits are 0
+    }
+    const auto step = [&prefetch] {
+      for (int64_t k = 0; k < prefetch.steps_per_row; ++k) prefetch.step();
+    };
+    constexpr int kPair = heads_per_pass(D);
+    int lane = 0;
+    const int64_t pairs = (n_ + 1) / 2;
+    for (; lane + kPair <= heads; lane += kPair) {
+      bf16_dot::accumulate_pairs<D, kPair>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, step);
+    }
+    for (; lane < heads; ++lane) {
+      bf16_dot::accumulate_pairs<D, 1>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, step);
+    }
+  }
+
+  const float* output_row(const float* acc, float* buf) const {
+    for (int i = 0; i < D; ++i) buf[bf16_dot::pair_lane_dim(i)] = acc[i];
+    return buf;
+  }
+
+ private:
+  std::vector<uint32_t> q_;
+  std::vector<__m512i> v_pairs_;  // [kTile / 2, D / 16] interleaved V row pairs
+  const BFloat16Bits* k_rows_[kTile];
+  float scale_;
+  int64_t n_ = 0;
+};
+#endif
+
+// Queues tokens [begin, end) of one sequence, every KV head, for prefetching: one
+// contiguous byte range per page touched.
+template <typename T>
+void queue_tokens(const PagedAttentionParams& p, const int32_t* pages, int64_t begin, int64_t end,
+                  PrefetchStream& prefetch) {
+  const int64_t row_bytes = p.num_kv_heads * p.head_dim * static_cast<int64_t>(sizeof(T));
+  const char* k_cache = static_cast<const char*>(p.k_cache);
+  prefetch.reset();
+  for (int64_t t = begin; t < end;) {
+    const int64_t in_page = std::min(end - t, p.page_size - t % p.page_size);
+    const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
+    prefetch.add(k_cache + slot * row_bytes, k_cache + (slot + in_page) * row_bytes);
+    t += in_page;
+  }
+}
+
+// One work item: a query's tokens [w.begin, w.end) for every KV head. A tile's tokens are
+// read for all heads before the next tile, so the item streams whole pages (contiguous
+// memory) rather than one head's rows, a stride apart.
+template <typename T, int D, typename Tile>
+void attend_with(const PagedAttentionParams& p, const WorkItem& w, Tile& tile) {
+  const int64_t Hkv = p.num_kv_heads, G = p.num_q_heads / Hkv;
+  const int64_t blocks = (G + kHeadLanes - 1) / kHeadLanes;  // blocks of 8 query heads per KV head
+  const int64_t seq = p.query_seq ? p.query_seq[w.query] : w.query;
+  const int32_t* pages = p.block_table + seq * p.max_pages;
+  const T* q = static_cast<const T*>(p.q) + w.query * p.num_q_heads * D;
+  for (int64_t head = 0; head < p.num_q_heads; ++head) {
+    tile.set_query((head / G) * blocks + (head % G) / kHeadLanes, (head % G) % kHeadLanes, q + head * D, p.scale);
+  }
+  std::vector<float> acc(p.num_q_heads * D, 0.0f);  // [Hq, D]
+  std::vector<SoftmaxStateOf<HeadVec>> state(Hkv * blocks, {HeadVec{} - INFINITY, HeadVec{}});
+
+  // The next tile's lines are spread over the AXPY steps of this one.
+  const int64_t passes = Hkv * blocks * ((std::min<int64_t>(G, kHeadLanes) + heads_per_pass(D) - 1) / heads_per_pass(D));
+  const int64_t lines = kTile * Hkv * D * static_cast<int64_t>(sizeof(T)) / 64;
+  PrefetchStream prefetch(p.k_cache, p.v_cache);
+  prefetch.steps_per_row = (lines + passes * Tile::kAxpySteps - 1) / (passes * Tile::kAxpySteps);
+  queue_tokens<T>(p, pages, w.begin, std::min(w.begin + kTile, w.end), prefetch);
+  prefetch.drain();  // nothing to overlap the first tile with
+  int64_t slots[kTile], offsets[kTile];
+  for (int64_t t0 = w.begin; t0 < w.end; t0 += kTile) {
+    const int64_t n = std::min(kTile, w.end - t0);
+    queue_tokens<T>(p, pages, t0 + kTile, std::min(t0 + 2 * kTile, w.end), prefetch);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t t = t0 + j;
+      slots[j] = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
+    }
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t j = 0; j < n; ++j) offsets[j] = (slots[j] * Hkv + h) * D;
+      tile.load(static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), offsets, n);
+      for (int64_t b = 0; b < blocks; ++b) {
+        tile.attend(h * blocks + b, std::min<int64_t>(kHeadLanes, G - b * kHeadLanes), state[h * blocks + b],
+                    acc.data() + (h * G + b * kHeadLanes) * D, prefetch);
+      }
+    }
+  }
+
+  const int64_t splits = num_splits(p.kv_lens[w.query], p.chunk_tokens);
+  float row[kMaxHeadDim];
+  for (int64_t head = 0; head < p.num_q_heads; ++head) {
+    const int64_t block = (head / G) * blocks + (head % G) / kHeadLanes, lane = (head % G) % kHeadLanes;
+    const SoftmaxState head_state{state[block].m[lane], state[block].l[lane]};
+    const float* o = tile.output_row(acc.data() + head * D, row);
+    if (splits == 1) {
+      store_row(o, 1.0f / head_state.l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
+    } else {
+      const int64_t part = (w.query * p.max_splits + w.split) * p.num_q_heads + head;
+      store_row(o, 1.0f / head_state.l, p.partial_o + part * D, D);
+      p.partial_lse[part] = softmax_lse(head_state);
+    }
+  }
+}
+
+// Whether bf16 caches use bf16 dot products (when built for a CPU that has them);
+// SIRI_CPU_BF16_DOT=0 in the environment selects the fp32 arithmetic instead (read once).
+bool use_bf16_dot() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SIRI_CPU_BF16_DOT");
+    return SIRI_CPU_BF16_DOT && !(env && std::strcmp(env, "0") == 0);
+  }();
+  return enabled;
 }
 
 template <typename T, int D>
 void attend(const PagedAttentionParams& p, const WorkItem& w) {
-  const int64_t G = p.num_q_heads / p.num_kv_heads, Hkv = p.num_kv_heads;
-  const int64_t seq = p.query_seq ? p.query_seq[w.query] : w.query;
-  const int32_t* pages = p.block_table + seq * p.max_pages;
-  const T* k_cache = static_cast<const T*>(p.k_cache);
-  const T* v_cache = static_cast<const T*>(p.v_cache);
-
-  std::vector<float> buf(G * D + G * kTile + kTile * D);
-  float* q = buf.data();       // [G, D], pre-scaled
-  float* s = q + G * D;        // [G, kTile] scores, then probabilities
-  float* vt = s + G * kTile;   // [kTile, D] V rows as fp32 (bf16 only)
-  const T* q_src = static_cast<const T*>(p.q) + (w.query * p.num_q_heads + w.kv_head * G) * D;
-  for (int64_t i = 0; i < G * D; ++i) q[i] = to_float(q_src[i]) * p.scale;
-  std::vector<Row<D>> acc(G, Row<D>{});
-  std::vector<SoftmaxState> state(G, softmax_init());
-
-  // Element offset of token t's row for this KV head.
-  const auto row_offset = [&](int64_t t) {
-    const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
-    return (slot * Hkv + w.kv_head) * D;
-  };
-  const T* k_rows[kTile];
-  const float* v_rows[kTile];
-  for (int64_t t0 = w.begin; t0 < w.end; t0 += kTile) {
-    const int64_t n = std::min(kTile, w.end - t0);
-    // Pages are scattered, so the hardware prefetcher cannot run ahead: fetch the next tile's
-    // rows into L2 while this one is computed.
-    for (int64_t t = t0 + kTile; t < std::min(t0 + 2 * kTile, w.end); ++t) {
-      const int64_t offset = row_offset(t);
-      for (int64_t b = 0; b < D * static_cast<int64_t>(sizeof(T)); b += 64) {
-        __builtin_prefetch(reinterpret_cast<const char*>(k_cache + offset) + b, 0, 2);
-        __builtin_prefetch(reinterpret_cast<const char*>(v_cache + offset) + b, 0, 2);
-      }
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t offset = row_offset(t0 + j);
-      k_rows[j] = k_cache + offset;
-      v_rows[j] = row_as_float(v_cache + offset, vt + j * D, D);
-    }
-    // Scores: each q row is loaded once per pair of K rows.
-    int64_t j = 0;
-    for (; j + 2 <= n; j += 2) {
-      Row<D> k[2];
-      k[0].load(k_rows[j]);
-      k[1].load(k_rows[j + 1]);
-      for (int64_t g = 0; g < G; ++g) dot_n<D, 2>(k, q + g * D, s + g * kTile + j, 1);
-    }
-    for (; j < n; ++j) {
-      Row<D> k[1];
-      k[0].load(k_rows[j]);
-      for (int64_t g = 0; g < G; ++g) dot_n<D, 1>(k, q + g * D, s + g * kTile + j, 1);
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      float* sg = s + g * kTile;
-      const float alpha = softmax_rescale(state[g], *std::max_element(sg, sg + n));
-      if (alpha != 1.0f) acc[g].scale(alpha);
-      f32x16 sum{};
-      for (int64_t c = 0; c < kTile; c += 16) {
-        const f32x16 e = exp_nonpositive(load16(sg + c) - state[g].m);
-        store16(sg + c, e);
-      }
-      std::fill(sg + n, sg + kTile, 0.0f);  // the tail of a short tile holds stale scores
-      for (int64_t c = 0; c < kTile; c += 16) sum += load16(sg + c);
-      state[g].l += hsum(sum);
-    }
-    accumulate_values<D>(acc.data(), s, v_rows, n, G);
-  }
-
-  const int64_t splits = num_splits(p.kv_lens[w.query], p.chunk_tokens);
-  float row[D];
-  for (int64_t g = 0; g < G; ++g) {
-    const int64_t head = w.kv_head * G + g;
-    const float inv_l = 1.0f / state[g].l;
-    acc[g].store(row);
-    if (splits == 1) {
-      store_row(row, inv_l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
-    } else {
-      const int64_t part = (w.query * p.max_splits + w.split) * p.num_q_heads + head;
-      store_row(row, inv_l, p.partial_o + part * D, D);
-      p.partial_lse[part] = softmax_lse(state[g]);
+  const int64_t blocks = (p.num_q_heads / p.num_kv_heads + kHeadLanes - 1) / kHeadLanes * p.num_kv_heads;
+#if SIRI_CPU_BF16_DOT
+  if constexpr (std::is_same_v<T, BFloat16Bits> && D % 32 == 0) {
+    if (use_bf16_dot()) {
+      Bf16DotTile<D> tile(blocks, p.scale);
+      return attend_with<T, D>(p, w, tile);
     }
   }
+#endif
+  FloatTile<T, D> tile(blocks);
+  attend_with<T, D>(p, w, tile);
 }
 
 template <typename T>
@@ -175,10 +412,8 @@ void run(const PagedAttentionParams& p) {
   std::vector<WorkItem> items;
   for (int64_t i = 0; i < p.num_queries; ++i) {
     const int64_t len = p.kv_lens[i];
-    for (int64_t h = 0; h < p.num_kv_heads; ++h) {
-      for (int64_t s = 0, begin = 0; begin < len; ++s, begin += p.chunk_tokens) {
-        items.push_back({i, h, s, begin, std::min(len, begin + p.chunk_tokens)});
-      }
+    for (int64_t s = 0, begin = 0; begin < len; ++s, begin += p.chunk_tokens) {
+      items.push_back({i, s, begin, std::min(len, begin + p.chunk_tokens)});
     }
   }
   // Longest first, then dynamic hand-out: near-optimal balance for mixed lengths.

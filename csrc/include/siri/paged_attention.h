@@ -71,18 +71,63 @@ inline int64_t plan_chunk_tokens(const int32_t* kv_lens, int64_t num_queries, in
 
 // Running state of a softmax over a stream of scores: max m and sum l of exp(score - m).
 // The attention output is acc / l, where acc = sum exp(score - m) * v.
-struct SoftmaxState {
-  float m;
-  float l;
+// F is float, or on the CPU a vector of floats holding one head's state per lane.
+template <typename F>
+struct SoftmaxStateOf {
+  F m;
+  F l;
 };
+using SoftmaxState = SoftmaxStateOf<float>;
 
 SIRI_HOST_DEVICE SoftmaxState softmax_init() { return SoftmaxState{-INFINITY, 0.0f}; }
 
-// Raises the running max to cover `block_max` (a finite score). Returns the factor by which
-// the caller must multiply its accumulator (and which l has already been multiplied by).
-SIRI_HOST_DEVICE float softmax_rescale(SoftmaxState& s, float block_max) {
-  const float m_new = fmaxf(s.m, block_max);
-  const float alpha = expf(s.m - m_new);  // exp(-inf) = 0 for the first block
+SIRI_HOST_DEVICE float softmax_max(float a, float b) { return fmaxf(a, b); }
+SIRI_HOST_DEVICE float softmax_exp(float x) { return expf(x); }
+
+#if !defined(__CUDACC__)
+// exp(x) for x <= 0, lane-wise on any fp32 vector type (f32x16, f32x8), to about 2e-7
+// relative error: 2^(x log2 e) split into 2^n * 2^f with |f| <= 1/2 and 2^f from its degree-7
+// Taylor polynomial. std::exp does not vectorise without -ffast-math. Inputs below -87
+// (including -inf) give about 1.6e-38, not 0.
+template <typename F>
+inline F exp_nonpositive(F x) {
+  using I = decltype(x < x);  // the int vector type of the same width
+  const F lo = F{} - 87.0f;
+  const F t = (x < lo ? lo : x) * 1.44269504088896341f;
+  const F n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22)
+  const F f = (t - n) * 0.693147180559945309f;
+  F p = f * (1.0f / 5040) + 1.0f / 720;
+  p = p * f + 1.0f / 120;
+  p = p * f + 1.0f / 24;
+  p = p * f + 1.0f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const I bits = (__builtin_convertvector(n, I) + 127) << 23;
+  F two_n;
+  memcpy(&two_n, &bits, sizeof(two_n));
+  return p * two_n;
+}
+
+// Lane-wise versions for the CPU's vectors of per-head states.
+template <typename F>
+inline F softmax_max(F a, F b) {
+  return a > b ? a : b;
+}
+template <typename F>
+inline F softmax_exp(F x) {
+  return exp_nonpositive(x);
+}
+#endif
+
+// Raises the running max to cover `block_max` (finite scores). Returns the factor by which
+// the caller must multiply its accumulator (and which l has already been multiplied by):
+// exp(-inf) = 0 for the first block (about 1e-38 lane-wise on the CPU; l and the accumulator
+// are still 0 then).
+template <typename F>
+SIRI_HOST_DEVICE F softmax_rescale(SoftmaxStateOf<F>& s, F block_max) {
+  const F m_new = softmax_max(s.m, block_max);
+  const F alpha = softmax_exp(s.m - m_new);
   s.l *= alpha;
   s.m = m_new;
   return alpha;
@@ -210,26 +255,6 @@ inline void axpy_n(Row<D> (&ys)[N], const float (&w)[N], const float* x) {
   }
 }
 
-// exp(x) for x <= 0, 16 lanes, to about 2e-7 relative error: 2^(x log2 e) split into
-// 2^n * 2^f with |f| <= 1/2 and 2^f from its degree-7 Taylor polynomial. std::exp does not
-// vectorise without -ffast-math.
-inline f32x16 exp_nonpositive(f32x16 x) {
-  const f32x16 lo = f32x16{} - 87.0f;
-  const f32x16 t = (x < lo ? lo : x) * 1.44269504088896341f;
-  const f32x16 n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (|t| < 2^22)
-  const f32x16 f = (t - n) * 0.693147180559945309f;
-  f32x16 p = f * (1.0f / 5040) + 1.0f / 720;
-  p = p * f + 1.0f / 120;
-  p = p * f + 1.0f / 24;
-  p = p * f + 1.0f / 6;
-  p = p * f + 0.5f;
-  p = p * f + 1.0f;
-  p = p * f + 1.0f;
-  const i32x16 bits = (__builtin_convertvector(n, i32x16) + 127) << 23;
-  f32x16 two_n;
-  memcpy(&two_n, &bits, sizeof(two_n));
-  return p * two_n;
-}
 #endif
 
 }  // namespace siri
