@@ -17,7 +17,9 @@ namespace siri {
 
 // Build-time description of the CPU SIMD level the kernels were compiled for.
 inline const char* simd_level() {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+  return "AVX512+BF16";  // the CPU attention kernel's bf16 dot products (cpu/bf16_dot.h)
+#elif defined(__AVX512F__)
   return "AVX512";
 #elif defined(__AVX2__)
   return "AVX2";
