@@ -21,14 +21,12 @@
 
 namespace siri::cpu::bf16_dot {
 
-typedef float HeadVec __attribute__((vector_size(32)));  // fp32 per query head (8 lanes)
+using HeadVec = f32x8;                                   // fp32 per query head (8 lanes)
 typedef uint32_t PairVec __attribute__((vector_size(32)));  // a bf16 pair per query head
 
-constexpr int kRows = 16;  // score rows held in registers together
-
-// s[j] = lanes h: sum_d q[h][d] k_rows[j][d] for kRows rows. qt: [D / 2, 8] dwords, the
+// s[j] = lanes h: sum_d q[h][d] k_rows[j][d] for kRows rows (held in registers together). qt: [D / 2, 8] dwords, the
 // pair (q[h][d], q[h][d+1]) of each head h, unscaled.
-template <int D>
+template <int D, int kRows>
 inline void score_rows(const uint32_t* qt, const BFloat16Bits* const* k_rows, HeadVec* s) {
   __m256 acc[kRows];
 #pragma GCC unroll 16
@@ -77,9 +75,10 @@ inline int pair_lane_dim(int i) {
 
 // acc[i] += sum over token pairs jp of p_pairs[jp][lane + i] . interleaved V pair jp, for N
 // heads, accumulators (D / 16 vectors each, pair_lane_dim order) in registers.
-template <int D, int N, typename Step>
+// prefetch.advance() runs once per token pair.
+template <int D, int N, typename Prefetch>
 inline void accumulate_pairs(float* acc, const PairVec* p_pairs, int lane, HeadVec alpha,
-                             const __m512i* v_pairs, int64_t pairs, Step&& step) {
+                             const __m512i* v_pairs, int64_t pairs, Prefetch& prefetch) {
   __m512 a[N][D / 16];
   for (int i = 0; i < N; ++i) {
     for (int c = 0; c < D / 16; ++c) a[i][c] = _mm512_mul_ps(_mm512_loadu_ps(acc + i * D + 16 * c), _mm512_set1_ps(alpha[lane + i]));
@@ -87,7 +86,7 @@ inline void accumulate_pairs(float* acc, const PairVec* p_pairs, int lane, HeadV
   for (int64_t jp = 0; jp < pairs; ++jp) {
     __m512i w[N];
     for (int i = 0; i < N; ++i) w[i] = _mm512_set1_epi32(static_cast<int32_t>(p_pairs[jp][lane + i]));
-    step();
+    prefetch.advance();
     const __m512i* v = v_pairs + jp * (D / 16);
 #pragma GCC unroll 16
     for (int c = 0; c < D / 16; ++c) {

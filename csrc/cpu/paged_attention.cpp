@@ -23,7 +23,7 @@
 namespace siri::cpu {
 namespace {
 
-typedef float HeadVec __attribute__((vector_size(32)));  // one fp32 value per query head
+using HeadVec = f32x8;  // one fp32 value per query head
 constexpr int kHeadLanes = 8;
 constexpr int kScoreRows = 16;  // tokens whose score vectors stay in registers together
 constexpr int64_t kTile = 32;   // tokens per online-softmax update (a multiple of kScoreRows)
@@ -59,6 +59,11 @@ class PrefetchStream {
     __builtin_prefetch(cursor_, 0, 2);
     __builtin_prefetch(cursor_ + v_minus_k_, 0, 2);
     cursor_ += 64;
+  }
+
+  // The fetches due per AXPY step.
+  void advance() {
+    for (int64_t k = 0; k < steps_per_row; ++k) step();
   }
 
  private:
@@ -124,7 +129,7 @@ void accumulate_heads(float* acc, const HeadVec* p, int lane, HeadVec alpha,
   for (int64_t j = 0; j < n; ++j) {
     float w[N];
     for (int i = 0; i < N; ++i) w[i] = p[j][lane + i];
-    for (int64_t k = 0; k < prefetch.steps_per_row; ++k) prefetch.step();
+    prefetch.advance();
     axpy_n<D, N>(a, w, v_rows[j]);
   }
   for (int i = 0; i < N; ++i) a[i].store(acc + i * D);
@@ -242,7 +247,7 @@ class Bf16DotTile {
   void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
     HeadVec s[kTile];
     for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) {
-      bf16_dot::score_rows<D>(q_.data() + block * D / 2 * kHeadLanes, k_rows_ + j0, s + j0);
+      bf16_dot::score_rows<D, kScoreRows>(q_.data() + block * D / 2 * kHeadLanes, k_rows_ + j0, s + j0);
     }
     for (int64_t j = 0; j < n_; ++j) s[j] *= scale_;
     const HeadVec alpha = tile_softmax<true>(s, n_, state);
@@ -253,17 +258,14 @@ class Bf16DotTile {
       memcpy(&odd, &s[2 * jp + 1], sizeof(odd));
       p_pairs[jp] = (even >> 16) | odd;  // rounded: the low 16 bits are 0
     }
-    const auto step = [&prefetch] {
-      for (int64_t k = 0; k < prefetch.steps_per_row; ++k) prefetch.step();
-    };
     constexpr int kPair = heads_per_pass(D);
     int lane = 0;
     const int64_t pairs = (n_ + 1) / 2;
     for (; lane + kPair <= heads; lane += kPair) {
-      bf16_dot::accumulate_pairs<D, kPair>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, step);
+      bf16_dot::accumulate_pairs<D, kPair>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, prefetch);
     }
     for (; lane < heads; ++lane) {
-      bf16_dot::accumulate_pairs<D, 1>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, step);
+      bf16_dot::accumulate_pairs<D, 1>(acc + lane * D, p_pairs, lane, alpha, v_pairs_.data(), pairs, prefetch);
     }
   }
 

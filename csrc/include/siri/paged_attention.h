@@ -189,6 +189,7 @@ SIRI_HOST_DEVICE void from_float(float x, BFloat16Bits& dst) {
 // registers otherwise). Explicit vectors, because the auto-vectoriser turned the tile loops
 // into gathers.
 typedef float f32x16 __attribute__((vector_size(64)));
+typedef float f32x8 __attribute__((vector_size(32)));  // one value per query head of a block of 8
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 
 inline f32x16 load16(const float* p) {
