@@ -32,10 +32,10 @@ constexpr int kMaxHeadDim = 256;
 alignas(64) const float kZeroRow[kMaxHeadDim] = {};
 alignas(64) const BFloat16Bits kZeroRowBf16[kMaxHeadDim] = {};
 
-// The next tile's K and V bytes, fetched into L2 a few lines at a time from inside the AXPY
-// loop. Pages are scattered, so the hardware prefetcher cannot run ahead; and a burst of
-// prefetches at the start of a tile fills the miss queue and stalls the core until the data
-// arrives, where spreading them lets the fetches overlap the arithmetic.
+// The next tile's K and V bytes, fetched into L2 a few lines at a time from inside the score
+// and AXPY loops. Pages are scattered, so the hardware prefetcher cannot run ahead; and a
+// burst of prefetches fills the miss queue and stalls the core until the data arrives,
+// where spreading them evenly over the tile's arithmetic keeps memory and core both busy.
 class PrefetchStream {
  public:
   PrefetchStream(const void* k_cache, const void* v_cache)
@@ -44,7 +44,8 @@ class PrefetchStream {
   void reset() { num_ranges_ = next_ = 0, cursor_ = end_ = nullptr; }
   // K bytes [begin, end) (V at the same offset from v_cache); at most kTile ranges per tile.
   void add(const char* begin, const char* end) { ranges_[num_ranges_++] = {begin, end}; }
-  int64_t steps_per_row = 0;  // lines of K (and of V) to fetch per AXPY step
+  int64_t steps_per_row = 0;            // lines of K (and of V) to fetch per AXPY step
+  int64_t steps_per_score_chunk = 0;    // ... and per chunk of a score computation
 
   void drain() {
     while (cursor_ < end_ || next_ < num_ranges_) step();
@@ -61,9 +62,12 @@ class PrefetchStream {
     cursor_ += 64;
   }
 
-  // The fetches due per AXPY step.
+  // The fetches due per AXPY step, and per score chunk.
   void advance() {
     for (int64_t k = 0; k < steps_per_row; ++k) step();
+  }
+  void advance_scoring() {
+    for (int64_t k = 0; k < steps_per_score_chunk; ++k) step();
   }
 
  private:
@@ -100,9 +104,10 @@ void store_row(const float* src, float factor, T* dst, int64_t n) {
 // block's query heads transposed, pre-scaled. Each K element is a broadcast memory operand of
 // one FMA; eight qt vectors and the kScoreRows accumulators stay in registers.
 template <int D>
-void score_rows(const float* qt, const float* const* k_rows, HeadVec* s) {
+void score_rows(const float* qt, const float* const* k_rows, HeadVec* s, PrefetchStream& prefetch) {
   HeadVec acc[kScoreRows] = {};
   for (int d0 = 0; d0 < D; d0 += 8) {
+    prefetch.advance_scoring();
     HeadVec qd[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) memcpy(&qd[i], qt + (d0 + i) * kHeadLanes, sizeof(HeadVec));
@@ -173,6 +178,7 @@ template <typename T, int D>
 class FloatTile {
  public:
   static constexpr int64_t kAxpySteps = kTile;  // AXPY steps per tile and head pass
+  static constexpr int64_t kScoreChunks = kTile / kScoreRows * (D / 8);  // score chunks per tile and block
 
   FloatTile(int64_t blocks) : q_(blocks * D * kHeadLanes, 0.0f), rows_(2 * kTile * D) {}
 
@@ -196,7 +202,7 @@ class FloatTile {
   // One block of `heads` query heads: scores, softmax update, accumulation into acc [heads, D].
   void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
     HeadVec s[kTile];
-    for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) score_rows<D>(q_.data() + block * D * kHeadLanes, k_rows_ + j0, s + j0);
+    for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) score_rows<D>(q_.data() + block * D * kHeadLanes, k_rows_ + j0, s + j0, prefetch);
     const HeadVec alpha = tile_softmax<false>(s, n_, state);
     constexpr int kPair = heads_per_pass(D);
     int lane = 0;
@@ -224,6 +230,7 @@ template <int D>
 class Bf16DotTile {
  public:
   static constexpr int64_t kAxpySteps = kTile / 2;  // one step per token pair
+  static constexpr int64_t kScoreChunks = kTile / kScoreRows * (D / 16);
 
   Bf16DotTile(int64_t blocks, float scale)
       : q_(blocks * D / 2 * kHeadLanes, 0u), v_pairs_(kTile / 2 * (D / 16)), scale_(scale) {}
@@ -247,7 +254,7 @@ class Bf16DotTile {
   void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
     HeadVec s[kTile];
     for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) {
-      bf16_dot::score_rows<D, kScoreRows>(q_.data() + block * D / 2 * kHeadLanes, k_rows_ + j0, s + j0);
+      bf16_dot::score_rows<D, kScoreRows>(q_.data() + block * D / 2 * kHeadLanes, k_rows_ + j0, s + j0, prefetch);
     }
     for (int64_t j = 0; j < n_; ++j) s[j] *= scale_;
     const HeadVec alpha = tile_softmax<true>(s, n_, state);
@@ -315,11 +322,19 @@ void attend_with(const PagedAttentionParams& p, const WorkItem& w, Tile& tile) {
   std::vector<float> acc(p.num_q_heads * D, 0.0f);  // [Hq, D]
   std::vector<SoftmaxStateOf<HeadVec>> state(Hkv * blocks, {HeadVec{} - INFINITY, HeadVec{}});
 
-  // The next tile's lines are spread over the AXPY steps of this one.
-  const int64_t passes = Hkv * blocks * ((std::min<int64_t>(G, kHeadLanes) + heads_per_pass(D) - 1) / heads_per_pass(D));
+  // The next tile's lines are spread over the score chunks and AXPY steps of this one.
+  int64_t passes = 0;  // AXPY passes per tile, all KV heads
+  for (int64_t b = 0; b < blocks; ++b) {
+    passes += Hkv * ((std::min<int64_t>(kHeadLanes, G - b * kHeadLanes) + heads_per_pass(D) - 1) / heads_per_pass(D));
+  }
   const int64_t lines = kTile * Hkv * D * static_cast<int64_t>(sizeof(T)) / 64;
   PrefetchStream prefetch(p.k_cache, p.v_cache);
-  prefetch.steps_per_row = (lines + passes * Tile::kAxpySteps - 1) / (passes * Tile::kAxpySteps);
+  // Scores and AXPYs do the same multiply-adds (G * D per token each), so each phase
+  // issues half the fetches: memory stays busy throughout instead of idling while scores
+  // are computed and then stalling the AXPYs with a burst.
+  const int64_t score_lines = lines / 2, chunks = Hkv * blocks * Tile::kScoreChunks;
+  prefetch.steps_per_score_chunk = (score_lines + chunks - 1) / chunks;
+  prefetch.steps_per_row = (lines - score_lines + passes * Tile::kAxpySteps - 1) / (passes * Tile::kAxpySteps);
   queue_tokens<T>(p, pages, w.begin, std::min(w.begin + kTile, w.end), prefetch);
   prefetch.drain();  // nothing to overlap the first tile with
   int64_t slots[kTile], offsets[kTile];
