@@ -4,7 +4,8 @@
 # Builds the CPU extension with SIRI_SANITIZE=1 into build/sanitize-pkg/siri (next to a copy of
 # the Python package, so the normal build in siri/ is untouched), then runs the op test files
 # against it with libasan preloaded (python itself is not instrumented). Any ASan report or
-# UBSan finding aborts the run with a non-zero status.
+# UBSan finding aborts the run with a non-zero status. The build keeps -march=native, so the
+# SIMD paths it checks (AVX-512, the AVX512-BF16 attention) are the ones the normal build runs.
 #   usage: scripts/check_sanitizers.sh [python] [test files...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
