@@ -970,16 +970,23 @@ COMMON_ATTENTION_CORRUPTIONS = [
     "block_table_rank", "scale"]
 
 
-@pytest.mark.parametrize("corruption", COMMON_ATTENTION_CORRUPTIONS + [
-    "seq_len_nonpositive", "q_batch"])
-@props(GARBAGE_EXAMPLES)
-@given(data=st.data())
-def test_paged_decode_attention_garbage_raises(device, corruption, data):
+def draw_valid_attention_inputs(data):
+    """A generator, the batch size and valid decode-attention inputs (D=64) of drawn shape:
+    the starting point every attention garbage test corrupts."""
     gen = draw_gen(data)
     batch = data.draw(st.integers(1, 3), label="batch")
     page_size = data.draw(st.sampled_from([1, 4, 16]), label="page_size")
     args = valid_decode_inputs(gen, batch, page_size, data.draw(st.integers(1, 2), label="hkv"),
                                data.draw(st.integers(1, 3), label="group"), 64)
+    return gen, batch, args
+
+
+@pytest.mark.parametrize("corruption", COMMON_ATTENTION_CORRUPTIONS + [
+    "seq_len_nonpositive", "q_batch"])
+@props(GARBAGE_EXAMPLES)
+@given(data=st.data())
+def test_paged_decode_attention_garbage_raises(device, corruption, data):
+    gen, batch, args = draw_valid_attention_inputs(data)
     if corruption == "seq_len_nonpositive":
         args["seq_lens"][data.draw(st.integers(0, batch - 1))] = data.draw(st.integers(-2**31, 0))
         error = ValueError
@@ -998,11 +1005,7 @@ def test_paged_decode_attention_garbage_raises(device, corruption, data):
 @props(GARBAGE_EXAMPLES)
 @given(data=st.data())
 def test_paged_prefill_attention_garbage_raises(device, corruption, data):
-    gen = draw_gen(data)
-    batch = data.draw(st.integers(1, 3), label="batch")
-    page_size = data.draw(st.sampled_from([1, 4, 16]), label="page_size")
-    args = valid_decode_inputs(gen, batch, page_size, data.draw(st.integers(1, 2), label="hkv"),
-                               data.draw(st.integers(1, 3), label="group"), 64)
+    gen, batch, args = draw_valid_attention_inputs(data)
     new = [int(torch.randint(0, int(n) + 1, (), generator=gen)) for n in args["seq_lens"]]
     args["q"] = torch.randn(sum(new), *args["q"].shape[1:], generator=gen)
     cu = torch.tensor([0] + torch.tensor(new).cumsum(0).tolist(), dtype=torch.int32)
