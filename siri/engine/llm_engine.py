@@ -7,7 +7,7 @@ import time
 import torch
 
 from siri.engine.model_runner import Batch, ModelRunner
-from siri.engine.page_pool import PagePool
+from siri.engine.page_pool import PagePool, release_freed_memory
 from siri.engine.params import CompletionOutput, SamplingParams
 from siri.engine.scheduler import PrefillItem, Scheduler
 from siri.engine.sequence import Sequence
@@ -36,36 +36,72 @@ class LLMEngine:
             the next ``generate`` sees the new weights with no call to the engine.
         page_size: tokens per KV page.
         max_num_seqs: the most sequences decoding at once.
-        num_pages / kv_cache_bytes: the size of the page pool (give at most one). Default: a
-            quarter of free CUDA memory, or 2 GiB on the CPU.
+        num_pages / kv_cache_bytes: the size of the page pool (give at most one). Default:
+            ``gpu_memory_fraction`` of the CUDA memory free when the pool is allocated, or 2 GiB
+            on the CPU.
+        gpu_memory_fraction: see above (in (0, 1)).
         max_prefill_tokens: the most prompt tokens prefilled in one forward pass.
+
+    The KV pool is allocated by the first ``generate`` (sized then, so it sees the memory the
+    caller's other state leaves free) and kept until :meth:`release_kv_cache`; the trainer
+    releases it after every rollout so that its memory serves the update.
     """
 
     def __init__(self, model: torch.nn.Module, *, page_size: int = 16, max_num_seqs: int = 256,
                  num_pages: int | None = None, kv_cache_bytes: int | None = None,
-                 max_prefill_tokens: int = 8192):
+                 gpu_memory_fraction: float = 0.8, max_prefill_tokens: int = 8192):
         if page_size < 1 or max_num_seqs < 1 or max_prefill_tokens < 1:
             raise ValueError("page_size, max_num_seqs and max_prefill_tokens must be >= 1")
         if num_pages is not None and kv_cache_bytes is not None:
             raise ValueError("give num_pages or kv_cache_bytes, not both")
+        if not 0 < gpu_memory_fraction < 1:
+            raise ValueError(f"gpu_memory_fraction must be in (0, 1), got {gpu_memory_fraction}")
+        if num_pages is not None and num_pages < 1:
+            raise ValueError(f"the KV cache needs at least one page, got num_pages={num_pages}")
         self.runner = ModelRunner(model)
-        r = self.runner
-        page_bytes = PagePool.bytes_per_page(page_size, r.num_layers, r.num_kv_heads, r.head_dim, r.dtype)
-        if num_pages is None:
-            if kv_cache_bytes is None:
-                kv_cache_bytes = self._default_cache_bytes(r.device)
-            num_pages = kv_cache_bytes // page_bytes
-        self.pool = PagePool(num_pages, page_size, r.num_layers, r.num_kv_heads, r.head_dim, r.dtype, r.device)
+        self.page_size = page_size
+        self._num_pages, self._kv_cache_bytes, self._memory_fraction = num_pages, kv_cache_bytes, gpu_memory_fraction
+        self.pool: PagePool | None = None
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
         self.last_stats: dict = {}
 
+    def pool_pages(self) -> int:
+        """Pages the pool has (when allocated) or would get if allocated now."""
+        if self.pool is not None:
+            return self.pool.num_pages
+        if self._num_pages is not None:
+            return self._num_pages
+        r = self.runner
+        page_bytes = PagePool.bytes_per_page(self.page_size, r.num_layers, r.num_kv_heads, r.head_dim, r.dtype)
+        cache_bytes = self._kv_cache_bytes
+        if cache_bytes is None:
+            cache_bytes = self._default_cache_bytes(r.device, self._memory_fraction)
+        return max(1, cache_bytes // page_bytes)
+
     @staticmethod
-    def _default_cache_bytes(device: torch.device) -> int:
+    def _default_cache_bytes(device: torch.device, fraction: float) -> int:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
-            return free // 4
+            # blocks torch has cached but not handed out are free for the pool as well
+            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            return int(free * fraction)
         return 2 << 30
+
+    def allocate_kv_cache(self) -> PagePool:
+        """Allocate the KV pool now (``generate`` does it when needed); returns it."""
+        if self.pool is None:
+            r = self.runner
+            self.pool = PagePool(self.pool_pages(), self.page_size, r.num_layers, r.num_kv_heads, r.head_dim,
+                                 r.dtype, r.device)
+        return self.pool
+
+    def release_kv_cache(self) -> None:
+        """Free the KV pool and hand its memory back (CUDA: to the device; CPU: to the OS);
+        the next ``generate`` allocates a fresh one."""
+        if self.pool is not None:
+            self.pool = None
+            release_freed_memory(self.runner.device)
 
     def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams, *,
                  progress: bool = False, prompt_keys: list[int] | None = None) -> list[list[CompletionOutput]]:
@@ -82,6 +118,7 @@ class LLMEngine:
             ``outputs[i][j]``: completion ``j`` of prompt ``i``.
         """
         self._validate(prompt_token_ids, params, prompt_keys)
+        self.allocate_kv_cache()
         keys = prompt_keys if prompt_keys is not None else list(range(len(prompt_token_ids)))
         scheduler = Scheduler(self.pool, self.max_num_seqs, self.max_prefill_tokens)
         groups = []
@@ -120,12 +157,13 @@ class LLMEngine:
         if params.n > self.max_num_seqs:
             raise ValueError(f"SamplingParams.n={params.n} exceeds max_num_seqs={self.max_num_seqs}")
         params.validate(len(prompts), self.runner.vocab_size)
-        capacity = self.pool.num_pages * self.pool.page_size
+        pages = self.pool_pages()
+        capacity = pages * self.page_size
         for i, (prompt, cap) in enumerate(zip(prompts, params.caps(len(prompts)))):
             if len(prompt) + cap > capacity:
                 raise ValueError(
                     f"prompt {i} ({len(prompt)} tokens) plus max_tokens={cap} exceeds the KV pool "
-                    f"({self.pool.num_pages} pages x {self.pool.page_size} = {capacity} tokens); a "
+                    f"({pages} pages x {self.page_size} = {capacity} tokens); a "
                     f"sequence must fit alone, so give the engine more pages or lower max_tokens")
 
     # -- one forward pass each -------------------------------------------------------------

@@ -2,6 +2,9 @@
 K and V, handed out by reference count so completions can share their prompt's pages."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import torch
 
 
@@ -9,16 +12,19 @@ class PagePool:
     """Owns the KV caches and the free list of their pages.
 
     Each layer has ``k[layer]`` and ``v[layer]`` of shape ``[num_pages, page_size, Hkv, D]``
-    (siri's NHD layout); one page id addresses the same page in every layer.
+    (siri's NHD layout); one page id addresses the same page in every layer. They are views of
+    one allocation, ``[num_layers, 2, num_pages, page_size, Hkv, D]``, so dropping the pool
+    returns its memory in one piece (see :func:`release_freed_memory`).
     """
 
     def __init__(self, num_pages: int, page_size: int, num_layers: int, num_kv_heads: int,
                  head_dim: int, dtype: torch.dtype, device: torch.device):
         if num_pages < 1:
             raise ValueError(f"the KV cache needs at least one page, got num_pages={num_pages}")
-        shape = (num_pages, page_size, num_kv_heads, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.storage = torch.zeros((num_layers, 2, num_pages, page_size, num_kv_heads, head_dim), dtype=dtype,
+                                   device=device)
+        self.k = [self.storage[layer, 0] for layer in range(num_layers)]
+        self.v = [self.storage[layer, 1] for layer in range(num_layers)]
         self.num_pages = num_pages
         self.page_size = page_size
         self._refcount = [0] * num_pages
@@ -28,6 +34,10 @@ class PagePool:
     def bytes_per_page(page_size: int, num_layers: int, num_kv_heads: int, head_dim: int,
                        dtype: torch.dtype) -> int:
         return 2 * num_layers * page_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+    @property
+    def nbytes(self) -> int:
+        return self.storage.numel() * self.storage.element_size()
 
     @property
     def num_free(self) -> int:
@@ -53,5 +63,19 @@ class PagePool:
 
     def copy_page(self, src: int, dst: int) -> None:
         """Copy-on-write: the partly filled last page of a shared prompt, per completion."""
-        for cache in (*self.k, *self.v):
-            cache[dst].copy_(cache[src])
+        self.storage[:, :, dst].copy_(self.storage[:, :, src])
+
+
+def release_freed_memory(device: torch.device) -> None:
+    """Hand memory freed by dropped tensors back to the system: CUDA's caching allocator
+    empties its cache; on the CPU glibc trims its heaps (``malloc_trim``), since a freed
+    block below its mmap threshold would otherwise stay in the process's resident set."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "cpu":
+        name = ctypes.util.find_library("c")
+        if name:
+            try:
+                ctypes.CDLL(name).malloc_trim(0)
+            except (OSError, AttributeError):   # not glibc
+                pass
