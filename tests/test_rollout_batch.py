@@ -37,10 +37,13 @@ def test_collate_masks_exactly_the_response_targets():
     assert mb.attention_mask.tolist() == [[1] * 5, [1] * 5]
     assert mb.targets.tolist() == [[6, 7, 8, 9], [2, 3, 4, 5]]
     assert mb.response_mask.tolist() == [[False, False, True, True], [True, True, True, True]]
-    assert mb.advantages[0].tolist() == [0, 0, 1.5, 1.5] and mb.advantages[1].tolist() == [-0.5] * 4
-    assert torch.allclose(mb.gather("old_logprobs"), torch.tensor([[0, 0, -0.1, -0.2], [-1, -2, -3, -4]]))
-    mb.scatter(torch.arange(8.).view(2, 4), "ref_logprobs")
-    assert rollouts[0].ref_logprobs.tolist() == [2, 3] and rollouts[1].ref_logprobs.tolist() == [4, 5, 6, 7]
+    # the flat response rows are the mask's True positions in row-major order
+    assert mb.response_targets.tolist() == mb.targets[mb.response_mask].tolist() == [8, 9, 2, 3, 4, 5]
+    assert mb.response_advantages.tolist() == [1.5, 1.5, -0.5, -0.5, -0.5, -0.5]
+    assert mb.num_response_tokens == 6
+    assert torch.allclose(mb.gather("old_logprobs"), torch.tensor([-0.1, -0.2, -1, -2, -3, -4]))
+    mb.scatter(torch.arange(6.), "ref_logprobs")
+    assert rollouts[0].ref_logprobs.tolist() == [0, 1] and rollouts[1].ref_logprobs.tolist() == [2, 3, 4, 5]
 
 
 def test_collate_pads_on_the_right():

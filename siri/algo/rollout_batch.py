@@ -42,37 +42,38 @@ class Rollout:
 
 @dataclass
 class MicroBatch:
-    """Right-padded sequences of one forward/backward.
+    """Right-padded sequences of one forward/backward, and their response tokens flattened.
 
     input_ids, attention_mask: ``[B, T]`` int64. targets: ``[B, T-1]`` int64 (input_ids
     shifted left). response_mask: ``[B, T-1]`` bool, True where the target is a response
-    token. advantages: ``[B, T-1]`` float32 (each sequence's advantage on every position).
-    rollouts: the B rollouts, in row order.
+    token; its True positions, in row-major order, are the N rows of every flat tensor.
+    response_targets: ``[N]`` int64. response_advantages: ``[N]`` float32 (each token carries
+    its sequence's advantage). rollouts: the B rollouts, in row order.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     targets: torch.Tensor
     response_mask: torch.Tensor
-    advantages: torch.Tensor
+    response_targets: torch.Tensor
+    response_advantages: torch.Tensor
     rollouts: list[Rollout]
 
+    @property
+    def num_response_tokens(self) -> int:
+        return sum(len(r.response_ids) for r in self.rollouts)
+
     def gather(self, name: str) -> torch.Tensor:
-        """``[B, T-1]`` float32: the per-token tensor attribute ``name`` of each rollout
-        (``old_logprobs`` / ``ref_logprobs``) placed at its response positions, 0 elsewhere."""
-        out = torch.zeros(self.targets.shape, dtype=torch.float32)
-        for row, r in enumerate(self.rollouts):
-            start = len(r.prompt_ids) - 1
-            out[row, start:start + len(r.response_ids)] = getattr(r, name)
-        return out.to(self.targets.device)
+        """``[N]`` float32: the per-token tensor attribute ``name`` of each rollout
+        (``old_logprobs`` / ``ref_logprobs``), concatenated in row order."""
+        return torch.cat([getattr(r, name).float() for r in self.rollouts]).to(self.input_ids.device)
 
     def scatter(self, values: torch.Tensor, name: str) -> None:
-        """Inverse of :meth:`gather`: store each row's response positions of ``values``
-        (``[B, T-1]``) on its rollout as a CPU float32 tensor."""
-        values = values.detach().float().cpu()
-        for row, r in enumerate(self.rollouts):
-            start = len(r.prompt_ids) - 1
-            setattr(r, name, values[row, start:start + len(r.response_ids)].clone())
+        """Inverse of :meth:`gather`: split ``values`` (``[N]``) by response length and store
+        each part on its rollout as a CPU float32 tensor."""
+        parts = values.detach().float().cpu().split([len(r.response_ids) for r in self.rollouts])
+        for r, part in zip(self.rollouts, parts):
+            setattr(r, name, part.clone())
 
 
 def pack_by_token_budget(lengths: list[int], budget: int) -> list[list[int]]:
@@ -107,13 +108,14 @@ def collate(rollouts: list[Rollout], pad_id: int, device: torch.device) -> Micro
     input_ids = torch.full((b, width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((b, width), dtype=torch.long)
     response_mask = torch.zeros((b, width - 1), dtype=torch.bool)
-    advantages = torch.zeros((b, width - 1), dtype=torch.float32)
     for row, r in enumerate(rollouts):
         ids = r.prompt_ids + r.response_ids
         input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, :len(ids)] = 1
         start = len(r.prompt_ids) - 1
         response_mask[row, start:start + len(r.response_ids)] = True
-        advantages[row, start:start + len(r.response_ids)] = r.advantage
+    response_targets = torch.tensor([t for r in rollouts for t in r.response_ids], dtype=torch.long)
+    response_advantages = torch.tensor([r.advantage for r in rollouts for _ in r.response_ids], dtype=torch.float32)
     return MicroBatch(input_ids.to(device), attention_mask.to(device), input_ids[:, 1:].to(device),
-                      response_mask.to(device), advantages.to(device), list(rollouts))
+                      response_mask.to(device), response_targets.to(device), response_advantages.to(device),
+                      list(rollouts))
