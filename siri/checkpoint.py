@@ -33,12 +33,14 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
-                    info: dict[str, Any]) -> Path:
+                    info: dict[str, Any], model_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``checkpoints/step_<step>`` atomically and return its path.
 
     Args:
         step: completed training steps.
         model, tokenizer: saved with ``save_pretrained`` (safetensors).
+        model_state: the weights to save instead of ``model``'s own (the trainer passes its fp32
+            master weights); ``config.json`` then records their dtype.
         state: anything ``torch.save`` can write (optimizer state, cursors, RNG states).
         info: JSON-serialisable facts (e.g. ``kinds``, ``cap``), stored in the marker file.
     """
@@ -49,7 +51,10 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
+    if model_state is None:
+        model.save_pretrained(tmp, safe_serialization=True)
+    else:
+        _save_weights(model, model_state, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE)
@@ -71,6 +76,18 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
     _fsync_dir(root)
     fault_point("checkpoint_renamed")
     return final
+
+
+def _save_weights(model, model_state: dict[str, torch.Tensor], directory: Path) -> None:
+    """``model.save_pretrained`` with ``model_state`` as the weights; ``config.json`` is then
+    corrected to record their dtype (save_pretrained writes the module's own)."""
+    model.save_pretrained(directory, state_dict=model_state, safe_serialization=True)
+    dtypes = {t.dtype for t in model_state.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        config_file = directory / "config.json"
+        config = json.loads(config_file.read_text())
+        config["dtype"] = str(dtypes.pop()).removeprefix("torch.")
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_info(path: str | os.PathLike) -> dict[str, Any] | None:

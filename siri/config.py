@@ -37,8 +37,14 @@ class ModelConfig:
     path: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
     """A local Hugging Face model directory, or a Hub id (downloaded by transformers)."""
     dtype: str = "auto"
-    """Weights and compute dtype: "float32", "bfloat16", or "auto" (bf16 on CUDA, fp32 on CPU).
-    The optimizer keeps its state in the same dtype."""
+    """Compute dtype of the training forward/backward and of the rollout engine: "float32",
+    "bfloat16", or "auto" (bf16 on CUDA, fp32 on CPU)."""
+    param_dtype: str = "float32"
+    """Dtype of the master weights, of the gradients' accumulation and reduction, and of the
+    AdamW state (and of the saved checkpoints). When it is wider than ``dtype`` the trainer
+    keeps an fp32 master copy and refreshes the compute copy after every optimizer step (at
+    lr 1e-6 a bf16 weight cannot absorb the update). "bfloat16" trains purely in bf16 (only
+    sensible with a bf16 ``dtype`` and a large lr)."""
     device: str = "auto"
     """"cuda", "cpu", or "auto" (CUDA when visible and siri was built with CUDA kernels)."""
     gradient_checkpointing: bool = False
@@ -83,7 +89,16 @@ class RolloutConfig:
     max_num_seqs: int = 256
     """The most sequences decoding at once."""
     kv_cache_gb: float | None = None
-    """KV page pool size; default a quarter of free CUDA memory, or 2 GiB on the CPU."""
+    """KV page pool size in GiB; null: ``gpu_memory_fraction`` of the CUDA memory free when the
+    rollout starts, or 2 GiB on the CPU."""
+    gpu_memory_fraction: float = 0.8
+    """With ``kv_cache_gb`` null on CUDA: the share of the memory free at rollout start (after
+    weights, master weights and optimizer state) that the KV pool takes; the rest is headroom
+    for the decode activations and logits. Like vLLM's ``gpu_memory_utilization``, but of the
+    free memory, since the trainer's state shares the device."""
+    keep_kv_cache: bool = False
+    """Keep the KV pool allocated between rollouts. Default false: the pool is allocated when
+    a rollout starts and freed before the update, so training activations get that memory."""
     max_prefill_tokens: int = 8192
 
 
@@ -357,6 +372,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 _CHOICES = {
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
     "model.device": ("auto", "cpu", "cuda"),
     "data.on_error": ("skip", "raise"),
     "algo.advantage_scale": ("group", "none"),
@@ -391,6 +407,13 @@ def _validate(cfg: Config, check_files: bool) -> None:
     if cfg.rollout.group_size > cfg.rollout.max_num_seqs:
         raise ConfigError(f"'rollout.group_size' ({cfg.rollout.group_size}) exceeds 'rollout.max_num_seqs' "
                           f"({cfg.rollout.max_num_seqs})")
+    if not 0 < cfg.rollout.gpu_memory_fraction < 1:
+        raise ConfigError(f"'rollout.gpu_memory_fraction' must be in (0, 1), got {cfg.rollout.gpu_memory_fraction}")
+    if cfg.rollout.kv_cache_gb is not None and not cfg.rollout.kv_cache_gb > 0:
+        raise ConfigError(f"'rollout.kv_cache_gb' must be > 0 or null, got {cfg.rollout.kv_cache_gb}")
+    if cfg.model.param_dtype == "bfloat16" and cfg.model.dtype == "float32":
+        raise ConfigError("'model.param_dtype: bfloat16' with 'model.dtype: float32' would compute in a wider dtype "
+                          "than the weights are kept in; use param_dtype float32")
     if not cfg.rollout.temperature > 0:
         raise ConfigError(f"'rollout.temperature' must be > 0 for RL sampling, got {cfg.rollout.temperature}")
     if not 0 < cfg.rollout.top_p <= 1:

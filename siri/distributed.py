@@ -2,7 +2,9 @@
 groups, and the few collectives the trainer needs.
 
 Launched with ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the trainer joins a process
-group: NCCL when it trains on CUDA, gloo on the CPU, through the same code. Every rank draws
+group: ``cpu:gloo,cuda:nccl`` when it trains on CUDA (NCCL serves CUDA tensors only; gloo
+carries the pickled objects of ``all_gather_object``), gloo on the CPU, through the same code.
+Every tensor the trainer hands to a collective lives on ``DistContext.device``. Every rank draws
 the same global batch of prompts; each rank generates, scores and trains on its share of the
 prompt groups (a prompt's G samples stay on one rank, so group advantages need no
 communication). Gradients are summed across ranks once per optimizer step; with the loss
@@ -32,22 +34,33 @@ class DistContext:
     local_rank: int = 0
     enabled: bool = False
     timeout_s: float = 600.0
+    device: torch.device = torch.device("cpu")
+    """Where tensors passed to collectives must live: this rank's GPU under NCCL, else the CPU."""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over ranks, in place (a no-op for one process)."""
+        """Sum ``tensor`` (on :attr:`device`) over ranks, in place (a no-op for one process)."""
         if self.enabled:
+            if tensor.device != self.device:
+                raise ValueError(f"all_reduce_sum: the tensor is on {tensor.device} but this process group's "
+                                 f"collectives run on {self.device}")
             self._guard(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def sum_values(self, values: list[float]) -> list[float]:
+        """Element-wise sums of ``values`` over ranks, in float64 (sent from :attr:`device`)."""
+        if not self.enabled:
+            return list(values)
+        return self.all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=self.device)).tolist()
 
     def all_reduce_max(self, value: int) -> int:
         """The largest ``value`` over ranks."""
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.int64)
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
         self._guard(dist.all_reduce, t, op=dist.ReduceOp.MAX)
         return int(t[0])
 
@@ -79,12 +92,18 @@ def init_distributed(use_cuda: bool, timeout_s: float) -> DistContext:
     if world <= 1:
         return DistContext(timeout_s=timeout_s)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+        dist.init_process_group(backend=process_group_backend(use_cuda),
                                 timeout=datetime.timedelta(seconds=timeout_s))
-    return DistContext(rank, world, local_rank, True, timeout_s)
+    return DistContext(rank, world, local_rank, True, timeout_s, device)
+
+
+def process_group_backend(use_cuda: bool) -> str:
+    """NCCL for CUDA tensors plus gloo for CPU ones on GPUs; gloo alone on the CPU."""
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
 
 
 def owned_groups(num_groups: int, mini_batches: int, rank: int, world_size: int) -> list[int]:
@@ -100,15 +119,21 @@ def owned_groups(num_groups: int, mini_batches: int, rank: int, world_size: int)
     return [m * per_mini + rank * per_rank + j for m in range(mini_batches) for j in range(per_rank)]
 
 
-def shard_model(model: torch.nn.Module) -> None:
+def shard_model(model: torch.nn.Module, compute_dtype: torch.dtype | None = None) -> None:
     """FSDP2: shard every decoder layer and then the rest of ``model`` across the ranks, in
-    place. FSDP2 averages gradients over ranks; the trainer scales its loss by the world size
-    so the result is their sum (gloo has no pre-multiplied sum to do it in the reduction)."""
-    from torch.distributed.fsdp import fully_shard
+    place. With ``compute_dtype`` the shards stay in their dtype (fp32) and each layer is
+    gathered in ``compute_dtype`` for the forward/backward, its gradients reduce-scattered in
+    fp32 (``MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=float32)``).
+    FSDP2 averages gradients over ranks; the trainer scales its loss by the world size so the
+    result is their sum (gloo has no pre-multiplied sum to do it in the reduction)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    policy = MixedPrecisionPolicy()
+    if compute_dtype is not None:
+        policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     for layer in model.model.layers:
-        fully_shard(layer)
-    fully_shard(model)
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -23,7 +23,6 @@ exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import random
@@ -40,20 +39,21 @@ import torch
 import yaml
 
 from siri import checkpoint
+from siri.algo.response_logits import response_logits
 from siri.algo.rollout_batch import Rollout, collate, pack_by_token_budget
 from siri.atomic_io import write_text_atomic
 from siri.config import Config, check_positions, config_to_dict
 from siri.data import PromptDataset, PromptFormatter, PromptSampler, load_rows
 from siri.engine import LLMEngine, SamplingParams
 from siri.engine.llm_engine import sequence_seed
-from siri.distributed import (full_model_state, full_optimizer_state, init_distributed, load_full_optimizer_state,
-                              owned_groups, shard_model)
+from siri.distributed import full_optimizer_state, init_distributed, load_full_optimizer_state, owned_groups
 from siri.faults import fault_point
 from siri.metrics import MetricsLog
 from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype, stop_token_ids
 from siri.ops.group_advantages import group_advantages
 from siri.ops.grpo_loss import grpo_loss
 from siri.ops.logprobs import token_logprobs
+from siri.precision import PolicyWeights
 from siri.progress import TrainProgress
 from siri.rewards.loader import load_reward_fn
 
@@ -91,6 +91,7 @@ class Trainer:
             raise ValueError(f"rollout.prompts_per_step ({config.rollout.prompts_per_step}) must be divisible by "
                              f"algo.mini_batches x world size ({config.algo.mini_batches} x {self.dist.world_size})")
         self.dtype = resolve_dtype(config.model.dtype, self.device)
+        self.param_dtype = resolve_dtype(config.model.param_dtype, self.device)
         self.step = 0
         self.skipped_steps = 0
         self._progress = TrainProgress(False, 0)
@@ -102,16 +103,15 @@ class Trainer:
 
         m = config.model
         self.tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
-        self.model = load_model(str(resume_from or m.path), device=self.device, dtype=self.dtype,
-                                trust_remote_code=m.trust_remote_code)
-        if m.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
-        # The engine runs over plain modules: the policy itself (its parameters, no copy), or
-        # with FSDP2 a full copy refreshed from the shards once per step.
+        # Loaded in param_dtype (checkpoints hold the fp32 master weights, so a resume is
+        # exact); PolicyWeights derives the compute copy / shards (see siri.precision).
         self.sharded = self.dist.enabled and config.trainer.parallelism == "fsdp"
-        self.rollout_model = copy.deepcopy(self.model).requires_grad_(False) if self.sharded else self.model
-        if self.sharded:
-            shard_model(self.model)
+        self.weights = PolicyWeights(
+            load_model(str(resume_from or m.path), device=self.device, dtype=self.param_dtype,
+                       trust_remote_code=m.trust_remote_code),
+            compute_dtype=self.dtype, param_dtype=self.param_dtype, sharded=self.sharded,
+            gradient_checkpointing=m.gradient_checkpointing)
+        self.model, self.rollout_model = self.weights.train_model, self.weights.rollout_model
         self.ref_model = None
         if config.algo.kl_coef > 0:
             self.ref_model = load_model(m.path, device=self.device, dtype=self.dtype,
@@ -128,7 +128,7 @@ class Trainer:
             raise ValueError(f"rollout.prompts_per_step={config.rollout.prompts_per_step} but the dataset has "
                              f"{len(self.dataset)} usable prompts: {e}") from e
         o = config.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
+        self.optimizer = torch.optim.AdamW(self.weights.optimizer_parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
                                            weight_decay=o.weight_decay)
         warmup = o.warmup_steps
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -136,7 +136,7 @@ class Trainer:
         r = config.rollout
         self.engine = LLMEngine(self.rollout_model, page_size=r.page_size, max_num_seqs=r.max_num_seqs,
                                 kv_cache_bytes=None if r.kv_cache_gb is None else int(r.kv_cache_gb * 2**30),
-                                max_prefill_tokens=r.max_prefill_tokens)
+                                gpu_memory_fraction=r.gpu_memory_fraction, max_prefill_tokens=r.max_prefill_tokens)
         self.reward_fn = load_reward_fn(config.reward.fn)
         self._peaks = set(self.schedule.peaks(config.trainer.steps))
         self._troughs = set(self.schedule.troughs(config.trainer.steps))
@@ -166,7 +166,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = checkpoint.load_state(path)
-        load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        load_full_optimizer_state(self.weights.master_model, self.optimizer, state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
@@ -297,11 +297,14 @@ class Trainer:
         params = SamplingParams(n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 max_tokens=cap, stop_token_ids=self.stop_ids,
                                 seed=sequence_seed(self.cfg.trainer.seed, step, 0))
-        if self.sharded:
-            self._sync_rollout_model()
+        self.weights.refresh_rollout_model()
         self.rollout_model.eval()
-        outputs = self.engine.generate([e.input_ids for e in examples], params,
-                                       prompt_keys=[e.index for e in examples])
+        try:
+            outputs = self.engine.generate([e.input_ids for e in examples], params,
+                                           prompt_keys=[e.index for e in examples])
+        finally:
+            if not r.keep_kv_cache:     # give the pool's memory to the update phase
+                self.engine.release_kv_cache()
         return [Rollout(e.input_ids, o.token_ids, o.logprobs, o.finish_reason)
                 for e, group in zip(examples, outputs) for o in group]
 
@@ -345,9 +348,8 @@ class Trainer:
     def _fill_logprobs(self, rollouts: list[Rollout], model, name: str) -> None:
         temperature = self.cfg.rollout.temperature
         for mb in self._micro_batches(rollouts):
-            logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
-            logp = token_logprobs(logits[:, :-1], mb.targets, temperature, mask=mb.response_mask)
-            mb.scatter(logp, name)
+            logits = response_logits(model, mb.input_ids, mb.attention_mask, mb.response_mask)
+            mb.scatter(token_logprobs(logits, mb.response_targets, temperature), name)
 
     def _update(self, minis: list[list[Rollout]]) -> dict[str, Any]:
         """PPO epochs over the step's mini-batches (this rank's part of each); one optimizer
@@ -382,8 +384,7 @@ class Trainer:
         """One optimizer step on a mini-batch (this rank's ``rollouts`` plus the other ranks'
         parts), token-mean over all its response tokens. None when it has no tokens at all."""
         a, temperature = self.cfg.algo, self.cfg.rollout.temperature
-        num_tokens = int(self.dist.all_reduce_sum(
-            torch.tensor([float(sum(len(r.response_ids) for r in rollouts))], dtype=torch.float64))[0])
+        num_tokens = int(self.dist.sum_values([float(sum(len(r.response_ids) for r in rollouts))])[0])
         if num_tokens == 0:
             return None
         keys = ("loss", "clip_frac_low", "clip_frac_high", "clip_frac_dual", "approx_kl", "entropy")
@@ -395,20 +396,25 @@ class Trainer:
             for _ in range(self.dist.all_reduce_max(len(batches)) - len(batches)):
                 self._empty_backward()
         for mb in batches:
-            logits = self.model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
+            # [N, V] logits of the response rows only: a fresh non-leaf tensor, so the fused
+            # loss writes dlogits into its storage (no second logits-sized buffer)
+            logits = response_logits(self.model, mb.input_ids, mb.attention_mask, mb.response_mask)
+            everywhere = torch.ones(logits.shape[:1], dtype=torch.bool, device=logits.device)
             loss, stats = grpo_loss(
-                logits[:, :-1], mb.targets, mb.gather("old_logprobs"), mb.advantages, mb.response_mask,
+                logits, mb.response_targets, mb.gather("old_logprobs"), mb.response_advantages, everywhere,
                 clip_low=a.clip_low, clip_high=a.clip_high, clip_c=a.clip_c, temperature=temperature,
                 ref_logprobs=mb.gather("ref_logprobs") if self.ref_model is not None else None,
                 kl_coef=a.kl_coef, num_tokens=num_tokens, return_entropy=True)
+            del logits
             # FSDP2 averages gradients over ranks; times world size makes that the sum
             (loss * self.dist.world_size if self.sharded else loss).backward()
+            self.weights.accumulate_gradients()
             local["loss"] += float(loss.detach())
             share = float(stats.num_tokens) / num_tokens
             for key in keys[1:]:
                 local[key] += float(getattr(stats, key).detach()) * share
         fault_point("update")
-        params = list(self.model.parameters())
+        params = self.weights.optimizer_parameters()
         if self.dist.enabled and not self.sharded:
             # the loss is normalised by the global token count, so summing the ranks'
             # gradients gives exactly the single-process gradient (FSDP2 sums them itself)
@@ -416,7 +422,7 @@ class Trainer:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 self.dist.all_reduce_sum(p.grad)
-        totals = self.dist.all_reduce_sum(torch.tensor([local[k] for k in keys], dtype=torch.float64)).tolist()
+        totals = self.dist.sum_values([local[k] for k in keys])
         params = [p for p in params if p.grad is not None]
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = 0.0
@@ -428,11 +434,12 @@ class Trainer:
         if finite:
             self.optimizer.step()
             self.lr_scheduler.step()
+            self.weights.after_optimizer_step()
             self._consecutive_skips = 0
         else:
             self.skipped_steps += 1
             self._consecutive_skips += 1
-        self.optimizer.zero_grad(set_to_none=True)
+        self.weights.zero_grad()
         if self._consecutive_skips >= self.cfg.trainer.max_consecutive_skips:
             raise TrainingAborted(f"{self._consecutive_skips} consecutive optimizer steps had a non-finite loss or "
                                   f"gradient (last: loss {loss_sum}, grad norm {grad_norm}) at step {self.step}; "
@@ -445,10 +452,6 @@ class Trainer:
         ids = torch.full((1, 1), self.pad_id, dtype=torch.long, device=self.device)
         (self.model(input_ids=ids).logits.sum() * 0.0).backward()
 
-    def _sync_rollout_model(self) -> None:
-        """FSDP2: gather the full weights into the engine's copy (a collective)."""
-        self.rollout_model.load_state_dict(full_model_state(self.model))
-
     # ---- checkpoints ------------------------------------------------------------------
 
     def save(self, kinds: list[str] | None = None) -> Path:
@@ -456,9 +459,8 @@ class Trainer:
         prune old periodic checkpoints. Rank 0 writes (every rank holds the same weights and
         optimizer state); the others wait for it."""
         path = checkpoint.checkpoint_dir(self.run_dir) / f"step_{self.step}"
-        optimizer_state = full_optimizer_state(self.model, self.optimizer)   # a collective under FSDP2
-        if self.sharded:
-            self._sync_rollout_model()
+        optimizer_state = full_optimizer_state(self.weights.master_model, self.optimizer)  # collective under FSDP2
+        model_state = self.weights.checkpoint_state()                                    # (both of them)
         if not self.dist.is_main:
             self.dist.barrier()
             return path
@@ -473,7 +475,8 @@ class Trainer:
         }
         last = max(self.step - 1, 0)
         info = {"kinds": kinds or ["periodic"], "cap": self.schedule(last), "phase": self.schedule.phase(last)}
-        path = checkpoint.save_checkpoint(self.run_dir, self.step, self.rollout_model, self.tokenizer, state, info)
+        path = checkpoint.save_checkpoint(self.run_dir, self.step, self.rollout_model, self.tokenizer, state, info,
+                                          model_state=model_state)
         checkpoint.prune(self.run_dir, self.cfg.trainer.keep_last)
         self.dist.barrier()
         return path

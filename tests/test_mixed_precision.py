@@ -1,0 +1,107 @@
+"""Training at the paper's lr in bf16: fp32 master weights make the updates land, the
+checkpoint holds them in fp32, and a resume from it continues exactly.
+
+At lr 1e-6 an AdamW update (~1e-6 per element) is far below bf16's resolution around the
+weights (~2e-4 at 0.05), so pure bf16 training rounds it away; the pure-bf16 run below is the
+control that shows the test can fail."""
+import json
+
+import pytest
+import torch
+
+from siri import Trainer, load_config
+from siri.precision import compute_copy
+from tiny_models import tiny_model
+from training_run import deterministic, weights
+
+STEPS = 3
+
+
+def run(workspace, run_dir, *overrides, steps=STEPS):
+    cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", f"trainer.steps={steps}",
+                                                  "optim.lr=1e-6", "trainer.save_rollouts=false",
+                                                  "trainer.save_every=2",
+                                                  # the test reward scores truncated responses too, so
+                                                  # every group has unequal rewards and a gradient
+                                                  "reward.truncated_reward=null",
+                                                  *overrides])
+    metrics = []
+    Trainer(cfg, callbacks=[metrics.append]).fit()
+    return metrics
+
+
+def update_stats(initial, final):
+    """(fraction of parameter elements that changed, norm of the whole update)."""
+    changed = total = 0
+    squares = 0.0
+    for name, w0 in initial.items():
+        delta = final[name].double() - w0.double()
+        changed += int((delta != 0).sum())
+        total += delta.numel()
+        squares += float((delta ** 2).sum())
+    return changed / total, squares ** 0.5
+
+
+@pytest.fixture(scope="module")
+def runs(workspace, tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision")
+    out = {}
+    for name, dtype, param_dtype in (("fp32", "float32", "float32"), ("mixed", "bfloat16", "float32"),
+                                     ("pure_bf16", "bfloat16", "bfloat16")):
+        metrics = run(workspace, root / name, f"model.dtype={dtype}", f"model.param_dtype={param_dtype}")
+        out[name] = (root / name, metrics)
+    return out
+
+
+def test_bf16_compute_with_fp32_master_weights_applies_the_update(workspace, runs):
+    initial = weights(workspace / "model")
+    stats = {}
+    for name, (directory, _) in runs.items():
+        final = weights(directory / "checkpoints" / f"step_{STEPS}")
+        # against the initial weights as that run holds them (pure bf16 rounds them at load)
+        stats[name] = update_stats({k: v.to(final[k].dtype) for k, v in initial.items()}, final)
+    assert all(m["optimizer_steps"] > 0 and m["grad_norm"] > 0 for _, ms in runs.values() for m in ms)
+    fp32_fraction, fp32_norm = stats["fp32"]
+    mixed_fraction, mixed_norm = stats["mixed"]
+    bf16_fraction, bf16_norm = stats["pure_bf16"]
+    print(f"changed fraction / update norm: fp32 {fp32_fraction:.3f} / {fp32_norm:.3g}, mixed "
+          f"{mixed_fraction:.3f} / {mixed_norm:.3g}, pure bf16 {bf16_fraction:.4f} / {bf16_norm:.3g}")
+    assert fp32_fraction > 0.5
+    assert mixed_fraction > 0.5
+    assert 0.5 < mixed_norm / fp32_norm < 2.0
+    # the control: in pure bf16 almost nothing moves, or moves by whole bf16 steps
+    assert bf16_fraction < 0.1 or not 0.5 < bf16_norm / fp32_norm < 2.0
+
+
+def test_mixed_checkpoint_holds_fp32_master_weights(runs):
+    directory = runs["mixed"][0] / "checkpoints" / f"step_{STEPS}"
+    saved = weights(directory)
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+    config = json.loads((directory / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "float32"
+    # the pure-bf16 run keeps (and saves) bf16 weights: it has no master copy
+    assert {t.dtype for t in weights(runs["pure_bf16"][0] / "checkpoints" / f"step_{STEPS}").values()} \
+        == {torch.bfloat16}
+
+
+def test_mixed_precision_resume_is_exact(workspace, runs, tmp_path):
+    """2 steps, then a new Trainer resumes from step_2's fp32 master weights and Adam state:
+    the metrics and the final master weights equal the uninterrupted mixed run's bit for bit."""
+    resumed_dir = tmp_path / "resumed"
+    first = run(workspace, resumed_dir, "model.dtype=bfloat16", steps=2)
+    second = run(workspace, resumed_dir, "model.dtype=bfloat16")
+    assert [m["step"] for m in first + second] == list(range(STEPS))
+    assert deterministic(first + second) == deterministic(runs["mixed"][1])
+    a = weights(resumed_dir / "checkpoints" / f"step_{STEPS}")
+    b = weights(runs["mixed"][0] / "checkpoints" / f"step_{STEPS}")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compute_copy_rounds_each_parameter_and_keeps_ties():
+    model = tiny_model("qwen2", tie_word_embeddings=True)
+    copy = compute_copy(model, torch.bfloat16)
+    assert copy.lm_head.weight is copy.model.embed_tokens.weight
+    for (name, p), (_, q) in zip(model.named_parameters(), copy.named_parameters()):
+        assert q.dtype == torch.bfloat16 and torch.equal(q, p.to(torch.bfloat16)), name
+        assert q.data_ptr() != p.data_ptr()
+    assert model.lm_head.weight.dtype == torch.float32          # the source is untouched
