@@ -1,10 +1,19 @@
-"""siri.ops.grpo_loss (fused, dlogits in place) vs the torch eager GRPO/DAPO composition.
+"""siri.ops.grpo_loss vs the torch eager GRPO/DAPO composition, on every path the loss is called.
 
+siri paths:
+  siri               logits are an intermediate (the LM head's output): dlogits written in place
+  siri_out_of_place  the same intermediate with inplace_backward=False: dlogits in a new tensor
+  siri_leaf          logits are a leaf (requires_grad=True): always out of place
 Baselines, both with autograd, both computing the same loss (clip 0.2/0.28, token-mean):
   eager      log_softmax -> gather -> ratio -> clip -> masked mean (verl / TRL's plain path)
   selective  TRL's memory-saving selective_log_softmax (gather - logsumexp; row loop for bf16)
-Measured: fwd+bwd time (median of interleaved repeats, median ratio) and the extra peak
-memory beyond the inputs (the logits and per-token tensors exist before measuring starts).
+Measured: fwd+bwd time (interleaved repeats; median time, and min/median/max of the per-repeat
+ratios) and the extra peak memory beyond the inputs (the logits and per-token tensors exist
+before measuring starts).
+
+A second table times the path the trainer runs: hidden [N, H] -> LM head [V, H] -> loss,
+fwd+bwd down to the hidden states and the head's weight (siri in place vs eager), so the
+loss's share of a real step is visible.
 """
 import sys
 from pathlib import Path
@@ -17,6 +26,8 @@ import common  # noqa: E402
 from siri.ops import grpo_loss  # noqa: E402
 
 CLIP_LOW, CLIP_HIGH = 0.2, 0.28
+SIRI_KINDS = {"siri": True, "siri_out_of_place": False, "siri_leaf": True}  # kind -> inplace_backward
+KINDS = (*SIRI_KINDS, "eager", "selective")
 
 
 def policy_loss(logp, old, adv, mask):
@@ -50,24 +61,24 @@ def make_inputs(n, vocab, dtype, device):
 
 
 def prepare(kind, leaf):
-    """The logits as the loss receives them: for siri an intermediate (as LM-head output is,
-    so the in-place backward applies); for the baselines a tensor requiring grad."""
-    return leaf * 1 if kind.startswith("siri") else leaf.detach().requires_grad_()
+    """The logits as each kind receives them: an intermediate (as the LM head's output is) for
+    siri and siri_out_of_place, a tensor requiring grad for the others."""
+    return leaf * 1 if kind in ("siri", "siri_out_of_place") else leaf.detach().requires_grad_()
+
+
+def loss_of(kind, logits, targets, old, adv, mask):
+    if kind in SIRI_KINDS:
+        loss, _ = grpo_loss(logits, targets, old, adv, mask, clip_low=CLIP_LOW, clip_high=CLIP_HIGH,
+                            inplace_backward=SIRI_KINDS[kind])
+        return loss
+    logp = (eager_logp if kind == "eager" else selective_logp)(logits, targets)
+    return policy_loss(logp, old, adv, mask.float())
 
 
 def step(kind, logits, targets, old, adv, mask):
     """Forward + backward down to the logits; returns dloss/dlogits."""
-    if kind.startswith("siri"):
-        loss, _ = grpo_loss(logits, targets, old, adv, mask, clip_low=CLIP_LOW, clip_high=CLIP_HIGH,
-                            inplace_backward=kind == "siri")
-    else:
-        logp = (eager_logp if kind == "eager" else selective_logp)(logits, targets)
-        loss = policy_loss(logp, old, adv, mask.float())
-    (grad,) = torch.autograd.grad(loss, logits)
+    (grad,) = torch.autograd.grad(loss_of(kind, logits, targets, old, adv, mask), logits)
     return grad
-
-
-KINDS = ("siri", "siri_out_of_place", "eager", "selective")
 
 
 def measure(leaf, targets, old, adv, mask, device, repeats):
@@ -87,38 +98,62 @@ def measure(leaf, targets, old, adv, mask, device, repeats):
     return memory, times
 
 
+def measure_lm_head(n, vocab, hidden_size, dtype, device, repeats):
+    """fwd+bwd seconds per repeat of hidden -> LM head -> loss, down to hidden and the weight."""
+    g = torch.Generator().manual_seed(1)
+    hidden = (torch.randn(n, hidden_size, generator=g)).to(dtype).to(device).requires_grad_()
+    weight = (torch.randn(vocab, hidden_size, generator=g) / hidden_size**0.5).to(dtype).to(device)
+    weight.requires_grad_()
+    _, targets, old, adv, mask = make_inputs(n, 8, dtype, device)
+    targets = torch.randint(0, vocab, (n,), generator=g).to(device)
+
+    def run(kind):
+        loss = loss_of(kind, hidden @ weight.T, targets, old, adv, mask)
+        return torch.autograd.grad(loss, (hidden, weight))
+
+    return common.compare({kind: (lambda k=kind: run(k)) for kind in ("siri", "eager")}, device,
+                          repeats=repeats, warmup=1)
+
+
 def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--hidden", type=int, default=256, help="hidden size of the LM-head table")
     args = p.parse_args()
     device = torch.device(args.device) if args.device else common.default_device()
     common.cpu_allocations_return_to_os()
     repeats = max(3, args.repeats // 2)
-    rows = []
+    rows, head_rows = [], []
     for dtype in (torch.float32, torch.bfloat16):
         leaf, targets, old, adv, mask = make_inputs(args.n, args.vocab, dtype, device)
         logits_bytes = leaf.numel() * leaf.element_size()
         memory, times = measure(leaf, targets, old, adv, mask, device, repeats)
-        row = dict(dtype=str(dtype).replace("torch.", ""), n=args.n, vocab=args.vocab,
+        del leaf
+        row = dict(dtype=str(dtype).replace("torch.", ""), n=args.n, vocab=args.vocab, repeats=repeats,
                    logits_MiB=logits_bytes / 2**20,
                    **{f"{k}_ms": common.median(v) * 1e3 for k, v in times.items()},
-                   speedup_vs_eager=common.median_ratio(times["eager"], times["siri"]),
-                   speedup_vs_selective=common.median_ratio(times["selective"], times["siri"]),
+                   **{f"{k}_vs_eager": common.ratio_spread(times["eager"], times[k]) for k in SIRI_KINDS},
+                   siri_vs_selective=common.ratio_spread(times["selective"], times["siri"]),
                    **{f"{k}_extra_peak_MiB": v / 2**20 for k, v in memory.items()})
-        row["memory_ratio_vs_eager"] = memory["siri"] / memory["eager"]
-        row["memory_ratio_vs_selective"] = memory["siri"] / memory["selective"]
         rows.append(row)
-        print(f"{row['dtype']:>8}  N={args.n} V={args.vocab} (logits {row['logits_MiB']:.0f} MiB)\n"
-              f"   fwd+bwd  siri {row['siri_ms']:8.1f} ms | eager {row['eager_ms']:8.1f} ms "
-              f"(x{row['speedup_vs_eager']:.2f}) | selective {row['selective_ms']:8.1f} ms "
-              f"(x{row['speedup_vs_selective']:.2f}) | siri out-of-place {row['siri_out_of_place_ms']:.1f} ms\n"
-              f"   extra peak memory  siri {row['siri_extra_peak_MiB']:7.2f} MiB | eager "
-              f"{row['eager_extra_peak_MiB']:7.1f} MiB (ratio {row['memory_ratio_vs_eager']:.3f}) | "
-              f"selective {row['selective_extra_peak_MiB']:7.1f} MiB (ratio {row['memory_ratio_vs_selective']:.3f}) | "
-              f"siri out-of-place {row['siri_out_of_place_extra_peak_MiB']:.1f} MiB")
-        del leaf
-    common.write_results(args.out, "grpo_loss", dict(device=str(device), rows=rows))
+        print(f"{row['dtype']:>8}  N={args.n} V={args.vocab} (logits {row['logits_MiB']:.0f} MiB), "
+              f"{repeats} repeats; speedup vs eager as median [min, max] over repeats")
+        for kind in KINDS:
+            spread = row.get(f"{kind}_vs_eager")
+            vs = f"x{spread['median']:6.2f} [{spread['min']:.2f}, {spread['max']:.2f}]" if spread else ""
+            print(f"   {kind:<18} {row[f'{kind}_ms']:8.1f} ms  {vs:<24} "
+                  f"extra peak {row[f'{kind}_extra_peak_MiB']:7.1f} MiB")
+        head = measure_lm_head(args.n, args.vocab, args.hidden, dtype, device, repeats)
+        head_row = dict(dtype=row["dtype"], n=args.n, vocab=args.vocab, hidden=args.hidden,
+                        **{f"{k}_ms": common.median(v) * 1e3 for k, v in head.items()},
+                        siri_vs_eager=common.ratio_spread(head["eager"], head["siri"]))
+        head_rows.append(head_row)
+        spread = head_row["siri_vs_eager"]
+        print(f"   LM head H={args.hidden} + loss, fwd+bwd to hidden and weight: siri {head_row['siri_ms']:.1f} ms"
+              f" | eager {head_row['eager_ms']:.1f} ms  x{spread['median']:.2f} "
+              f"[{spread['min']:.2f}, {spread['max']:.2f}]")
+    common.write_results(args.out, "grpo_loss", dict(device=str(device), rows=rows, lm_head_rows=head_rows))
 
 
 if __name__ == "__main__":

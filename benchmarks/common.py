@@ -53,6 +53,12 @@ def median_ratio(slow: list[float], fast: list[float]) -> float:
     return statistics.median(s / f for s, f in zip(slow, fast))
 
 
+def ratio_spread(slow: list[float], fast: list[float]) -> dict[str, float]:
+    """Min, median and max of the per-repeat ratios slow/fast."""
+    ratios = [s / f for s, f in zip(slow, fast)]
+    return {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)}
+
+
 def copy_bandwidth(device, nbytes: int = 1 << 28, repeats: int = 5) -> float:
     """Memory-copy bandwidth in bytes/s (bytes read + bytes written), measured now with a
     large torch copy: the physical limit bandwidth-bound kernels are judged against."""

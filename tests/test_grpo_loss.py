@@ -221,3 +221,43 @@ def test_loss_is_finite_for_large_log_ratios(device, gen):
     # ratios reach e^20, so compare relative to the magnitude
     torch.testing.assert_close(loss.double().cpu(), ref.detach(), rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(grad.double().cpu(), ref_grad, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_out_of_place_equals_in_place_on_strided_extreme_logits(device, gen, dtype):
+    """The three backward paths (in place into an intermediate, out of place into a fresh tensor,
+    a leaf) give the same dlogits bit for bit, and match the float64 reference, on a row-strided
+    [B, T-1, V] view holding finfo.min and -inf entries. V=8192 makes dlogits 8 MiB in fp32, so
+    the out-of-place result is large enough to be backed by huge pages."""
+    b, t, vocab = 2, 129, 8192
+    full = (torch.randn(b, t, vocab, generator=gen, dtype=torch.float64) * 3).to(dtype)
+    full[0, 0, ::7] = torch.finfo(dtype).min
+    full[0, 1, 100:] = float("-inf")
+    full[1, 2, :] = torch.finfo(dtype).min
+    targets = torch.randint(0, 100, (b, t - 1), generator=gen)  # row (0, 1) keeps finite targets
+    ref_logp, _ = token_logprobs_reference(full[:, :-1], targets)
+    old = (ref_logp + torch.randn(b, t - 1, generator=gen, dtype=torch.float64) * 0.2).float()
+    adv = torch.randn(b, t - 1, generator=gen)
+    mask = torch.rand(b, t - 1, generator=gen) < 0.8
+    mask[0, :3] = True
+    mask[1, 2] = True
+    args = [x.to(device) for x in (targets, old, adv, mask)]
+
+    def dlogits(kind):
+        source = full.clone().to(device).requires_grad_()
+        logits = source[:, :-1] if kind == "leaf" else (source * 1)[:, :-1]
+        if kind == "leaf":
+            logits = logits.detach().requires_grad_()  # a strided leaf
+        assert not logits.is_contiguous()
+        loss, _ = grpo_loss(logits, *args, inplace_backward=kind == "in_place")
+        (grad,) = torch.autograd.grad(loss, logits)
+        return loss, grad
+
+    (loss_in, grad_in), (loss_out, grad_out), (loss_leaf, grad_leaf) = map(dlogits, ("in_place", "out", "leaf"))
+    assert torch.equal(grad_in, grad_out) and torch.equal(grad_in, grad_leaf)
+    assert loss_in.item() == loss_out.item() == loss_leaf.item()
+    assert torch.isfinite(grad_out).all() and (grad_out != 0).any()
+    xr = full[:, :-1].double().requires_grad_()
+    ref = grpo_loss_reference(xr, targets, old, adv, mask)
+    ref.backward()
+    assert_matches(loss_out, grad_out, ref, xr.grad, dtype)
