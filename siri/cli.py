@@ -56,8 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"siri train: invalid config: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        _print_dry_run(cfg)
-        return 0
+        return _print_dry_run(cfg, device_memory_gb=args.device_memory_gb, world_size=args.nproc)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         # the shortcut for one machine: re-run this command under torchrun
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
@@ -83,8 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_dry_run(cfg) -> None:
-    """The resolved config, then the schedule's caps at its key steps."""
+def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
+    """The resolved config, the schedule's caps at its key steps, and the memory plan."""
     import yaml
     from rich.console import Console
     from rich.table import Table
@@ -113,7 +112,17 @@ def _print_dry_run(cfg) -> None:
     data = cfg.data.path or cfg.data.train
     console.print(f"data {cfg.data.train}" + (f" from {cfg.data.path}" if cfg.data.path else "")
                   + ("" if cfg.data.path or Path(data).exists() else ": loaded with datasets.load_dataset at train time"))
+    from siri.memory_plan import plan_memory
+
+    device = "cpu" if cfg.model.device == "cpu" else "cuda"
+    try:
+        plan = plan_memory(cfg, device_memory_gb=device_memory_gb, world_size=world_size, device=device)
+    except ValueError as e:
+        print(f"siri train: no memory plan: {e}", file=sys.stderr)
+        return 2
+    plan.render(console)
     console.print("dry run: config is valid; nothing was loaded or trained")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -173,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("config", help="YAML config file (see configs/)")
     p_train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=100 schedule.l_min=4096")
     p_train.add_argument("--dry-run", action="store_true",
-                         help="validate, print the resolved config and the schedule's caps at key steps, and exit")
+                         help="validate, print the resolved config, the schedule's caps at key steps and the "
+                              "per-device memory plan, and exit")
+    p_train.add_argument("--device-memory-gb", type=float, default=80.0,
+                         help="--dry-run: memory of one device in GiB for the memory plan (default 80)")
     p_train.add_argument("--run-dir", help="same as trainer.run_dir=DIR")
     p_train.add_argument("--nproc", type=int, default=1,
                          help="data-parallel processes on this machine (runs the command under torchrun)")
