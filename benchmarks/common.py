@@ -78,28 +78,28 @@ class PeakMemory:
 
     def __init__(self, device):
         self.device = torch.device(device)
-        self.extra = 0
+        self.start = self.extra = 0
 
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            self._start = torch.cuda.memory_allocated()
+            self.start = torch.cuda.memory_allocated()
         else:
             Path("/proc/self/clear_refs").write_text("5")
-            self._start = _proc_status_kib("VmRSS") * 1024
+            self.start = proc_status_kib("VmRSS") * 1024
         return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.extra = torch.cuda.max_memory_allocated() - self._start
+            self.extra = torch.cuda.max_memory_allocated() - self.start
         else:
-            self.extra = _proc_status_kib("VmHWM") * 1024 - self._start
+            self.extra = proc_status_kib("VmHWM") * 1024 - self.start
         return False
 
 
-def _proc_status_kib(field: str) -> int:
+def proc_status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
