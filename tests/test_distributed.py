@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from siri.metrics import read_metrics
-from training_run import TESTS, deterministic, run_cli, weights
+from training_run import TESTS, deterministic, run_cli, update_stats, weights
 
 STEPS = 4
 # the paper's lr: Adam's update of an element with a ~0 gradient is about +-lr whatever the
@@ -111,3 +111,23 @@ def test_a_dead_rank_ends_the_job_with_a_clear_error(workspace, tmp_path):
     assert code1 == -9                       # the killed rank
     assert code0 != 0 and "another rank has probably died" in err0, err0[-3000:]
     assert time.time() - started < 120
+
+
+def test_two_processes_train_bf16_compute_with_fp32_masters(workspace, parallelism, tmp_path):
+    """bf16 compute over fp32 master weights on 2 ranks (DDP: fp32 master gradients summed;
+    FSDP2: MixedPrecisionPolicy over fp32 shards, fp32 reduce-scatter) moves the weights at
+    lr 1e-6 as far as one process does, and the checkpoint holds fp32."""
+    mixed = ("model.dtype=bfloat16", "model.param_dtype=float32", "reward.truncated_reward=null")
+    two, one = tmp_path / "two", tmp_path / "one"
+    for code, _, err in wait_all(launch_ranks(workspace, two, *COMMON, *mixed, f"trainer.parallelism={parallelism}")):
+        assert code == 0, err[-3000:]
+    run_cli(workspace, one, *COMMON, *mixed)
+    initial = weights(workspace / "model")
+    stats = {}
+    for name, run_dir in (("one", one), ("two", two)):
+        final = weights(run_dir / "checkpoints" / f"step_{STEPS}")
+        assert {t.dtype for t in final.values()} == {torch.float32}
+        stats[name] = update_stats(initial, final)
+    (one_fraction, one_norm), (two_fraction, two_norm) = stats["one"], stats["two"]
+    assert one_fraction > 0.5 and two_fraction > 0.5
+    assert 0.5 < two_norm / one_norm < 2.0

@@ -12,7 +12,7 @@ import torch
 from siri import Trainer, load_config
 from siri.precision import compute_copy
 from tiny_models import tiny_model
-from training_run import deterministic, weights
+from training_run import deterministic, update_stats, weights
 
 STEPS = 3
 
@@ -28,18 +28,6 @@ def run(workspace, run_dir, *overrides, steps=STEPS):
     metrics = []
     Trainer(cfg, callbacks=[metrics.append]).fit()
     return metrics
-
-
-def update_stats(initial, final):
-    """(fraction of parameter elements that changed, norm of the whole update)."""
-    changed = total = 0
-    squares = 0.0
-    for name, w0 in initial.items():
-        delta = final[name].double() - w0.double()
-        changed += int((delta != 0).sum())
-        total += delta.numel()
-        squares += float((delta ** 2).sum())
-    return changed / total, squares ** 0.5
 
 
 @pytest.fixture(scope="module")

@@ -64,3 +64,16 @@ def deterministic(rows):
 
 def weights(checkpoint_dir):
     return load_file(Path(checkpoint_dir) / "model.safetensors")
+
+
+def update_stats(initial, final):
+    """(fraction of parameter elements that changed, norm of the whole update) between two
+    state dicts with the same keys."""
+    changed = total = 0
+    squares = 0.0
+    for name, w0 in initial.items():
+        delta = final[name].double() - w0.double()
+        changed += int((delta != 0).sum())
+        total += delta.numel()
+        squares += float((delta ** 2).sum())
+    return changed / total, squares ** 0.5
