@@ -85,15 +85,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
     """The resolved config, the schedule's caps at its key steps, and the memory plan."""
     import yaml
-    from rich.console import Console
     from rich.table import Table
 
     from siri.config import config_to_dict
+    from siri.progress import make_console
     from siri.model_loading import local_model_config
 
-    console = Console()
+    console = make_console()
     console.print("[bold]resolved config[/bold]")
-    console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), markup=False, highlight=False)
+    # unwrapped, so the YAML can be pasted back into a config file
+    console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, width=2**31 - 1), markup=False,
+                  highlight=False, soft_wrap=True)
     schedule, steps = cfg.length_schedule(), cfg.trainer.steps
     peaks, troughs = schedule.peaks(steps), schedule.troughs(steps)
     key_steps = sorted({0, steps - 1, *peaks, *troughs} | {s for p in peaks for s in (p + 1,) if s < steps})
@@ -155,8 +157,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     """Write a run's PNGs (schedule, training curves, accuracy-vs-tokens Pareto)."""
     from siri.plot import plot_run
 
-    for path in plot_run(args.run_dir):
+    paths = plot_run(args.run_dir)
+    for path in paths:
         print(path)
+    if not any(p.name == "pareto.png" for p in paths):
+        print(f"no pareto.png: {Path(args.run_dir) / 'eval'} holds no eval reports; run "
+              f"'siri eval {Path(args.run_dir) / 'checkpoints' / 'step_N'} --data ...' first")
     return 0
 
 
@@ -173,12 +179,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at the right subcommand's --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+DESCRIPTION = ("siri: SIRI (length-oscillating GRPO/DAPO) training, evaluation and plots. "
+               "'python -m siri ...' is the same command.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siri", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="show the build (backends, CUDA archs, SIMD) and devices")
-    p_info.set_defaults(func=cmd_info)
-    p_train = sub.add_parser("train", help="train with a YAML config and key=value overrides")
+    parser = _Parser(prog="siri", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    with_defaults = argparse.ArgumentDefaultsHelpFormatter
+    p_info = sub.add_parser("info", formatter_class=with_defaults,
+                            help="show the build (backends, CUDA archs, SIMD) and devices")
+    p_info.set_defaults(func=cmd_info, parser=p_info)
+    p_train = sub.add_parser("train", formatter_class=with_defaults,
+                            help="train with a YAML config and key=value overrides")
     p_train.add_argument("config", help="YAML config file (see configs/)")
     p_train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=100 schedule.l_min=4096")
     p_train.add_argument("--dry-run", action="store_true",
@@ -189,32 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--run-dir", help="same as trainer.run_dir=DIR")
     p_train.add_argument("--nproc", type=int, default=1,
                          help="data-parallel processes on this machine (runs the command under torchrun)")
-    p_train.set_defaults(func=cmd_train)
+    p_train.set_defaults(func=cmd_train, parser=p_train)
 
     from siri.data import DEEPSCALER_INSTRUCTION
 
-    p_eval = sub.add_parser("eval", help="pass@1 and mean response tokens of a model on benchmarks")
+    p_eval = sub.add_parser("eval", formatter_class=with_defaults,
+                            help="pass@1 and mean response tokens of a model on benchmarks")
     p_eval.add_argument("model", help="a Hugging Face model directory, e.g. RUN_DIR/checkpoints/step_320")
     p_eval.add_argument("--data", action="append", required=True, metavar="SPEC",
                         help="a .jsonl/.parquet file or dataset dir, a named benchmark (aime24, aime25, amc, "
                              "math500), or NAME=LOCAL_PATH; repeat for several")
     p_eval.add_argument("--n", type=int, default=64, help="samples per prompt (pass@1 is averaged over them)")
-    p_eval.add_argument("--temperature", type=float, default=0.6)
-    p_eval.add_argument("--top-p", type=float, default=1.0)
+    p_eval.add_argument("--temperature", type=float, default=0.6, help="sampling temperature")
+    p_eval.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1: off)")
     p_eval.add_argument("--max-tokens", type=int, default=16384, help="response cap; a truncated response is wrong")
-    p_eval.add_argument("--seed", type=int, default=0)
+    p_eval.add_argument("--seed", type=int, default=0, help="seed of the sampling draws")
     p_eval.add_argument("--batch-prompts", type=int, default=64, help="prompts per engine call")
     p_eval.add_argument("--instruction", default=DEEPSCALER_INSTRUCTION, help="appended to every prompt")
     p_eval.add_argument("--no-instruction", action="store_true", help="append no instruction")
     p_eval.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt text")
-    p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p_eval.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto: CUDA when visible and siri has CUDA kernels")
+    p_eval.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: bf16 on CUDA, fp32 on the CPU")
     p_eval.add_argument("--label", help="the report's label (default: the model directory's name)")
     p_eval.add_argument("--out", help="JSON report path (default RUN_DIR/eval/step_N.json for a checkpoint)")
     p_eval.add_argument("--quiet", action="store_true", help="no progress bar")
-    p_eval.set_defaults(func=cmd_eval)
+    p_eval.set_defaults(func=cmd_eval, parser=p_eval)
 
-    p_demo = sub.add_parser("demo", help="SIRI vs a fixed-cap baseline in miniature, offline, on the CPU or GPU")
+    p_demo = sub.add_parser("demo", formatter_class=with_defaults,
+                            help="SIRI vs a fixed-cap baseline in miniature, offline, on the CPU or GPU")
     p_demo.add_argument("--out", default="siri-demo", help="output directory (data, base model, runs, eval, plots)")
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--config", help="RL config of the arms (default: configs/demo.yaml)")
@@ -222,17 +246,43 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
     p_demo.add_argument("--smoke", action="store_true",
                         help="every stage at the smallest size (about a minute; the numbers mean nothing)")
-    p_demo.set_defaults(func=cmd_demo)
+    p_demo.set_defaults(func=cmd_demo, parser=p_demo)
 
-    p_plot = sub.add_parser("plot", help="PNG plots of a run: schedule, training curves, Pareto of evals")
-    p_plot.add_argument("run_dir")
-    p_plot.set_defaults(func=cmd_plot)
+    p_plot = sub.add_parser("plot", formatter_class=with_defaults,
+                            help="PNG plots of a run: schedule, training curves, Pareto of evals")
+    p_plot.add_argument("run_dir", help="a run directory (trainer.run_dir): metrics.jsonl for the schedule and "
+                                        "training plots, eval/*.json (from siri eval) for the Pareto plot")
+    p_plot.set_defaults(func=cmd_plot, parser=p_plot)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Run a subcommand. Expected user errors (a missing file, a bad config or value, an
+    unreachable model or dataset) print one line on stderr and return 2; set SIRI_DEBUG=1 for
+    the traceback."""
+    import yaml
+
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"siri {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, yaml.YAMLError) as e:
+        if os.environ.get("SIRI_DEBUG"):
+            raise
+        print(f"siri {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.strerror}: {error.filename}"
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -359,13 +359,22 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+            raise ConfigError(yaml_error_line(path, e)) from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     cfg = config_from_dict(apply_overrides(data, overrides or []))
     if validate:
         cfg.validate(check_files=check_files)
     return cfg
+
+
+def yaml_error_line(path: str | os.PathLike, error: yaml.YAMLError) -> str:
+    """One line naming the file, line and column of a YAML syntax error, and the problem."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 # ---- validation --------------------------------------------------------------------------

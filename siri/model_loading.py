@@ -15,7 +15,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() and has_cuda_kernels() else "cpu")
     if device == "cuda" and not (torch.cuda.is_available() and has_cuda_kernels()):
-        raise RuntimeError("model.device is 'cuda' but " + (
+        raise ValueError("device 'cuda' was asked for, but " + (
             "no CUDA device is visible" if not torch.cuda.is_available()
             else "siri was built without CUDA kernels (reinstall with SIRI_CUDA=1)"))
     return torch.device(device)
@@ -48,14 +48,29 @@ def load_model(path: str, *, device: torch.device, dtype: torch.dtype, trust_rem
     """A causal LM from a directory or Hub id, on ``device`` in ``dtype``, with SDPA attention."""
     import transformers
 
+    check_model_reference(path)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
     return model.to(device)
 
 
+def check_model_reference(path: str) -> None:
+    """Raise FileNotFoundError (one line) for a model reference that names a local directory
+    that is not there (an absolute or relative path, or one with more than one "/": a Hub id
+    is "org/name"), or a directory without config.json. Hub ids are left to transformers."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(2, "not a Hugging Face model directory (no config.json)", path)
+        return
+    if p.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or p.exists():
+        raise FileNotFoundError(2, "no such model directory", path)
+
+
 def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     import transformers
 
+    check_model_reference(path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -124,7 +124,7 @@ def test_named_dataset_offline_gives_a_clear_error(monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match=r"(?s)aime24.*HuggingFaceH4/aime_2024.*no network.*path="):
+    with pytest.raises(OSError, match=r"(?s)aime24.*HuggingFaceH4/aime_2024.*no network.*path=.*--data aime24="):
         load_rows("aime24")
     assert calls == [(("HuggingFaceH4/aime_2024", None), {"split": "train"})]
 

@@ -241,9 +241,11 @@ def _hub_records(name: str, spec: DatasetSpec, split: str, prompt_key: str, answ
         datasets = _import_datasets()
         ds = datasets.load_dataset(spec.hf_id, spec.hf_config, split=split)
     except Exception as e:
-        raise RuntimeError(f"could not load dataset {name!r} ({spec.hf_id}, split {split}) from the "
-                           f"Hugging Face Hub: {type(e).__name__}: {e}. When offline, pass a local copy "
-                           f"(jsonl, parquet or a save_to_disk directory) via path=...") from e
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise OSError(f"could not load dataset {name!r} ({spec.hf_id}, split {split}) from the Hugging Face "
+                      f"Hub ({type(e).__name__}: {reason}); when offline, give a local copy (jsonl, parquet or "
+                      f"a save_to_disk directory): data.path=FILE in a training config, --data {name}=FILE "
+                      f"for siri eval") from e
     return _dataset_records(ds, spec.hf_id, prompt_key, answer_key)
 
 

@@ -1,0 +1,87 @@
+"""Every `siri` subcommand turns the mistakes a new user makes into one line on stderr and
+exit code 2, never a traceback."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from siri.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_CONFIG = str(REPO / "configs" / "siri_r1_distill_qwen_1.5b.yaml")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mistakes")
+    (root / "bad.yaml").write_text("model:\n  path: [unclosed\n")
+    (root / "tabs.yaml").write_text("model:\n\tpath: a\n")
+    (root / "unknown_key.yaml").write_text("model:\n  pth: a\n")
+    (root / "empty_dir").mkdir()
+    (root / "run_without_metrics").mkdir()
+    (root / "problems.jsonl").write_text('{"prompt": "1+1?", "answer": "2"}\n')
+    return root
+
+
+# (argv, words the one-line message must contain); {root} is the fixture's directory
+MISTAKES = {
+    "info bad flag": (["info", "--verbose"], ["unrecognized arguments: --verbose", "siri info --help"]),
+    "no subcommand": ([], ["required"]),
+    "unknown subcommand": (["trian"], ["invalid choice"]),
+    "train missing config": (["train", "{root}/nope.yaml"], ["not found", "nope.yaml"]),
+    "train bad yaml": (["train", "{root}/bad.yaml", "--dry-run"], ["bad.yaml:3:1", "not valid YAML"]),
+    "train tab in yaml": (["train", "{root}/tabs.yaml", "--dry-run"], ["tabs.yaml:2:1", "'\\t'"]),
+    "train unknown key": (["train", "{root}/unknown_key.yaml", "--dry-run"], ["pth"]),
+    "train flag typo": (["train", PAPER_CONFIG, "--dryrun"], ["--dryrun", "siri train --help"]),
+    "train bad override": ([ "train", PAPER_CONFIG, "rollout.group_size=many", "--dry-run"], ["rollout.group_size"]),
+    "train bad device memory": (["train", PAPER_CONFIG, "--dry-run", "--device-memory-gb", "0"], ["device_memory_gb"]),
+    "eval missing model": (["eval", "{root}/no_model", "--data", "aime24"], ["no such model directory"]),
+    "eval dir without model": (["eval", "{root}/empty_dir", "--data", "aime24"], ["no config.json"]),
+    "eval without data": (["eval", "{root}/empty_dir"], ["--data"]),
+    "eval bad number": (["eval", "{root}/empty_dir", "--data", "aime24", "--n", "many"], ["--n", "invalid int"]),
+    "demo missing config": (["demo", "--out", "{root}/demo", "--config", "{root}/nope.yaml", "--smoke"],
+                            ["not found", "nope.yaml"]),
+    "demo bad flag": (["demo", "--fast"], ["--fast", "siri demo --help"]),
+    "plot missing run": (["plot", "{root}/no_run"], ["does not exist", "no_run"]),
+    "plot run without metrics": (["plot", "{root}/run_without_metrics"], ["metrics.jsonl"]),
+    "plot missing argument": (["plot"], ["run_dir"]),
+}
+
+
+@pytest.mark.parametrize("case", MISTAKES, ids=list(MISTAKES))
+def test_mistake_gives_one_line_and_exit_2(case, files, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv, words = MISTAKES[case]
+    argv = [a.format(root=files) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:       # argparse exits itself
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_the_console_script_prints_no_traceback(files):
+    """The real entry point (`python -m siri`), not just main(): one line, exit 2."""
+    out = subprocess.run([sys.executable, "-m", "siri", "plot", str(files / "no_run")], capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+
+
+def test_plot_says_why_there_is_no_pareto_plot(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(
+        f'{{"step": {t}, "cap": {64 - 8 * t}, "phase": "compress", "reward_mean": 0.5, '
+        f'"response_len_mean": 30.0, "truncation_rate": 0.1}}\n' for t in range(4)))
+    assert main(["plot", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "no pareto.png" in out and "siri eval" in out
+    assert (run / "plots" / "training.png").is_file()
