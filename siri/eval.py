@@ -148,8 +148,10 @@ class _BatchProgress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            from siri.progress import make_console
+
             self._progress = Progress(TextColumn(self.name), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("prompts"), TimeElapsedColumn())
+                                      TextColumn("prompts"), TimeElapsedColumn(), console=make_console())
             self._progress.__enter__()
             self._task = self._progress.add_task(self.name, total=self.total)
         return self

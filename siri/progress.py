@@ -4,6 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Width of rich output that goes to a log file or a pipe (rich's default there is 80, which
+#: cuts progress lines mid-number and wraps tables).
+LOG_WIDTH = 200
+
+
+def make_console(**kwargs):
+    """A ``rich.console.Console``; when the output is not a terminal it is ``LOG_WIDTH``
+    columns wide (a ``COLUMNS`` environment variable still wins)."""
+    import os
+
+    from rich.console import Console
+
+    console = Console(**kwargs)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=LOG_WIDTH, **kwargs)
+    return console
+
 
 class TrainProgress:
     """A rich progress bar over training steps (a no-op when ``enabled`` is False).
@@ -18,7 +35,8 @@ class TrainProgress:
                 TimeRemainingColumn
 
             self._bar = Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
+                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
+                                 console=make_console())
             self._bar.start()
             self._task = self._bar.add_task("", total=total, completed=start)
             self._last = ""

@@ -166,8 +166,10 @@ class _Progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            from siri.progress import make_console
+
             self._progress = Progress(TextColumn("tokenizing prompts"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), transient=True)
+                                      TimeElapsedColumn(), transient=True, console=make_console())
             self._progress.__enter__()
             self._task = self._progress.add_task("", total=self.total)
         return self

@@ -75,9 +75,9 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
              settings: DemoSettings | None = None, overrides: list[str] | None = None,
              progress: bool = True) -> dict:
     """Run every stage (see the module docstring) and return the summary dict."""
-    from rich.console import Console
+    from siri.progress import make_console
 
-    console = Console()
+    console = make_console()
     settings = settings or DemoSettings()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -253,8 +253,10 @@ class _Progress:
         if self.enabled:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+            from siri.progress import make_console
+
             self._progress = Progress(TextColumn("generate"), BarColumn(), TextColumn("{task.description}"),
-                                      TimeElapsedColumn(), transient=True)
+                                      TimeElapsedColumn(), transient=True, console=make_console())
             self._progress.__enter__()
             self._task = self._progress.add_task("", total=None)
         return self
