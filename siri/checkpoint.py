@@ -33,7 +33,8 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
-                    info: dict[str, Any], model_state: dict[str, torch.Tensor] | None = None) -> Path:
+                    info: dict[str, Any], model_state: dict[str, torch.Tensor] | None = None,
+                    extra_files: dict[str, str] | None = None) -> Path:
     """Write ``checkpoints/step_<step>`` atomically and return its path.
 
     Args:
@@ -43,6 +44,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
             master weights); ``config.json`` then records their dtype.
         state: anything ``torch.save`` can write (optimizer state, cursors, RNG states).
         info: JSON-serialisable facts (e.g. ``kinds``, ``cap``), stored in the marker file.
+        extra_files: file name -> text, written into the checkpoint too (the prompt format).
     """
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
         _save_weights(model, model_state, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
     torch.save(state, tmp / STATE)
     fault_point("checkpoint_write")
     (tmp / MARKER).write_text(json.dumps({"step": step, **info}, indent=1))

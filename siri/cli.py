@@ -129,9 +129,10 @@ def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a model directory on one or more benchmarks; print a table, write JSON."""
+    from siri.data import DEEPSCALER_INSTRUCTION, NAMED_DATASETS
     from siri.eval import EvalSettings, default_report_path, evaluate_model, print_eval_table
-
-    from siri.data import NAMED_DATASETS
+    from siri.model_loading import check_model_reference
+    from siri.prompt_format import PromptFormat, resolve_prompt_format
 
     benchmarks = {}
     for spec in args.data:
@@ -144,10 +145,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             seed=args.seed, batch_prompts=args.batch_prompts)
     out = Path(args.out) if args.out else default_report_path(args.model)
     _quiet_transformers()
-    instruction = None if args.no_instruction else args.instruction
-    report = evaluate_model(args.model, benchmarks, settings, out=out, label=args.label, instruction=instruction,
-                            use_chat_template=not args.no_chat_template, device=args.device, dtype=args.dtype,
-                            progress=not args.quiet)
+    check_model_reference(args.model)
+    fallback = PromptFormat(DEEPSCALER_INSTRUCTION, use_chat_template=True, source="siri eval's default (DeepScaleR)")
+    fmt = resolve_prompt_format(args.model, fallback, instruction=args.instruction,
+                                no_instruction=args.no_instruction, use_chat_template=args.chat_template)
+    print(f"prompt format ({fmt.source}): instruction {fmt.instruction!r}, chat template "
+          f"{'on' if fmt.use_chat_template else 'off'}")
+    report = evaluate_model(args.model, benchmarks, settings, out=out, label=args.label, instruction=fmt.instruction,
+                            use_chat_template=fmt.use_chat_template, device=args.device, dtype=args.dtype,
+                            progress=not args.quiet, prompt_source=fmt.source)
     print_eval_table(report)
     print(f"report: {out}")
     return 0
@@ -211,8 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="data-parallel processes on this machine (runs the command under torchrun)")
     p_train.set_defaults(func=cmd_train, parser=p_train)
 
-    from siri.data import DEEPSCALER_INSTRUCTION
-
     p_eval = sub.add_parser("eval", formatter_class=with_defaults,
                             help="pass@1 and mean response tokens of a model on benchmarks")
     p_eval.add_argument("model", help="a Hugging Face model directory, e.g. RUN_DIR/checkpoints/step_320")
@@ -225,9 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--max-tokens", type=int, default=16384, help="response cap; a truncated response is wrong")
     p_eval.add_argument("--seed", type=int, default=0, help="seed of the sampling draws")
     p_eval.add_argument("--batch-prompts", type=int, default=64, help="prompts per engine call")
-    p_eval.add_argument("--instruction", default=DEEPSCALER_INSTRUCTION, help="appended to every prompt")
+    p_eval.add_argument("--instruction", default=None,
+                        help="appended to every prompt; default: the one the model was trained with (a siri "
+                             "checkpoint or the demo's base model knows it), else DeepScaleR's")
     p_eval.add_argument("--no-instruction", action="store_true", help="append no instruction")
-    p_eval.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt text")
+    p_eval.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                        help="wrap prompts in the tokenizer's chat template (--no-chat-template: the raw text); "
+                             "default: as the model was trained, else on")
     p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: CUDA when visible and siri has CUDA kernels")
     p_eval.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),

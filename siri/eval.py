@@ -167,11 +167,13 @@ class _BatchProgress:
 
 
 def write_eval_report(path: str | os.PathLike, *, model: str, label: str, step: int | None,
-                      settings: EvalSettings, results: dict[str, dict]) -> None:
-    """Write ``{"model", "label", "step", "settings", "benchmarks"}`` as JSON at ``path``
-    (parent directories created), atomically: a temp file in the same directory, then
-    ``os.replace``. ``results`` maps a benchmark name to an ``evaluate_examples`` dict."""
-    report = {"model": model, "label": label, "step": step, "settings": asdict(settings), "benchmarks": results}
+                      settings: EvalSettings, results: dict[str, dict], prompt: dict | None = None) -> None:
+    """Write ``{"model", "label", "step", "settings", "prompt", "benchmarks"}`` as JSON at
+    ``path`` (parent directories created), atomically: a temp file in the same directory, then
+    ``os.replace``. ``results`` maps a benchmark name to an ``evaluate_examples`` dict;
+    ``prompt`` is the prompt format used (instruction, chat template, where it came from)."""
+    report = {"model": model, "label": label, "step": step, "settings": asdict(settings), "prompt": prompt,
+              "benchmarks": results}
     write_text_atomic(path, json.dumps(report, indent=1))
 
 
@@ -214,7 +216,8 @@ def load_eval_examples(source: str, tokenizer, *, path: str | None = None, instr
 def evaluate_model(model_path: str, benchmarks: dict[str, tuple[str, str | None]], settings: EvalSettings, *,
                    out: str | os.PathLike, label: str | None = None, instruction: str | None = None,
                    use_chat_template: bool = True, device: str = "auto", dtype: str = "auto",
-                   reward_fn: Callable[[str, str, str], float] = capped_reward, progress: bool = True) -> dict:
+                   reward_fn: Callable[[str, str, str], float] = capped_reward, progress: bool = True,
+                   prompt_source: str = "arguments") -> dict:
     """Load a Hugging Face model directory, evaluate it on every benchmark and write the report.
 
     Args:
@@ -222,9 +225,12 @@ def evaluate_model(model_path: str, benchmarks: dict[str, tuple[str, str | None]
         benchmarks: name -> (source, local path or None), as for ``load_eval_examples``.
         out: the JSON report to write.
         label: the report's label (default: the model directory's name).
+        instruction, use_chat_template: the prompt format (see
+            :func:`siri.prompt_format.resolve_prompt_format` for the one the model was trained
+            with); recorded in the report with ``prompt_source``.
 
     Returns:
-        The report dict (``model, label, step, settings, benchmarks``).
+        The report dict (``model, label, step, settings, prompt, benchmarks``).
     """
     from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype
 
@@ -239,8 +245,9 @@ def evaluate_model(model_path: str, benchmarks: dict[str, tuple[str, str | None]
         results[name] = evaluate_examples(engine, tokenizer, examples, settings, reward_fn=reward_fn,
                                           progress=progress, name=name)
     step = _checkpoint_step(model_path)
+    prompt = {"instruction": instruction, "use_chat_template": use_chat_template, "source": prompt_source}
     write_eval_report(out, model=str(model_path), label=label or Path(model_path).name, step=step,
-                      settings=settings, results=results)
+                      settings=settings, results=results, prompt=prompt)
     return json.loads(Path(out).read_text())
 
 

@@ -54,6 +54,7 @@ from siri.ops.group_advantages import group_advantages
 from siri.ops.grpo_loss import grpo_loss
 from siri.ops.logprobs import token_logprobs
 from siri.precision import PolicyWeights
+from siri.prompt_format import PROMPT_FILE, PromptFormat
 from siri.progress import TrainProgress
 from siri.rewards.loader import load_reward_fn
 
@@ -475,8 +476,9 @@ class Trainer:
         }
         last = max(self.step - 1, 0)
         info = {"kinds": kinds or ["periodic"], "cap": self.schedule(last), "phase": self.schedule.phase(last)}
+        prompt_format = PromptFormat.from_data_config(self.cfg.data, source="training config")
         path = checkpoint.save_checkpoint(self.run_dir, self.step, self.rollout_model, self.tokenizer, state, info,
-                                          model_state=model_state)
+                                          model_state=model_state, extra_files={PROMPT_FILE: prompt_format.to_json()})
         checkpoint.prune(self.run_dir, self.cfg.trainer.keep_last)
         self.dist.barrier()
         return path

@@ -87,3 +87,36 @@ def test_cli_smoke_prints_table_and_final_line(tmp_path):
     for name in CHECKPOINTS:
         assert name in out.stdout
     assert "demo done" in out.stdout and str(tmp_path / "summary.json") in out.stdout.replace("\n", "")
+
+
+def test_siri_eval_defaults_to_the_prompt_format_the_model_was_trained_with(demo, tmp_path, capsys):
+    """The demo's base and its RL checkpoints carry their prompt format; `siri eval` uses it by
+    default (reproducing the demo's own eval of the base exactly), an explicit --instruction
+    overrides it, and the report records which was used."""
+    from siri.cli import main
+    from siri.data import DEEPSCALER_INSTRUCTION
+    from siri.prompt_format import saved_prompt_format
+
+    out, summary = demo
+    base = out / "base"
+    assert saved_prompt_format(base).instruction == INSTRUCTION
+    checkpoint = Path(summary["siri_low"]["checkpoint"])
+    trained = saved_prompt_format(checkpoint)
+    assert trained.instruction == INSTRUCTION and trained.use_chat_template
+    s = summary["eval_settings"]
+    reports = {}
+    for name, extra in (("default", []), ("deepscaler", ["--instruction", DEEPSCALER_INSTRUCTION])):
+        path = tmp_path / f"{name}.json"
+        code = main(["eval", str(base), "--data", str(out / "data" / "eval.jsonl"), "--n", str(s["n"]),
+                     "--temperature", str(s["temperature"]), "--top-p", str(s["top_p"]),
+                     "--max-tokens", str(s["max_tokens"]), "--seed", str(s["seed"]), "--quiet", "--device", "cpu",
+                     "--out", str(path), *extra])
+        assert code == 0, capsys.readouterr().err
+        reports[name] = json.loads(path.read_text())
+    assert reports["default"]["prompt"] == {"instruction": INSTRUCTION, "use_chat_template": True,
+                                            "source": str(base / "siri_prompt.json")}
+    assert reports["deepscaler"]["prompt"]["instruction"] == DEEPSCALER_INSTRUCTION
+    assert reports["deepscaler"]["prompt"]["source"].startswith("command line")
+    default_result = reports["default"]["benchmarks"]["eval"]
+    assert default_result["accuracy"] == summary["base"]["accuracy"]
+    assert default_result["mean_tokens"] == summary["base"]["mean_tokens"]

@@ -114,16 +114,18 @@ def test_report_round_trip(setup, tmp_path, capsys):
     engine, tokenizer, examples = setup
     settings = EvalSettings(n=2, temperature=1.0, max_tokens=8)
     results = {"tiny": evaluate_examples(engine, tokenizer, examples, settings, reward_fn=even_words)}
+    prompt = {"instruction": "Answer.", "use_chat_template": False, "source": "test"}
     for step, label in ((None, "final"), (40, "peak"), (20, "trough")):
         name = "final" if step is None else f"step_{step:06d}"
         write_eval_report(tmp_path / "eval" / f"{name}.json", model="tiny-qwen2", label=label, step=step,
-                          settings=settings, results=results)
+                          settings=settings, results=results, prompt=prompt)
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
         "final.json", "step_000020.json", "step_000040.json"]  # no temp files left behind
     reports = load_eval_reports(tmp_path)
     assert [r["step"] for r in reports] == [20, 40, None]
     assert reports[0] == {"model": "tiny-qwen2", "label": "trough", "step": 20,
-                          "settings": json.loads(json.dumps(settings.__dict__)), "benchmarks": results}
+                          "settings": json.loads(json.dumps(settings.__dict__)), "prompt": prompt,
+                          "benchmarks": results}
     assert load_eval_reports(tmp_path / "nothing-here") == []
     print_eval_table(reports[0])
     out = capsys.readouterr().out

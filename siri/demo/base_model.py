@@ -12,6 +12,7 @@ from pathlib import Path
 
 from siri.demo.sft import SftSettings, supervised_finetune
 from siri.demo.task import INSTRUCTION, Problem, verbose_trace
+from siri.prompt_format import PromptFormat
 from siri.tiny_lm import build_model, build_tokenizer
 
 MARKER = "demo_base.json"
@@ -76,6 +77,7 @@ def build_base_model(directory: Path, problems: list[Problem], format_prompt, se
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    PromptFormat(instruction=INSTRUCTION, use_chat_template=True).save(tmp)   # as format_prompt formats
     (tmp / MARKER).write_text(json.dumps({"key": key, "sft_final_loss": losses[-1], "sft_steps": len(losses)},
                                          indent=1))
     shutil.rmtree(directory, ignore_errors=True)

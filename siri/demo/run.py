@@ -203,7 +203,9 @@ def _evaluate(path: Path, tokenizer, examples, settings: EvalSettings, report: P
     model = transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
     engine = LLMEngine(model, page_size=16, max_num_seqs=256, kv_cache_bytes=256 << 20)
     result = evaluate_examples(engine, tokenizer, examples, settings, progress=progress, name=label)
-    write_eval_report(report, model=str(path), label=label, step=None, settings=settings, results={"eval": result})
+    prompt = {"instruction": INSTRUCTION, "use_chat_template": True, "source": "siri demo"}
+    write_eval_report(report, model=str(path), label=label, step=None, settings=settings, results={"eval": result},
+                      prompt=prompt)
     return result
 
 
