@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="SIRI vs a fixed-cap baseline in miniature, offline, on the CPU or GPU")
     p_demo.add_argument("--out", default="siri-demo", help="output directory (data, base model, runs, eval, plots)")
     p_demo.add_argument("--seed", type=int, default=0)
-    p_demo.add_argument("--config", help="RL config of the arms (default: configs/demo.yaml)")
+    p_demo.add_argument("--config", help="RL config of the arms (default: the package's siri/demo/demo.yaml)")
     p_demo.add_argument("overrides", nargs="*", help="key=value overrides of that config, e.g. schedule.period=10")
     p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
     p_demo.add_argument("--smoke", action="store_true",

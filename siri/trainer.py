@@ -1,7 +1,7 @@
 """The SIRI trainer: GRPO/DAPO with a length cap that follows a schedule (compress/expand).
 
     from siri import Trainer, load_config
-    Trainer(load_config("configs/demo.yaml", ["trainer.steps=20"])).fit()
+    Trainer(load_config("configs/siri_r1_distill_qwen_1.5b.yaml", ["trainer.steps=20"])).fit()
 
 One step (``train_step``):
 

@@ -10,6 +10,7 @@ from siri.config import Config, ConfigError, apply_overrides, config_from_dict, 
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+DEMO_CONFIGS = sorted((REPO / "siri" / "demo").glob("*.yaml"))
 
 
 def write(tmp_path, data, name="cfg.yaml"):
@@ -97,12 +98,19 @@ def test_cap_above_the_models_positions_is_an_error(tmp_path):
     assert load_config(path, ["schedule.l_max=192"]).schedule["l_max"] == 192
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS + DEMO_CONFIGS, ids=[p.name for p in CONFIGS + DEMO_CONFIGS])
 def test_shipped_configs_validate(path):
-    # the demo's configs name their model and data relative to the demo's directory, which
-    # `siri demo` fills in; their files do not exist before that
-    cfg = load_config(path, check_files=path.name not in ("demo.yaml", "smoke.yaml"))
+    # the demo's configs (siri/demo/) name their model and data relative to the demo's
+    # directory, which `siri demo` fills in; their files do not exist before that
+    cfg = load_config(path, check_files=path not in DEMO_CONFIGS)
     assert cfg.trainer.steps > 0
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_in_configs_says_how_to_run_it(path):
+    """configs/ holds what a user can run as it is, each with the command in a comment."""
+    comments = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    assert any(f"siri train configs/{path.name}" in line for line in comments)
 
 
 def test_paper_recipe_dry_run_prints_config_and_key_caps():

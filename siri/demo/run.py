@@ -6,7 +6,7 @@ Stages:
 2. base: a tiny Qwen2 + byte-level BPE tokenizer, SFT on verbose traces (cached in ``DIR/base``).
 3. caps: sample the base model; L_max = the 90th percentile of its response length,
    L_min = 0.55 * L_max.
-4. three RL arms with ``configs/demo.yaml``: SIRI (cosine L_max -> L_min -> L_max, 3 cycles,
+4. three RL arms with ``siri/demo/demo.yaml``: SIRI (cosine L_max -> L_min -> L_max, 3 cycles,
    ending at a peak), baseline (fixed L_max), compress-only (fixed L_min).
 5. eval of base, SIRI-low (last trough), SIRI-high (last peak), baseline and compress-only
    finals: pass@1 over k samples at temperature 0.6, max tokens 3 * L_max.
@@ -62,7 +62,7 @@ class DemoSettings:
 
     @classmethod
     def smoke(cls) -> "DemoSettings":
-        """Every stage at the smallest size (with ``configs/smoke.yaml``): for tests."""
+        """Every stage at the smallest size (with ``siri/demo/smoke.yaml``): for tests."""
         return cls(train_problems=200, eval_problems=12, base=BaseModelSettings(sft=SftSettings(steps=20)),
                    length_probe_prompts=8, length_probe_samples=2, eval_samples=2)
 
