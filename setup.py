@@ -12,7 +12,11 @@ Environment variables:
     SIRI_SANITIZE=1       AddressSanitizer + UBSan build of the extension
     MAX_JOBS=N            parallel compile jobs (default: number of CPUs)
     CMAKE_BUILD_TYPE      Release (default) or Debug / RelWithDebInfo
+
+cmake and ninja come from the `build` extra (pip install cmake ninja); those installed in
+this interpreter's environment are preferred over any on PATH.
 """
+import importlib
 import os
 import re
 import shutil
@@ -40,6 +44,32 @@ def find_nvcc():
     if Path("/usr/local/cuda/bin/nvcc").exists():
         return "/usr/local/cuda/bin/nvcc"
     return shutil.which("nvcc")
+
+
+def find_build_tool(name: str, module: str, bin_dir_attr: str):
+    """Path of the `name` executable, or None. Searched in order: the bin directory of the
+    pip package `module` (its attribute `bin_dir_attr`), this interpreter's scripts
+    directory (a venv's bin, not on PATH when pip runs the build), then PATH."""
+    dirs = []
+    try:
+        dirs.append(str(getattr(importlib.import_module(module), bin_dir_attr)))
+    except (ImportError, AttributeError):
+        pass
+    dirs.append(str(Path(sys.executable).parent))
+    dirs.append(os.environ.get("PATH", os.defpath))
+    return shutil.which(name, path=os.pathsep.join(dirs))
+
+
+def find_cmake_and_ninja():
+    """(cmake, ninja) paths. Exits with one line naming what is missing and the fix."""
+    cmake = find_build_tool("cmake", "cmake", "CMAKE_BIN_DIR")
+    ninja = find_build_tool("ninja", "ninja", "BIN_DIR")
+    missing = [name for name, path in (("cmake", cmake), ("ninja", ninja)) if path is None]
+    if missing:
+        sys.exit(f"siri: cannot build the extension: {' and '.join(missing)} not found in "
+                 f"{Path(sys.executable).parent} or on PATH; install the build tools with "
+                 f"`{sys.executable} -m pip install cmake ninja` (or the [build] extra) and retry")
+    return cmake, ninja
 
 
 def decide_cuda():
@@ -74,6 +104,7 @@ class CMakeBuild(build_ext):
     def build_extension(self, ext: CMakeExtension) -> None:
         import torch
 
+        cmake, ninja = find_cmake_and_ninja()
         ext_path = Path(self.get_ext_fullpath(ext.name)).resolve()
         ext_path.parent.mkdir(parents=True, exist_ok=True)
         build_cuda, nvcc, reason = decide_cuda()
@@ -100,6 +131,7 @@ class CMakeBuild(build_ext):
             f"-DSIRI_CUDA_ARCHS={archs}",
             f"-DSIRI_SANITIZE={'ON' if sanitize else 'OFF'}",
             "-DCAFFE2_USE_CUDNN=OFF",
+            f"-DCMAKE_MAKE_PROGRAM={ninja}",
         ]
         if build_cuda:
             cuda_home = str(Path(nvcc).resolve().parent.parent)
@@ -111,9 +143,9 @@ class CMakeBuild(build_ext):
         build_dir = ROOT / "build" / f"cmake-py{sys.version_info.major}{sys.version_info.minor}-{flavour}"
         build_dir.mkdir(parents=True, exist_ok=True)
 
-        subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", *args], check=True)
+        subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", *args], check=True)
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
-        subprocess.run(["cmake", "--build", str(build_dir), "--parallel", jobs], check=True)
+        subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
 
 
 setup(

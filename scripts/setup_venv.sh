@@ -24,11 +24,23 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   "$py" -m pip install "${PIP_QUIET[@]}" "$TORCH_SPEC"
 fi
 # Build tools and runtime/test dependencies first, so the --no-build-isolation build finds
-# them and pip never resolves a second torch.
+# them and pip never resolves a second torch. The build tools (the [build] extra) get a pip
+# call of their own: in the call that builds siri they would arrive only after the build.
 stamp="$VENV/.siri-deps-$(cat pyproject.toml | sha1sum | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
-  echo "[setup] installing build, runtime and test dependencies"
-  "$py" -m pip install "${PIP_QUIET[@]}" "setuptools>=70" wheel
+  echo "[setup] installing build tools"
+  # tomllib is Python >= 3.11; pip vendors the same parser for 3.10.
+  reqs="$("$py" -c '
+try:
+    import tomllib
+except ImportError:
+    from pip._vendor import tomli as tomllib
+with open("pyproject.toml", "rb") as f:
+    print(*tomllib.load(f)["project"]["optional-dependencies"]["build"], sep="\n")
+')"
+  mapfile -t build_reqs <<<"$reqs"
+  "$py" -m pip install "${PIP_QUIET[@]}" "setuptools>=70" wheel "${build_reqs[@]}"
+  echo "[setup] installing runtime and test dependencies, building siri"
   "$py" -m pip install "${PIP_QUIET[@]}" --no-build-isolation -e ".[build,test]"
   touch "$stamp"
 else
