@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from siri.cli import main
+from siri.tiny_lm import save_tiny_lm
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = str(REPO / "configs" / "siri_r1_distill_qwen_1.5b.yaml")
@@ -21,6 +22,7 @@ def files(tmp_path_factory):
     (root / "empty_dir").mkdir()
     (root / "run_without_metrics").mkdir()
     (root / "problems.jsonl").write_text('{"prompt": "1+1?", "answer": "2"}\n')
+    save_tiny_lm(root / "model", ["What is 1 + 1? 2", "What is 2 + 2? 4"], vocab_size=300, layers=1)
     return root
 
 
@@ -38,6 +40,9 @@ MISTAKES = {
     "train bad device memory": (["train", PAPER_CONFIG, "--dry-run", "--device-memory-gb", "0"], ["device_memory_gb"]),
     "eval missing model": (["eval", "{root}/no_model", "--data", "aime24"], ["no such model directory"]),
     "eval dir without model": (["eval", "{root}/empty_dir", "--data", "aime24"], ["no config.json"]),
+    "eval unknown dataset": (["eval", "{root}/model", "--data", "aime2O"], ["aime2O", "named datasets"]),
+    "train unknown dataset": (["train", PAPER_CONFIG, "data.train=deepscalr", "--dry-run"],
+                              ["deepscalr", "named dataset"]),
     "eval without data": (["eval", "{root}/empty_dir"], ["--data"]),
     "eval bad number": (["eval", "{root}/empty_dir", "--data", "aime24", "--n", "many"], ["--n", "invalid int"]),
     "demo missing config": (["demo", "--out", "{root}/demo", "--config", "{root}/nope.yaml", "--smoke"],

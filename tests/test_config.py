@@ -125,6 +125,10 @@ def test_paper_recipe_dry_run_prints_config_and_key_caps():
         assert any(line.split("│")[1:3] == [f" {step} ", f" {cap} "] or
                    line.replace("│", " ").split()[:2] == [str(step), str(cap)] for line in text.splitlines()), (step, cap)
     assert "dry run: config is valid" in text
+    # piped output is not wrapped at 80 columns: the long instruction stays on its line
+    instruction = load_config(REPO / "configs/siri_r1_distill_qwen_1.5b.yaml").data.instruction
+    assert len(f"  instruction: {instruction}") > 80  # longer than rich's default width
+    assert any(line.strip() == f"instruction: {instruction}" for line in text.splitlines())
 
 
 def test_dry_run_reports_bad_config_without_traceback(tmp_path):
