@@ -88,9 +88,14 @@ def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
     from rich.table import Table
 
     from siri.config import config_to_dict
-    from siri.progress import make_console
+    from siri.memory_plan import plan_memory
     from siri.model_loading import local_model_config
+    from siri.progress import make_console
 
+    # planned first: a bad --device-memory-gb / --nproc or an unreadable model config raises
+    # ValueError, which main() reports in one line before anything is printed
+    device = "cpu" if cfg.model.device == "cpu" else "cuda"
+    plan = plan_memory(cfg, device_memory_gb=device_memory_gb, world_size=world_size, device=device)
     console = make_console()
     console.print("[bold]resolved config[/bold]")
     # unwrapped, so the YAML can be pasted back into a config file
@@ -114,14 +119,6 @@ def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
     data = cfg.data.path or cfg.data.train
     console.print(f"data {cfg.data.train}" + (f" from {cfg.data.path}" if cfg.data.path else "")
                   + ("" if cfg.data.path or Path(data).exists() else ": loaded with datasets.load_dataset at train time"))
-    from siri.memory_plan import plan_memory
-
-    device = "cpu" if cfg.model.device == "cpu" else "cuda"
-    try:
-        plan = plan_memory(cfg, device_memory_gb=device_memory_gb, world_size=world_size, device=device)
-    except ValueError as e:
-        print(f"siri train: no memory plan: {e}", file=sys.stderr)
-        return 2
     plan.render(console)
     console.print("dry run: config is valid; nothing was loaded or trained")
     return 0
@@ -211,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="validate, print the resolved config, the schedule's caps at key steps and the "
                               "per-device memory plan, and exit")
     p_train.add_argument("--device-memory-gb", type=float, default=80.0,
-                         help="--dry-run: memory of one device in GiB for the memory plan (default 80)")
+                         help="--dry-run: memory of one device in GiB for the memory plan")
     p_train.add_argument("--run-dir", help="same as trainer.run_dir=DIR")
     p_train.add_argument("--nproc", type=int, default=1,
                          help="data-parallel processes on this machine (runs the command under torchrun)")
