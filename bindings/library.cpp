@@ -17,13 +17,21 @@ TORCH_LIBRARY(siri, m) {
         "Tensor? ref_logprobs, float clip_low, float clip_high, float clip_c, float kl_coef) "
         "-> (Tensor, Tensor, Tensor)");
   // Returns new tensors (nothing is mutated): tokens int64, logprobs fp32, finished bool,
-  // lengths int32, finish_reason int8, each [B].
+  // lengths int32, finish_reason int8, each [B]. check_values=False skips the per-row value
+  // checks, the op's only device-to-host read (for callers that validated them on the host).
   m.def("sample_tokens(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor seeds, "
         "Tensor positions, Tensor lengths, Tensor max_lengths, Tensor finished, Tensor eos_ids, "
-        "int pad_id) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "int pad_id, bool check_values=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, "
         "Tensor seq_lens, float? scale=None) -> Tensor");
   m.def("paged_prefill_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, "
         "Tensor seq_lens, Tensor cu_seqlens, float? scale=None) -> Tensor");
   m.def("append_kv(Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping) -> ()");
+  // The engine's sync-free attention: the split plan comes from host facts (longest and total
+  // kv_len), and block ids / kv_lens are trusted on CUDA (the engine checks them on the host).
+  m.def("paged_attention_run(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, Tensor kv_lens, "
+        "Tensor? query_seq, int max_kv_len, int total_kv_len, float? scale=None) -> Tensor");
+  // Rotary embedding of q and k (HF rotate-half) with the rotated k and v written to the cache.
+  m.def("rotary_append_kv(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor(a!) k_cache, "
+        "Tensor(b!) v_cache, Tensor slot_mapping) -> Tensor");
 }

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cpu/paged_attention.h"
@@ -66,10 +67,17 @@ void check_q(const at::Tensor& q, const at::Tensor& k_cache) {
                     ") must be a multiple of k_cache's number of KV heads (", k_cache.size(2), ")");
 }
 
+// The split plan from the host facts (total, longest kv_len) when the caller has them;
+// otherwise from kv_lens, read back from the device (one sync on CUDA).
+struct KVLenFacts {
+  int64_t total, longest;
+};
+
 PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_cache,
                                      const at::Tensor& v_cache, const at::Tensor& block_table,
                                      at::Tensor kv_lens, at::Tensor query_seq,
-                                     std::optional<double> scale, SplitPolicy policy) {
+                                     std::optional<double> scale, SplitPolicy policy,
+                                     std::optional<KVLenFacts> facts = std::nullopt) {
   PagedAttentionCall call;
   PagedAttentionParams& p = call.params;
   p.dtype = check_kv_cache(k_cache, v_cache);
@@ -89,11 +97,19 @@ PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_ca
   p.chunk_tokens = 1;
   p.max_splits = 1;
   if (p.num_queries > 0) {
-    const at::Tensor lens_host = kv_lens.cpu();
-    p.chunk_tokens = plan_chunk_tokens(lens_host.data_ptr<int32_t>(), p.num_queries,
-                                       policy.item_spans_kv_heads ? 1 : p.num_kv_heads,
-                                       policy.parallel_units, policy.min_chunk);
-    p.max_splits = num_splits(lens_host.max().item<int>(), p.chunk_tokens);
+    const int64_t heads_per_item = policy.item_spans_kv_heads ? 1 : p.num_kv_heads;
+    if (!facts) {
+      const at::Tensor lens_host = kv_lens.cpu();
+      const int32_t* lens = lens_host.data_ptr<int32_t>();
+      facts = KVLenFacts{0, 1};
+      for (int64_t i = 0; i < p.num_queries; ++i) {
+        facts->total += lens[i];
+        facts->longest = std::max<int64_t>(facts->longest, lens[i]);
+      }
+    }
+    p.chunk_tokens = plan_chunk_tokens_from(facts->total, facts->longest, p.num_queries, heads_per_item,
+                                            policy.parallel_units, policy.min_chunk);
+    p.max_splits = num_splits(facts->longest, p.chunk_tokens);
   }
   const auto f32 = q.options().dtype(at::kFloat);
   if (p.max_splits > 1) {
@@ -177,6 +193,51 @@ PagedAttentionCall prepare_prefill(const at::Tensor& q, const at::Tensor& k_cach
                            scale, policy);
 }
 
+PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& k_cache,
+                                         const at::Tensor& v_cache, const at::Tensor& block_table,
+                                         const at::Tensor& kv_lens, const std::optional<at::Tensor>& query_seq,
+                                         int64_t max_kv_len, int64_t total_kv_len, std::optional<double> scale,
+                                         SplitPolicy policy) {
+  check_kv_cache(k_cache, v_cache);
+  check_q(q, k_cache);
+  check_dtype(block_table, "block_table", at::kInt);
+  check_dim(block_table, "block_table", 2);
+  check_same_device(block_table, "block_table", k_cache, "k_cache");
+  check_contiguous(block_table, "block_table");
+  const int64_t queries = q.size(0), capacity = block_table.size(1) * k_cache.size(1);
+  check_int_vector(kv_lens, "kv_lens", at::kInt, queries, k_cache, "q.shape[0]");
+  if (query_seq) {
+    check_int_vector(*query_seq, "query_seq", at::kInt, queries, k_cache, "q.shape[0]");
+  } else {
+    check_size(q, "q", 0, block_table.size(0), "block_table.shape[0] (without query_seq, one query per row)");
+  }
+  TORCH_CHECK_VALUE(queries == 0 || (max_kv_len >= 1 && max_kv_len <= capacity),
+                    "max_kv_len must be in [1, max_pages * page_size = ", capacity, "], got ", max_kv_len);
+  TORCH_CHECK_VALUE(total_kv_len >= 0, "total_kv_len must be >= 0, got ", total_kv_len);
+  if (!k_cache.is_cuda()) {
+    // Host memory: the values are checked too, without any device read.
+    const int32_t* lens = kv_lens.data_ptr<int32_t>();
+    const int32_t* rows = query_seq ? query_seq->data_ptr<int32_t>() : nullptr;
+    const int32_t* table = block_table.data_ptr<int32_t>();
+    const int64_t page_size = k_cache.size(1), num_pages = k_cache.size(0), max_pages = block_table.size(1);
+    for (int64_t i = 0; i < queries; ++i) {
+      TORCH_CHECK_VALUE(lens[i] >= 1 && lens[i] <= max_kv_len, "kv_lens[", i, "] = ", lens[i],
+                        " is outside [1, max_kv_len = ", max_kv_len, "]");
+      const int64_t row = rows ? rows[i] : i;
+      TORCH_CHECK_VALUE(row >= 0 && row < block_table.size(0), "query_seq[", i, "] = ", row,
+                        " is outside [0, block_table.shape[0] = ", block_table.size(0), ")");
+      for (int64_t j = 0; j < (lens[i] + page_size - 1) / page_size; ++j) {
+        const int32_t page = table[row * max_pages + j];
+        TORCH_CHECK_VALUE(page >= 0 && page < num_pages, "block_table[", row, ", ", j, "] = ", page,
+                          " is outside [0, num_pages = ", num_pages, ")");
+      }
+    }
+  }
+  return prepare_attention(q, k_cache, v_cache, block_table, kv_lens,
+                           query_seq ? query_seq->contiguous() : at::Tensor(), scale, policy,
+                           KVLenFacts{total_kv_len, max_kv_len});
+}
+
 AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache,
                                  const at::Tensor& v_cache, const at::Tensor& slot_mapping) {
   check_kv_cache(k_cache, v_cache);
@@ -231,6 +292,16 @@ at::Tensor paged_prefill_attention_cpu(const at::Tensor& q, const at::Tensor& k_
   return call.out;
 }
 
+at::Tensor paged_attention_run_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                   const at::Tensor& block_table, const at::Tensor& kv_lens,
+                                   const std::optional<at::Tensor>& query_seq, int64_t max_kv_len,
+                                   int64_t total_kv_len, std::optional<double> scale) {
+  const PagedAttentionCall call = prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
+                                                        max_kv_len, total_kv_len, scale, cpu_policy());
+  siri::cpu::paged_attention(call.params);
+  return call.out;
+}
+
 void append_kv_cpu(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, at::Tensor& v_cache,
                    const at::Tensor& slot_mapping) {
   siri::cpu::append_kv(prepare_append_kv(k, v, k_cache, v_cache, slot_mapping));
@@ -241,6 +312,7 @@ void append_kv_cpu(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache
 TORCH_LIBRARY_IMPL(siri, CPU, m) {
   m.impl("paged_decode_attention", &paged_decode_attention_cpu);
   m.impl("paged_prefill_attention", &paged_prefill_attention_cpu);
+  m.impl("paged_attention_run", &paged_attention_run_cpu);
   m.impl("append_kv", &append_kv_cpu);
 }
 

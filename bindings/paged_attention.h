@@ -39,6 +39,15 @@ PagedAttentionCall prepare_prefill(const at::Tensor& q, const at::Tensor& k_cach
                                    const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
                                    std::optional<double> scale, SplitPolicy policy);
 
+// The engine's path: checks shapes, dtypes and devices only, and plans the splits from the
+// caller's host facts (the longest and total kv_len), so a CUDA call reads no device memory
+// and can be captured in a CUDA graph. On the CPU the values are checked as well (free there).
+PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& k_cache,
+                                         const at::Tensor& v_cache, const at::Tensor& block_table,
+                                         const at::Tensor& kv_lens, const std::optional<at::Tensor>& query_seq,
+                                         int64_t max_kv_len, int64_t total_kv_len, std::optional<double> scale,
+                                         SplitPolicy policy);
+
 AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache,
                                  const at::Tensor& v_cache, const at::Tensor& slot_mapping);
 

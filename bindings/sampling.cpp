@@ -10,10 +10,10 @@ SampleOutputs sample_tokens_cpu(const at::Tensor& logits, const at::Tensor& temp
                                 const at::Tensor& top_k, const at::Tensor& top_p, const at::Tensor& seeds,
                                 const at::Tensor& positions, const at::Tensor& lengths,
                                 const at::Tensor& max_lengths, const at::Tensor& finished,
-                                const at::Tensor& eos_ids, int64_t pad_id) {
+                                const at::Tensor& eos_ids, int64_t pad_id, bool check_values) {
   SampleInputs in{temperature, top_k, top_p, seeds, positions, lengths, max_lengths, finished, eos_ids};
   SampleOutputs out;
-  const SampleParams p = prepare_sample_tokens(logits, in, pad_id, out);
+  const SampleParams p = prepare_sample_tokens(logits, in, pad_id, check_values, out);
   siri::cpu::sample_tokens(p);
   return out;
 }

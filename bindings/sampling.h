@@ -17,9 +17,11 @@ struct SampleInputs {
 };
 
 // Checks every argument, allocates the outputs and returns the kernel params. Value checks
-// (caps, ranges) are evaluated together, so a CUDA call synchronises once.
+// (caps, ranges) are evaluated together, so a CUDA call synchronises once; with
+// check_values false they are skipped (shapes, dtypes and devices are always checked). The
+// kernels stay memory-safe without them: eos ids are only compared, never used as indices.
 inline SampleParams prepare_sample_tokens(const at::Tensor& logits, SampleInputs& in, int64_t pad_id,
-                                          SampleOutputs& out) {
+                                          bool check_values, SampleOutputs& out) {
   check_dim(logits, "logits", 2);
   TORCH_CHECK_TYPE(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16,
                    "logits must have dtype Float or BFloat16, got ", logits.scalar_type());
@@ -48,18 +50,20 @@ inline SampleParams prepare_sample_tokens(const at::Tensor& logits, SampleInputs
     *s.t = s.t->contiguous();
   }
 
-  const at::Tensor ok = at::stack({
-      (in.max_lengths >= 1).all(), (in.top_k >= 0).all(),
-      ((in.top_p > 0) & (in.top_p <= 1)).all(),
-      ((in.temperature >= 0) & at::isfinite(in.temperature)).all(),
-      ((in.eos_ids >= 0) & (in.eos_ids < vocab)).all()}).cpu();
-  const bool* good = ok.data_ptr<bool>();
-  TORCH_CHECK_VALUE(good[0], "max_lengths must be >= 1 for every row (a cap of 0 tokens cannot be "
-                    "generated), got min ", in.max_lengths.min().item<int>());
-  TORCH_CHECK_VALUE(good[1], "top_k must be >= 0 (0 = off), got min ", in.top_k.min().item<int>());
-  TORCH_CHECK_VALUE(good[2], "top_p must be in (0, 1] (1 = off) for every row");
-  TORCH_CHECK_VALUE(good[3], "temperature must be finite and >= 0 (0 = greedy) for every row");
-  TORCH_CHECK_VALUE(good[4], "eos_ids must be token ids in [0, ", vocab, ") (the vocabulary of logits)");
+  if (check_values) {
+    const at::Tensor ok = at::stack({
+        (in.max_lengths >= 1).all(), (in.top_k >= 0).all(),
+        ((in.top_p > 0) & (in.top_p <= 1)).all(),
+        ((in.temperature >= 0) & at::isfinite(in.temperature)).all(),
+        ((in.eos_ids >= 0) & (in.eos_ids < vocab)).all()}).cpu();
+    const bool* good = ok.data_ptr<bool>();
+    TORCH_CHECK_VALUE(good[0], "max_lengths must be >= 1 for every row (a cap of 0 tokens cannot be "
+                      "generated), got min ", in.max_lengths.min().item<int>());
+    TORCH_CHECK_VALUE(good[1], "top_k must be >= 0 (0 = off), got min ", in.top_k.min().item<int>());
+    TORCH_CHECK_VALUE(good[2], "top_p must be in (0, 1] (1 = off) for every row");
+    TORCH_CHECK_VALUE(good[3], "temperature must be finite and >= 0 (0 = greedy) for every row");
+    TORCH_CHECK_VALUE(good[4], "eos_ids must be token ids in [0, ", vocab, ") (the vocabulary of logits)");
+  }
 
   const at::TensorOptions opts = logits.options();
   out = SampleOutputs(at::empty({batch}, opts.dtype(at::kLong)), at::empty({batch}, opts.dtype(at::kFloat)),

@@ -308,6 +308,17 @@ def test_bookkeeping_matches_reference_for_random_rows(device, gen):
     assert set(out.finish_reason.unique().tolist()) == {0, 1, 2}
 
 
+def test_unchecked_values_give_the_same_draws(device, gen):
+    """check_values=False (the engine's sync-free path) changes nothing but the checks."""
+    batch, vocab = 64, 300
+    args = make_args(torch.randn(batch, vocab, generator=gen).to(device), temperature=0.7, top_k=50, top_p=0.9,
+                     seeds=torch.randint(0, 2**62, (batch,), generator=gen), positions=3,
+                     lengths=torch.randint(0, 9, (batch,), generator=gen), max_lengths=8, eos_ids=(1, 2))
+    checked, unchecked = sample_tokens(**args), sample_tokens(**args, check_values=False)
+    for a, b in zip(checked, unchecked):
+        assert torch.equal(a, b)
+
+
 def test_no_eos_ids_and_empty_batch(device):
     out = sample_tokens(**make_args(torch.zeros(3, 5, device=device), lengths=1, max_lengths=3))
     assert out.finish_reason.tolist() == [0, 0, 0] and out.lengths.tolist() == [2, 2, 2]
@@ -358,6 +369,14 @@ def bad_cases(vocab=8, batch=3):
 def test_bad_input_raises(args, error, match):
     with pytest.raises(error, match=match):
         sample_tokens(**args)
+
+
+@pytest.mark.parametrize("args, error, match", bad_cases()[1:10])
+def test_unchecked_bad_values_are_memory_safe(args, error, match):
+    """Without the value checks, out-of-range values give some draw, never an invalid read."""
+    out = sample_tokens(**args, check_values=False)
+    assert ((out.tokens >= 0) & (out.tokens < args["logits"].shape[1])).all()
+
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not siri.has_cuda_kernels(),

@@ -47,6 +47,18 @@ at::Tensor paged_prefill_attention_cuda(const at::Tensor& q, const at::Tensor& k
   return call.out;
 }
 
+at::Tensor paged_attention_run_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                    const at::Tensor& block_table, const at::Tensor& kv_lens,
+                                    const std::optional<at::Tensor>& query_seq, int64_t max_kv_len,
+                                    int64_t total_kv_len, std::optional<double> scale) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  const PagedAttentionCall call = prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
+                                                        max_kv_len, total_kv_len, scale, cuda_policy(k_cache));
+  for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
+  run(call, "paged_attention_run");
+  return call.out;
+}
+
 void append_kv_cuda(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, at::Tensor& v_cache,
                     const at::Tensor& slot_mapping) {
   const c10::cuda::CUDAGuard guard(k_cache.device());
@@ -62,6 +74,7 @@ void append_kv_cuda(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cach
 TORCH_LIBRARY_IMPL(siri, CUDA, m) {
   m.impl("paged_decode_attention", &paged_decode_attention_cuda);
   m.impl("paged_prefill_attention", &paged_prefill_attention_cuda);
+  m.impl("paged_attention_run", &paged_attention_run_cuda);
   m.impl("append_kv", &append_kv_cuda);
 }
 

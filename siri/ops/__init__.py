@@ -4,9 +4,10 @@ references used by the tests."""
 from siri.ops.group_advantages import group_advantages, group_advantages_reference
 from siri.ops.grpo_loss import GrpoLossStats, grpo_loss, grpo_loss_reference
 from siri.ops.logprobs import token_logprobs, token_logprobs_reference
-from siri.ops.paged_attention import (append_kv, paged_decode_attention,
+from siri.ops.paged_attention import (append_kv, paged_attention_run, paged_decode_attention,
                                       paged_decode_attention_reference, paged_prefill_attention,
                                       paged_prefill_attention_reference)
+from siri.ops.rotary import rotary_append_kv, rotary_reference
 from siri.ops.sampling import (SampleOutput, sample_tokens, sample_tokens_reference,
                                sampling_probs_reference)
 
@@ -15,6 +16,7 @@ __all__ = [
     "grpo_loss", "grpo_loss_reference", "GrpoLossStats",
     "token_logprobs", "token_logprobs_reference",
     "paged_decode_attention", "paged_decode_attention_reference",
-    "paged_prefill_attention", "paged_prefill_attention_reference", "append_kv",
+    "paged_prefill_attention", "paged_prefill_attention_reference", "append_kv", "paged_attention_run",
+    "rotary_append_kv", "rotary_reference",
     "SampleOutput", "sample_tokens", "sample_tokens_reference", "sampling_probs_reference",
 ]

@@ -77,6 +77,40 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                                                   cu_seqlens, _float_or_none(scale))
 
 
+def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                        block_table: torch.Tensor, kv_lens: torch.Tensor, query_seq: Optional[torch.Tensor],
+                        *, max_kv_len: int, total_kv_len: int, scale: Optional[float] = None) -> torch.Tensor:
+    """Paged attention for a caller that built the batch: the engine's sync-free path.
+
+    Like flashinfer's plan/run split: the caller knows its batch on the host, so it passes the
+    two facts the split planner needs (the longest and the total ``kv_len``) and the op reads
+    no device memory to plan or to validate. It can then run in every layer of a decode step
+    with no device-to-host copy, and be captured in a CUDA graph (plan for the graph's
+    capacity: ``max_kv_len`` is an upper bound, any actual ``kv_lens`` below it is fine).
+
+    Args:
+        q: ``[N, Hq, D]``, one query per row; dtype and layout as in :func:`paged_decode_attention`.
+        k_cache, v_cache, block_table: as in :func:`paged_decode_attention`.
+        kv_lens: ``[N]`` int32: query ``i`` attends to the first ``kv_lens[i]`` tokens of its
+            sequence's pages (for a prefill token: its causal prefix, itself included).
+        query_seq: ``[N]`` int32, the ``block_table`` row of each query, or None for one query
+            per row (decode).
+        max_kv_len: an upper bound of ``kv_lens`` in ``[1, max_pages * page_size]``.
+        total_kv_len: the sum of ``kv_lens`` (or an upper bound; it only sizes the splits).
+        scale: softmax scale, default ``1 / sqrt(D)``.
+
+    Returns:
+        ``[N, Hq, D]`` in the dtype of ``q``.
+
+    Trust: on CUDA, ``kv_lens``, ``query_seq`` and the block ids are not read back for checking
+    (that is the point); they must satisfy the rules above, as the engine's host-side batch
+    state guarantees. On the CPU they are host memory and are checked, at no cost. Shapes,
+    dtypes and devices are always checked.
+    """
+    return torch.ops.siri.paged_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
+                                              int(max_kv_len), int(total_kv_len), _float_or_none(scale))
+
+
 def append_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
               slot_mapping: torch.Tensor) -> None:
     """Writes ``k[t]`` and ``v[t]`` into slot ``slot_mapping[t]`` of the caches, in place.
@@ -104,6 +138,13 @@ def _paged_decode_attention_fake(q, k_cache, v_cache, block_table, seq_lens, sca
 @torch.library.register_fake("siri::paged_prefill_attention")
 def _paged_prefill_attention_fake(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens,
                                   scale=None):
+    torch._check(q.dim() == 3, lambda: "q must be 3-D")
+    return torch.empty_like(q)
+
+
+@torch.library.register_fake("siri::paged_attention_run")
+def _paged_attention_run_fake(q, k_cache, v_cache, block_table, kv_lens, query_seq, max_kv_len, total_kv_len,
+                              scale=None):
     torch._check(q.dim() == 3, lambda: "q must be 3-D")
     return torch.empty_like(q)
 

@@ -24,7 +24,7 @@ FINISH_RUNNING, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
 def sample_tokens(logits: torch.Tensor, *, temperature: torch.Tensor, top_k: torch.Tensor,
                   top_p: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor,
                   lengths: torch.Tensor, max_lengths: torch.Tensor, finished: torch.Tensor,
-                  eos_ids: torch.Tensor, pad_id: int) -> SampleOutput:
+                  eos_ids: torch.Tensor, pad_id: int, check_values: bool = True) -> SampleOutput:
     """One decode step: draw a token per row, its logprob, and the stop decision, in one op.
 
     The distribution is Hugging Face's / vLLM's: ``softmax(logits / T)``, keep the top-k
@@ -52,6 +52,10 @@ def sample_tokens(logits: torch.Tensor, *, temperature: torch.Tensor, top_k: tor
         finished: ``[B]`` bool, rows that already stopped.
         eos_ids: ``[K]`` int32, each in ``[0, V)``; any of them stops a row (K may be 0).
         pad_id: token written for rows that were already finished, in ``[0, V)``.
+        check_values: check the per-row values (caps, top-k/top-p/temperature ranges, eos
+            ids). On CUDA this is the op's one device-to-host read; the engine validates its
+            sampling parameters on the host and passes False, so a decode step never waits on
+            the device. Shapes, dtypes and devices are always checked.
         Every tensor must be on the device of ``logits``.
 
     Returns:
@@ -89,12 +93,12 @@ def sample_tokens(logits: torch.Tensor, *, temperature: torch.Tensor, top_k: tor
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     return SampleOutput(*torch.ops.siri.sample_tokens(
         logits, temperature, top_k, top_p, seeds, positions, lengths, max_lengths, finished,
-        eos_ids, int(pad_id)))
+        eos_ids, int(pad_id), bool(check_values)))
 
 
 @torch.library.register_fake("siri::sample_tokens")
 def _sample_tokens_fake(logits, temperature, top_k, top_p, seeds, positions, lengths, max_lengths,
-                        finished, eos_ids, pad_id):
+                        finished, eos_ids, pad_id, check_values=True):
     torch._check(logits.dim() == 2, lambda: "logits must be 2-D")
     batch = logits.shape[0]
     return tuple(logits.new_empty((batch,), dtype=dtype) for dtype in

@@ -55,6 +55,18 @@ SIRI_HOST_DEVICE int64_t num_splits(int64_t kv_len, int64_t chunk_tokens) {
 // alone fill `parallel_units` workers; otherwise chunks of about total work / parallel_units
 // tokens (at least min_chunk, a multiple of 16), so long sequences are split more than short
 // ones and every chunk costs about the same.
+// From the two facts it needs (total and longest kv_len), which a caller that built the
+// batch knows on the host without reading device memory.
+inline int64_t plan_chunk_tokens_from(int64_t total, int64_t longest, int64_t num_queries, int64_t num_kv_heads,
+                                      int64_t parallel_units, int64_t min_chunk) {
+  longest = longest > 1 ? longest : 1;
+  if (num_queries * num_kv_heads >= parallel_units || longest <= min_chunk) return longest;
+  int64_t chunk = (total * num_kv_heads + parallel_units - 1) / parallel_units;
+  chunk = chunk < min_chunk ? min_chunk : chunk;
+  chunk = (chunk + 15) / 16 * 16;
+  return chunk < longest ? chunk : longest;
+}
+
 inline int64_t plan_chunk_tokens(const int32_t* kv_lens, int64_t num_queries, int64_t num_kv_heads,
                                  int64_t parallel_units, int64_t min_chunk) {
   int64_t total = 0, longest = 1;
@@ -62,11 +74,7 @@ inline int64_t plan_chunk_tokens(const int32_t* kv_lens, int64_t num_queries, in
     total += kv_lens[i];
     longest = kv_lens[i] > longest ? kv_lens[i] : longest;
   }
-  if (num_queries * num_kv_heads >= parallel_units || longest <= min_chunk) return longest;
-  int64_t chunk = (total * num_kv_heads + parallel_units - 1) / parallel_units;
-  chunk = chunk < min_chunk ? min_chunk : chunk;
-  chunk = (chunk + 15) / 16 * 16;
-  return chunk < longest ? chunk : longest;
+  return plan_chunk_tokens_from(total, longest, num_queries, num_kv_heads, parallel_units, min_chunk);
 }
 
 // Running state of a softmax over a stream of scores: max m and sum l of exp(score - m).
