@@ -100,6 +100,10 @@ class RolloutConfig:
     """Keep the KV pool allocated between rollouts. Default false: the pool is allocated when
     a rollout starts and freed before the update, so training activations get that memory."""
     max_prefill_tokens: int = 8192
+    cuda_graphs: bool | None = None
+    """Replay the decode forward from CUDA graphs (one per batch-size bucket, captured at the
+    start of each rollout; their memory comes out of the KV pool's budget). Null: on with
+    CUDA, off on the CPU, where true runs the graphs' padded buckets eagerly (tests only)."""
 
 
 @dataclass

@@ -39,6 +39,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 
+from siri.engine.cuda_graphs import graph_memory_bytes
 from siri.model_shape import ModelShape
 
 GiB = 2**30
@@ -291,6 +292,13 @@ def _rollout_phase(cfg, shape, c, free_bytes, device):
     decode_logits = r.max_num_seqs * shape.vocab_size * 4
     items = [MemoryItem("KV pool", kv_bytes, f"{how}; {per_token:,} B per token"),
              MemoryItem("decode logits", decode_logits, f"{r.max_num_seqs} sequences x vocab, fp32")]
+    if device == "cuda" and r.cuda_graphs is not False:
+        graphs = graph_memory_bytes(shape, c, r.max_num_seqs)
+        items.append(MemoryItem("CUDA graphs", graphs, f"decode activations at {r.max_num_seqs} rows (estimate)"))
+        if r.kv_cache_gb is None:  # the engine takes the graphs' memory out of the pool's budget
+            kv_bytes -= graphs
+            items[0] = MemoryItem("KV pool", kv_bytes, f"{how}, less the graphs; {per_token:,} B per token")
+            kv_tokens = max(kv_bytes, 0) // per_token // r.page_size * r.page_size
     return items, kv_tokens
 
 

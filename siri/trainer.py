@@ -137,7 +137,8 @@ class Trainer:
         r = config.rollout
         self.engine = LLMEngine(self.rollout_model, page_size=r.page_size, max_num_seqs=r.max_num_seqs,
                                 kv_cache_bytes=None if r.kv_cache_gb is None else int(r.kv_cache_gb * 2**30),
-                                gpu_memory_fraction=r.gpu_memory_fraction, max_prefill_tokens=r.max_prefill_tokens)
+                                gpu_memory_fraction=r.gpu_memory_fraction, max_prefill_tokens=r.max_prefill_tokens,
+                                cuda_graphs=r.cuda_graphs)
         self.reward_fn = load_reward_fn(config.reward.fn)
         self._peaks = set(self.schedule.peaks(config.trainer.steps))
         self._troughs = set(self.schedule.troughs(config.trainer.steps))

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from siri.engine import LLMEngine, SamplingParams
+from siri.engine.batch_state import DecodeBatchState
 from siri.engine.page_pool import PagePool
 from siri.engine.scheduler import Scheduler
 from siri.engine.sequence import Sequence
@@ -97,7 +98,8 @@ def test_completions_of_one_prompt_differ_when_sampling(gen):
 def test_prompt_pages_are_shared_and_last_page_copied():
     pool = PagePool(num_pages=64, page_size=16, num_layers=1, num_kv_heads=1, head_dim=64,
                     dtype=torch.float32, device=torch.device("cpu"))
-    scheduler = Scheduler(pool, max_num_seqs=64, max_prefill_tokens=4096)
+    batch = DecodeBatchState(max_rows=64, max_pages=4, page_size=16, device=torch.device("cpu"))
+    scheduler = Scheduler(pool, max_num_seqs=64, max_prefill_tokens=4096, batch=batch)
     group = [Sequence(0, j, list(range(1, 41)), 8, seed=j) for j in range(8)]
     for seq in group:
         seq.output_ids.append(5)  # first token, as drawn from the prefill logits

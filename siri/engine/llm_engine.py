@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
+from siri.engine.batch_state import DecodeBatchState
+from siri.engine.cuda_graphs import DecodeGraphs, graph_memory_bytes
 from siri.engine.model_runner import Batch, ModelRunner
 from siri.engine.page_pool import PagePool, release_freed_memory
 from siri.engine.params import CompletionOutput, SamplingParams
 from siri.engine.scheduler import PrefillItem, Scheduler
 from siri.engine.sequence import Sequence
-from siri.ops.sampling import sample_tokens
+from siri.engine.step_sampler import StepSampler
 
 _FINISH_REASONS = {1: "stop", 2: "length"}
 _MASK64 = (1 << 64) - 1
@@ -41,6 +44,11 @@ class LLMEngine:
             on the CPU.
         gpu_memory_fraction: see above (in (0, 1)).
         max_prefill_tokens: the most prompt tokens prefilled in one forward pass.
+        cuda_graphs: replay the decode forward from CUDA graphs, one per batch-size bucket,
+            captured at the start of each ``generate`` (see :mod:`siri.engine.cuda_graphs`).
+            Default: on for a CUDA model, off on the CPU. True on the CPU runs the same padded,
+            bucketed decode eagerly (no graphs; for tests). With the default pool size, the
+            graphs' memory is taken out of the pool's budget.
 
     The KV pool is allocated by the first ``generate`` (sized then, so it sees the memory the
     caller's other state leaves free) and kept until :meth:`release_kv_cache`; the trainer
@@ -49,7 +57,8 @@ class LLMEngine:
 
     def __init__(self, model: torch.nn.Module, *, page_size: int = 16, max_num_seqs: int = 256,
                  num_pages: int | None = None, kv_cache_bytes: int | None = None,
-                 gpu_memory_fraction: float = 0.8, max_prefill_tokens: int = 8192):
+                 gpu_memory_fraction: float = 0.8, max_prefill_tokens: int = 8192,
+                 cuda_graphs: bool | None = None):
         if page_size < 1 or max_num_seqs < 1 or max_prefill_tokens < 1:
             raise ValueError("page_size, max_num_seqs and max_prefill_tokens must be >= 1")
         if num_pages is not None and kv_cache_bytes is not None:
@@ -64,6 +73,9 @@ class LLMEngine:
         self.pool: PagePool | None = None
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
+        self.cuda_graphs = self.runner.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs)
+        self._state: DecodeBatchState | None = None
+        self._graphs: DecodeGraphs | None = None
         self.last_stats: dict = {}
 
     def pool_pages(self) -> int:
@@ -77,6 +89,10 @@ class LLMEngine:
         cache_bytes = self._kv_cache_bytes
         if cache_bytes is None:
             cache_bytes = self._default_cache_bytes(r.device, self._memory_fraction)
+            if self.cuda_graphs:
+                element = torch.empty((), dtype=r.dtype).element_size()
+                cache_bytes -= graph_memory_bytes(ModelShape.from_hf_config(r.model.config), element,
+                                                  self.max_num_seqs)
         return max(1, cache_bytes // page_bytes)
 
     @staticmethod
@@ -100,7 +116,7 @@ class LLMEngine:
         """Free the KV pool and hand its memory back (CUDA: to the device; CPU: to the OS);
         the next ``generate`` allocates a fresh one."""
         if self.pool is not None:
-            self.pool = None
+            self.pool = self._graphs = self._state = None
             release_freed_memory(self.runner.device)
 
     def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams, *,
@@ -120,23 +136,31 @@ class LLMEngine:
         self._validate(prompt_token_ids, params, prompt_keys)
         self.allocate_kv_cache()
         keys = prompt_keys if prompt_keys is not None else list(range(len(prompt_token_ids)))
-        scheduler = Scheduler(self.pool, self.max_num_seqs, self.max_prefill_tokens)
+        caps = params.caps(len(prompt_token_ids))
+        longest = max(len(p) + cap for p, cap in zip(prompt_token_ids, caps))
+        self._state = DecodeBatchState(self.max_num_seqs, -(-longest // self.page_size), self.page_size,
+                                       self.runner.device)
+        self._sampler = StepSampler(params, self.max_num_seqs, self.runner.device)
+        self._graphs = None
+        if self.cuda_graphs:
+            self._graphs = DecodeGraphs(self.runner, self.pool.k, self.pool.v, self._state,
+                                        max_rows=min(self.max_num_seqs, params.n * len(prompt_token_ids)),
+                                        capture=self.runner.device.type == "cuda")
+        scheduler = Scheduler(self.pool, self.max_num_seqs, self.max_prefill_tokens, self._state)
         groups = []
-        for i, (prompt, cap) in enumerate(zip(prompt_token_ids, params.caps(len(prompt_token_ids)))):
+        for i, (prompt, cap) in enumerate(zip(prompt_token_ids, caps)):
             group = [Sequence(i, j, list(prompt), cap, sequence_seed(params.seed, keys[i], j))
                      for j in range(params.n)]
             groups.append(group)
             scheduler.add_prompt(group)
-        self._eos = torch.tensor(params.stop_token_ids or [], dtype=torch.int32, device=self.runner.device)
         start, generated, steps = time.perf_counter(), 0, 0
         with _Progress(progress, total=len(prompt_token_ids) * params.n) as bar:
             while scheduler.has_work:
                 items = scheduler.admit()
                 if items:
-                    generated += self._prefill(items, scheduler, params)
-                running = scheduler.reserve_decode()
-                if running:
-                    generated += self._decode(running, scheduler, params)
+                    generated += self._prefill(items, scheduler)
+                if scheduler.reserve_decode():
+                    generated += self._decode(scheduler)
                 steps += 1
                 bar.update(generated, len(scheduler.running), len(scheduler.waiting),
                            time.perf_counter() - start)
@@ -168,79 +192,84 @@ class LLMEngine:
 
     # -- one forward pass each -------------------------------------------------------------
 
-    def _prefill(self, items: list[PrefillItem], scheduler: Scheduler, params: SamplingParams) -> int:
-        ps = self.pool.page_size
-        ids, positions, slots, tables, lens, cu, last = [], [], [], [], [], [0], []
-        for item in items:
-            leader = item.sequences[0]
-            n = len(item.tokens)
-            ids += item.tokens
-            positions += range(n)
-            slots += [leader.pages[t // ps] * ps + t % ps for t in range(n)]
-            tables.append(leader.pages)
-            lens.append(n)
-            cu.append(cu[-1] + n)
-            last.append(cu[-1] - 1)
-        batch = self._batch(ids, positions, slots, tables, lens, last, cu)
+    def _prefill(self, items: list[PrefillItem], scheduler: Scheduler) -> int:
+        """Prefills every item's tokens into its leader's pages; new prompts draw the first
+        token of each completion from the prompt's last logits."""
+        batch = prefill_batch(items, self.pool.page_size, self.runner.device)
         logits = self.runner.forward(batch, self.pool.k, self.pool.v)
-        # New prompts: every completion draws its first token from the prompt's last logits.
         rows, seqs = [], []
         for row, item in enumerate(items):
             if not item.recompute:
                 rows += [row] * len(item.sequences)
                 seqs += item.sequences
         if seqs:
-            self._sample(logits[torch.tensor(rows, device=logits.device)], seqs, params)
+            index = torch.tensor(rows, device=logits.device)
+            tokens, logprobs, reasons = self._sampler.sample_new(logits.index_select(0, index), seqs)
+            _record(seqs, tokens, logprobs, reasons)
         for item in items:
             scheduler.start_running(item)
         return len(seqs)
 
-    def _decode(self, running: list[Sequence], scheduler: Scheduler, params: SamplingParams) -> int:
-        ps = self.pool.page_size
-        ids = [s.output_ids[-1] for s in running]
-        positions = [s.num_cached for s in running]
-        slots = [s.pages[s.num_cached // ps] * ps + s.num_cached % ps for s in running]
-        batch = self._batch(ids, positions, slots, [s.pages for s in running],
-                            [s.num_cached + 1 for s in running], list(range(len(running))), None)
-        logits = self.runner.forward(batch, self.pool.k, self.pool.v)
-        for seq in running:
+    def _decode(self, scheduler: Scheduler) -> int:
+        """One token for every running sequence, from the persistent batch state."""
+        state = self._state
+        seqs = list(state.seqs)
+        tokens, logprobs, reasons = self._sampler.to_host(self._launch_decode_step())
+        state.finish_step(tokens)
+        for seq in seqs:
             seq.num_cached += 1
-        self._sample(logits, running, params)
-        for seq in running:
+        _record(seqs, tokens, logprobs, reasons)
+        for seq in seqs:
             if seq.finished:
                 scheduler.retire(seq)
-        return len(running)
+        return len(seqs)
 
-    def _batch(self, ids, positions, slots, tables, lens, logits_index, cu) -> Batch:
-        device = self.runner.device
-        width = max(len(t) for t in tables)
-        table = torch.tensor([pages + [0] * (width - len(pages)) for pages in tables], dtype=torch.int32)
+    def _launch_decode_step(self):
+        """The device side of a decode step, launched without waiting on the device: the
+        batch state's changes go up, the forward pass (or its CUDA graph) and the sampler run.
+        Returns the sampler's device outputs."""
+        state = self._state
+        for seq in state.seqs:
+            state.sync_pages(seq)
+        state.check(self.pool.num_pages)
+        graphs, rows = self._graphs, state.size
+        step = state.prepare_step(pad_to=graphs.bucket(rows) if graphs else None)
+        if graphs:
+            logits = graphs.forward(rows)
+        else:
+            batch = Batch(step["input_ids"], step["positions"], step["slot_mapping"], step["block_table"],
+                          step["kv_lens"], None, step["max_kv_len"], step["total_kv_len"], None)
+            logits = self.runner.forward(batch, self.pool.k, self.pool.v)
+        return self._sampler.launch_step(logits, step)
 
-        def as_tensor(values, dtype):
-            return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
 
-        return Batch(as_tensor(ids, torch.long), as_tensor(positions, torch.long), as_tensor(slots, torch.long),
-                     table.to(device), as_tensor(lens, torch.int32),
-                     None if cu is None else as_tensor(cu, torch.int32), as_tensor(logits_index, torch.long))
+def _record(seqs: list[Sequence], tokens: np.ndarray, logprobs: np.ndarray, reasons: np.ndarray) -> None:
+    for seq, token, logprob, reason in zip(seqs, tokens.tolist(), logprobs.tolist(), reasons.tolist()):
+        seq.output_ids.append(token)
+        seq.logprobs.append(logprob)
+        if reason:
+            seq.finish_reason = _FINISH_REASONS[reason]
 
-    def _sample(self, logits: torch.Tensor, seqs: list[Sequence], params: SamplingParams) -> None:
-        device, b = logits.device, len(seqs)
-        generated = torch.tensor([len(s.output_ids) for s in seqs], dtype=torch.int32)
-        out = sample_tokens(
-            logits.float() if logits.dtype not in (torch.float32, torch.bfloat16) else logits,
-            temperature=torch.full((b,), float(params.temperature), device=device),
-            top_k=torch.full((b,), int(params.top_k), dtype=torch.int32, device=device),
-            top_p=torch.full((b,), float(params.top_p), device=device),
-            seeds=torch.tensor([s.seed for s in seqs], dtype=torch.long, device=device),
-            positions=generated.to(device, torch.long), lengths=generated.to(device),
-            max_lengths=torch.tensor([s.max_tokens for s in seqs], dtype=torch.int32, device=device),
-            finished=torch.zeros(b, dtype=torch.bool, device=device), eos_ids=self._eos, pad_id=0)
-        tokens, logprobs, reasons = (out.tokens.tolist(), out.logprobs.tolist(), out.finish_reason.tolist())
-        for seq, token, logprob, reason in zip(seqs, tokens, logprobs, reasons):
-            seq.output_ids.append(token)
-            seq.logprobs.append(logprob)
-            if reason:
-                seq.finish_reason = _FINISH_REASONS[reason]
+
+def prefill_batch(items: list[PrefillItem], page_size: int, device: torch.device) -> Batch:
+    """The packed prefill of ``items``: each item's tokens from position 0 into its leader's
+    pages, causal, with the logits of each item's last token. Built with numpy: O(tokens)."""
+    lens = np.array([len(item.tokens) for item in items], dtype=np.int64)
+    ids = np.concatenate([np.asarray(item.tokens, dtype=np.int64) for item in items])
+    query_seq = np.repeat(np.arange(len(items), dtype=np.int32), lens)
+    ends = np.cumsum(lens)
+    positions = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(ends - lens, lens)
+    width = max(len(item.sequences[0].pages) for item in items)
+    table = np.zeros((len(items), width), dtype=np.int32)
+    for row, item in enumerate(items):
+        table[row, :len(item.sequences[0].pages)] = item.sequences[0].pages
+    slots = table[query_seq, positions // page_size].astype(np.int64) * page_size + positions % page_size
+
+    def dev(array):
+        return torch.from_numpy(array).to(device, non_blocking=True)
+
+    return Batch(dev(ids), dev(positions), dev(slots), dev(table), dev((positions + 1).astype(np.int32)),
+                 dev(query_seq), int(lens.max()), int((lens * (lens + 1) // 2).sum()), dev(ends - 1))
 
 
 class _Progress:

@@ -1,18 +1,22 @@
 """The engine's forward pass over a Hugging Face causal LM's own modules and parameters.
 
-Norms, projections, MLPs, rotary embeddings and the LM head are the model's own modules,
-called directly (no weight copy, so an optimizer step is visible at the next call). Attention
-is siri's: K/V go into the paged cache with ``append_kv``; queries attend with
-``paged_prefill_attention`` (new tokens, causal, against their pages) or
-``paged_decode_attention`` (one token per sequence).
+Projections, MLPs, rotary tables and the LM head are the model's own modules and parameters,
+called directly (no weight copy, so an optimizer step is visible at the next call); RMSNorm is
+``F.rms_norm`` over the model's own weight (bitwise the HF module, in 2 ops instead of 7).
+Attention is siri's: ``rotary_append_kv`` rotates q and k and writes k/v to the paged cache,
+and ``paged_attention_run`` attends, planned from host facts, so a layer reads no device
+memory on the host. A decode layer of a Qwen2/Llama model is 18 torch ops (the projections 3,
+rotary+append 1, attention 1, o_proj 2, two RMSNorms 4, MLP 5, residual adds 2).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from siri.ops.paged_attention import append_kv, paged_decode_attention, paged_prefill_attention
+from siri.ops.paged_attention import paged_attention_run
+from siri.ops.rotary import rotary_append_kv
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
 SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
@@ -23,23 +27,27 @@ class Batch:
     """Tokens to run, flattened over sequences.
 
     input_ids, positions, slot_mapping: ``[T]`` int64. block_table: ``[B, max_pages]`` int32.
-    seq_lens: ``[B]`` int32 (cached tokens after this step). cu_seqlens: ``[B + 1]`` int32 for
-    prefill (None for decode, where T == B). logits_index: ``[R]`` int64 rows of T whose logits
-    are wanted.
+    kv_lens: ``[T]`` int32, the tokens each one attends to (itself included). query_seq:
+    ``[T]`` int32, each token's block-table row, or None for decode (token i is row i).
+    max_kv_len, total_kv_len: host ints, an upper bound of kv_lens and their sum (the
+    attention's split plan). logits_index: ``[R]`` int64 rows of T whose logits are wanted, or
+    None for all of them.
     """
 
     input_ids: torch.Tensor
     positions: torch.Tensor
     slot_mapping: torch.Tensor
     block_table: torch.Tensor
-    seq_lens: torch.Tensor
-    cu_seqlens: torch.Tensor | None
-    logits_index: torch.Tensor
+    kv_lens: torch.Tensor
+    query_seq: torch.Tensor | None
+    max_kv_len: int
+    total_kv_len: int
+    logits_index: torch.Tensor | None
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The HF RMSNorm module's result, bitwise (normalise in fp32, round, then scale)."""
+    return F.rms_norm(x, (x.shape[-1],), None, norm.variance_epsilon) * norm.weight
 
 
 class ModelRunner:
@@ -75,34 +83,27 @@ class ModelRunner:
 
     @torch.no_grad()
     def forward(self, batch: Batch, k_caches: list[torch.Tensor], v_caches: list[torch.Tensor]) -> torch.Tensor:
-        """Returns ``[R, V]`` logits of the rows in ``batch.logits_index``, after writing every
-        token's K/V into the caches."""
+        """Returns ``[R, V]`` logits of the rows in ``batch.logits_index`` (all T rows when it
+        is None), after writing every token's K/V into the caches."""
         hidden = self.backbone.embed_tokens(batch.input_ids)                       # [T, H]
         cos, sin = self.backbone.rotary_emb(hidden.unsqueeze(0), batch.positions.unsqueeze(0))
-        cos, sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)                        # [T, 1, D]
+        cos, sin = cos[0], sin[0]                                                  # [T, D]
         for index, layer in enumerate(self.backbone.layers):
-            residual = hidden
-            hidden = self._attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, batch,
-                                     k_caches[index], v_caches[index])
-            hidden = residual + hidden
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        last = self.backbone.norm(hidden.index_select(0, batch.logits_index))
-        return self.model.lm_head(last)
+            attended = self._attention(layer.self_attn, _rms_norm(layer.input_layernorm, hidden), cos, sin, batch,
+                                       k_caches[index], v_caches[index])
+            hidden = hidden + attended
+            hidden = hidden + layer.mlp(_rms_norm(layer.post_attention_layernorm, hidden))
+        if batch.logits_index is not None:
+            hidden = hidden.index_select(0, batch.logits_index)
+        return self.model.lm_head(_rms_norm(self.backbone.norm, hidden))
 
     def _attention(self, attn, x, cos, sin, batch, k_cache, v_cache):
         tokens = x.shape[0]
-        q = attn.q_proj(x).view(tokens, self.num_heads, self.head_dim)
-        k = attn.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        v = attn.v_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
         if self.has_qk_norm:
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q = (q * cos + _rotate_half(q) * sin).to(x.dtype).contiguous()
-        k = (k * cos + _rotate_half(k) * sin).to(x.dtype).contiguous()
-        append_kv(k, v.contiguous(), k_cache, v_cache, batch.slot_mapping)
-        if batch.cu_seqlens is None:
-            out = paged_decode_attention(q, k_cache, v_cache, batch.block_table, batch.seq_lens,
-                                         scale=attn.scaling)
-        else:
-            out = paged_prefill_attention(q, k_cache, v_cache, batch.block_table, batch.seq_lens,
-                                          batch.cu_seqlens, scale=attn.scaling)
-        return attn.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+            q = _rms_norm(attn.q_norm, q.view(tokens, self.num_heads, self.head_dim))
+            k = _rms_norm(attn.k_norm, k.view(tokens, self.num_kv_heads, self.head_dim))
+        q = rotary_append_kv(q, k, v, cos, sin, k_cache, v_cache, batch.slot_mapping)
+        out = paged_attention_run(q, k_cache, v_cache, batch.block_table, batch.kv_lens, batch.query_seq,
+                                  max_kv_len=batch.max_kv_len, total_kv_len=batch.total_kv_len, scale=attn.scaling)
+        return attn.o_proj(out.view(tokens, -1))

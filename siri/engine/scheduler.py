@@ -2,15 +2,22 @@
 and whom to preempt when pages run out.
 
 Policy (vLLM's, simplified): waiting work is admitted first-come first-served while pages
-and sequence slots allow; a decode step gives every running sequence a slot for its next
-token, and when the pool is empty the most recently admitted sequence is preempted (its pages
-freed) and later recomputed from its tokens, so results never change and never get cut.
+and sequence slots allow, keeping one free page for every running sequence that needs a new
+page at its next token (so admission does not cause the next step's preemption); a decode
+step gives every running sequence a slot for its next token, and when the pool is empty the
+running sequence of lowest priority is preempted: its pages are freed and it is later
+recomputed from its tokens, so results never change and never get cut. Priority is admission
+order, except that a preempted sequence comes back with the highest priority: its recompute
+is not wasted on an immediate second preemption while others run (no preemption thrash).
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
+from siri.engine.batch_state import DecodeBatchState
 from siri.engine.page_pool import PagePool
 from siri.engine.sequence import Sequence
 
@@ -31,13 +38,20 @@ class PrefillItem:
 
 
 class Scheduler:
-    def __init__(self, pool: PagePool, max_num_seqs: int, max_prefill_tokens: int):
+    """``running`` is kept in priority order (highest first; preemption takes the last);
+    ``batch`` (the decode batch's persistent state) is told when a sequence starts or stops
+    running."""
+
+    def __init__(self, pool: PagePool, max_num_seqs: int, max_prefill_tokens: int, batch: DecodeBatchState):
         self.pool = pool
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
+        self.batch = batch
         self.waiting: deque[PrefillItem] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self._admission = itertools.count()
+        self._rank: dict[int, int] = {}  # id(sequence) -> priority rank (lower runs longer)
 
     def add_prompt(self, sequences: list[Sequence]) -> None:
         self.waiting.append(PrefillItem(sequences, list(sequences[0].prompt_ids), recompute=False))
@@ -50,10 +64,11 @@ class Scheduler:
         """Waiting items that fit now, with the leader's pages allocated for their tokens."""
         admitted, tokens = [], 0
         ps = self.pool.page_size
+        headroom = sum(1 for s in self.running if s.num_cached == len(s.pages) * ps)
         while self.waiting:
             item = self.waiting[0]
             seats = len(self.running) + sum(len(i.sequences) for i in admitted) + len(item.sequences)
-            fits = (item.pages_needed(ps) <= self.pool.num_free and seats <= self.max_num_seqs
+            fits = (item.pages_needed(ps) + headroom <= self.pool.num_free and seats <= self.max_num_seqs
                     and (not admitted or tokens + len(item.tokens) <= self.max_prefill_tokens))
             if not fits:
                 if not admitted and not self.running and item.pages_needed(ps) > self.pool.num_free:
@@ -62,6 +77,8 @@ class Scheduler:
                         f"pool has {self.pool.num_pages}; give the engine more pages (num_pages / kv_cache_bytes)")
                 break
             self.waiting.popleft()
+            for seq in item.sequences:
+                self._rank.setdefault(id(seq), next(self._admission))
             leader = item.sequences[0]
             leader.pages = [self.pool.allocate() for _ in range(-(-len(item.tokens) // ps))]
             admitted.append(item)
@@ -81,14 +98,19 @@ class Scheduler:
                 self.pool.copy_page(leader.pages[full], page)
                 seq.pages.append(page)
             seq.num_cached = leader.num_cached
-        self.running.extend(s for s in item.sequences if not s.finished)
         for seq in item.sequences:
             if seq.finished:
-                self.retire(seq)
+                self.pool.release(seq.pages)
+                seq.pages = []
+                self._rank.pop(id(seq), None)
+                continue
+            ranks = [self._rank[id(s)] for s in self.running]
+            self.running.insert(bisect.bisect(ranks, self._rank[id(seq)]), seq)
+            self.batch.add(seq)
 
     def reserve_decode(self) -> list[Sequence]:
         """Gives each running sequence a cache slot for its next token, preempting the
-        youngest sequences when the pool is exhausted. Returns the sequences to decode."""
+        lowest-priority sequences when the pool is exhausted. Returns the sequences to decode."""
         ps = self.pool.page_size
         index = 0
         while index < len(self.running):
@@ -110,13 +132,17 @@ class Scheduler:
         return list(self.running)
 
     def retire(self, seq: Sequence) -> None:
+        """A running sequence finished: its pages and its batch row are freed."""
         self.pool.release(seq.pages)
         seq.pages = []
-        if seq in self.running:
-            self.running.remove(seq)
+        self.running.remove(seq)
+        self.batch.remove(seq)
+        self._rank.pop(id(seq), None)
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
+        self.batch.remove(seq)
+        self._rank[id(seq)] = min(self._rank.values()) - 1
         self.pool.release(seq.pages)
         seq.pages, seq.num_cached = [], 0
         self.waiting.appendleft(PrefillItem([seq], seq.tokens_to_recompute(), recompute=True))

@@ -22,6 +22,7 @@ class Sequence:
     pages: list[int] = field(default_factory=list)
     num_cached: int = 0
     finish_reason: str | None = None
+    row: int = -1  # its row in the decode batch state while decoding
 
     @property
     def num_tokens(self) -> int:
