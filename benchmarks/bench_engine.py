@@ -3,10 +3,12 @@
 Model: a Qwen2-architecture causal LM with random weights (about 30M parameters by default).
 Both sides sample n completions of every prompt at temperature 1 with no stop token, so both
 generate exactly prompts * n * max_tokens tokens; HF gets all prompts in one left-padded
-batch with num_return_sequences=n, as HF users do. Reported: median tokens/s of each and the
-median ratio. Then: step time as the cap varies (64/128/256) while completions stop on their
-own (a set of stop tokens with ~3% probability per step), to show that cost follows the
-tokens generated, not the cap.
+batch with num_return_sequences=n, as HF users do. Two cases: a large batch (64 prompts x 8,
+256 tokens) and a small one (32 prompts x 4, 128 tokens), where per-step overhead weighs
+most. Reported: median tokens/s of each and the median and spread of the per-repeat ratios.
+Then: step time as the cap varies while completions stop on their own (a set of stop tokens
+with ~3% probability per step), to show that cost follows the tokens generated, not the cap.
+On CUDA, last: a 0.5B-class Qwen2 (random weights, bf16) with and without CUDA graphs.
 """
 import sys
 from pathlib import Path
@@ -58,52 +60,87 @@ def siri_generate(engine, prompts, n, max_tokens, stop=()) -> int:
     return sum(len(c.token_ids) for group in outs for c in group)
 
 
+def compare_case(model, engine, prompts, n, max_tokens, device, repeats) -> dict:
+    """siri and HF generate the same prompts alternately; tokens/s and the ratio's spread."""
+    tokens = {}
+    times = common.compare({
+        "siri": lambda: tokens.__setitem__("siri", siri_generate(engine, prompts, n, max_tokens)),
+        "hf": lambda: tokens.__setitem__("hf", hf_generate(model, prompts, n, max_tokens, device)),
+    }, device, repeats=repeats, warmup=0)
+    assert tokens["siri"] == tokens["hf"] == len(prompts) * n * max_tokens
+    spread = common.ratio_spread(times["hf"], times["siri"])
+    result = dict(prompts=len(prompts), n=n, max_tokens=max_tokens, repeats=repeats,
+                  siri_tokens_per_s=tokens["siri"] / common.median(times["siri"]),
+                  hf_tokens_per_s=tokens["hf"] / common.median(times["hf"]), speedup=spread,
+                  siri_seconds=times["siri"], hf_seconds=times["hf"])
+    print(f"  {len(prompts)} prompts x n={n}, max_tokens {max_tokens}: siri {result['siri_tokens_per_s']:8.0f} tok/s"
+          f"   HF generate {result['hf_tokens_per_s']:8.0f} tok/s   ratio x{spread['median']:.2f} "
+          f"[{spread['min']:.2f}, {spread['max']:.2f}]")
+    return result
+
+
+def cuda_graphs_case(device, repeats) -> dict:
+    """A Qwen2-0.5B-shaped model (random weights, bf16): siri with and without CUDA graphs
+    against HF generate, 64 prompts x 4, 256 tokens."""
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, head_dim=64, max_position_embeddings=32768, tie_word_embeddings=True)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model = model.to(device=device, dtype=torch.bfloat16).eval()
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = None, 0
+    prompts = make_prompts(64, config.vocab_size)
+    n, max_tokens = 4, 256
+    engines = {"graphs": LLMEngine(model, max_num_seqs=256, cuda_graphs=True),
+               "eager": LLMEngine(model, max_num_seqs=256, cuda_graphs=False)}
+    times = common.compare({
+        **{name: (lambda e=e: siri_generate(e, prompts, n, max_tokens)) for name, e in engines.items()},
+        "hf": lambda: hf_generate(model, prompts, n, max_tokens, device),
+    }, device, repeats=repeats, warmup=1)
+    total = len(prompts) * n * max_tokens
+    rates = {name: total / common.median(t) for name, t in times.items()}
+    print(f"  Qwen2-0.5B shape, bf16, 64 prompts x n=4, 256 tokens: siri with CUDA graphs {rates['graphs']:.0f} tok/s, "
+          f"without {rates['eager']:.0f} tok/s, HF generate {rates['hf']:.0f} tok/s; graphs vs eager "
+          f"x{common.median_ratio(times['eager'], times['graphs']):.2f}, graphs vs HF "
+          f"x{common.median_ratio(times['hf'], times['graphs']):.2f}")
+    return dict(tokens_per_s=rates, seconds=times)
+
+
 def main() -> None:
     p = common.parser(__doc__)
-    p.add_argument("--prompts", type=int, default=64)
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--skip-caps", action="store_true", help="skip the cap sweep")
     args = p.parse_args()
     device = torch.device(args.device) if args.device else common.default_device()
     model = build_model(args.vocab, args.hidden, args.layers, device)
     params = sum(p.numel() for p in model.parameters())
-    prompts = make_prompts(args.prompts, args.vocab)
-    engine = LLMEngine(model, page_size=16, max_num_seqs=args.prompts * args.n)
     repeats = max(1, args.repeats // 5)
-    tokens = {}
-    times = common.compare({
-        "siri": lambda: tokens.__setitem__("siri", siri_generate(engine, prompts, args.n, args.max_tokens)),
-        "hf": lambda: tokens.__setitem__("hf", hf_generate(model, prompts, args.n, args.max_tokens, device)),
-    }, device, repeats=repeats, warmup=0)
-    assert tokens["siri"] == tokens["hf"] == args.prompts * args.n * args.max_tokens
-    siri_tps = tokens["siri"] / common.median(times["siri"])
-    hf_tps = tokens["hf"] / common.median(times["hf"])
-    ratio = common.median_ratio(times["hf"], times["siri"])
-    print(f"model {params / 1e6:.1f}M params, {args.prompts} prompts x n={args.n}, max_tokens {args.max_tokens}, "
-          f"{device}, {repeats} repeats")
-    print(f"  siri engine {siri_tps:8.0f} tok/s   HF generate {hf_tps:8.0f} tok/s   ratio x{ratio:.2f}")
+    print(f"model {params / 1e6:.1f}M params, {device}, {repeats} interleaved repeats")
+    cases = {}
+    for name, (count, n, max_tokens) in {"large": (64, 8, 256), "small": (32, 4, 128)}.items():
+        engine = LLMEngine(model, page_size=16, max_num_seqs=count * n)
+        cases[name] = compare_case(model, engine, make_prompts(count, args.vocab), n, max_tokens, device, repeats)
 
     # Cost follows generated tokens, not the cap: completions stop on their own (a stop set
     # of 1/32 of the vocabulary: mean length ~32, rarely above 256), caps vary. Caps 64/128
     # truncate some completions; from 256 up the cap almost never binds.
-    stop = range(1, args.vocab, 32)
     cap_rows = []
-    for cap in (64, 128, 256, 1024, 4096):
+    engine, prompts = LLMEngine(model, page_size=16, max_num_seqs=512), make_prompts(64, args.vocab)
+    stop = range(1, args.vocab, 32)
+    for cap in () if args.skip_caps else (64, 128, 256, 1024, 4096):
         counts = []
-        run = common.compare({"cap": lambda: counts.append(siri_generate(engine, prompts, args.n, cap, stop))},
+        run = common.compare({"cap": lambda: counts.append(siri_generate(engine, prompts, 8, cap, stop))},
                              device, repeats=repeats, warmup=0)["cap"]
         seconds = common.median(run)
         cap_rows.append(dict(cap=cap, generated_tokens=counts[-1], seconds=seconds,
                              ms_per_1k_tokens=1e3 * seconds / counts[-1] * 1e3))
         print(f"  cap {cap:4d}: {counts[-1]:7d} tokens generated in {seconds:6.2f} s "
               f"({cap_rows[-1]['ms_per_1k_tokens']:.1f} ms per 1k tokens)")
-    common.write_results(args.out, "engine", dict(
-        device=str(device), params=params, prompts=args.prompts, n=args.n, max_tokens=args.max_tokens,
-        siri_tokens_per_s=siri_tps, hf_tokens_per_s=hf_tps, speedup=ratio,
-        siri_seconds=times["siri"], hf_seconds=times["hf"], caps=cap_rows))
+    graphs = cuda_graphs_case(device, repeats) if device.type == "cuda" else None
+    common.write_results(args.out, "engine", dict(device=str(device), params=params, cases=cases, caps=cap_rows,
+                                                  cuda_graphs=graphs))
 
 
 if __name__ == "__main__":
