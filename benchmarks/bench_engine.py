@@ -91,8 +91,8 @@ def cuda_graphs_case(device, repeats) -> dict:
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = None, 0
     prompts = make_prompts(64, config.vocab_size)
     n, max_tokens = 4, 256
-    engines = {"graphs": LLMEngine(model, max_num_seqs=256, cuda_graphs=True),
-               "eager": LLMEngine(model, max_num_seqs=256, cuda_graphs=False)}
+    engines = {"graphs": LLMEngine(model, max_num_seqs=256, kv_cache_bytes=8 << 30, cuda_graphs=True),
+               "eager": LLMEngine(model, max_num_seqs=256, kv_cache_bytes=8 << 30, cuda_graphs=False)}
     times = common.compare({
         **{name: (lambda e=e: siri_generate(e, prompts, n, max_tokens)) for name, e in engines.items()},
         "hf": lambda: hf_generate(model, prompts, n, max_tokens, device),
