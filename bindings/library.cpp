@@ -7,11 +7,14 @@ TORCH_LIBRARY(siri, m) {
   m.def("group_advantages(Tensor rewards, int group_size, float eps, bool scale_by_std) -> Tensor");
   // Selective log-softmax -> (logp, softmax_stats [.., 2] = (row max, log normaliser), entropy),
   // and the gradient of a loss of logp with respect to the logits (out of place / in place).
+  // check_targets=False skips the target range check, their one device-to-host read; an
+  // out-of-range target then gives logp NaN and no gradient term (never an invalid read).
   m.def("token_logprobs(Tensor logits, Tensor targets, Tensor? mask, float temperature, "
-        "bool return_entropy) -> (Tensor, Tensor, Tensor)");
-  m.def("logits_grad(Tensor logits, Tensor targets, Tensor softmax_stats, Tensor row_scale, float temperature) -> Tensor");
+        "bool return_entropy, bool check_targets=True) -> (Tensor, Tensor, Tensor)");
+  m.def("logits_grad(Tensor logits, Tensor targets, Tensor softmax_stats, Tensor row_scale, float temperature, "
+        "bool check_targets=True) -> Tensor");
   m.def("logits_grad_(Tensor(a!) logits, Tensor targets, Tensor softmax_stats, Tensor row_scale, "
-        "float temperature) -> ()");
+        "float temperature, bool check_targets=True) -> ()");
   // Per-token GRPO/DAPO loss, its derivative w.r.t. logp, and the clip state.
   m.def("grpo_token_loss(Tensor logp, Tensor old_logprobs, Tensor advantages, Tensor mask, "
         "Tensor? ref_logprobs, float clip_low, float clip_high, float clip_c, float kl_coef) "

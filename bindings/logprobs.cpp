@@ -13,18 +13,18 @@ const auto cpu_logits_grad = [](const auto& p) { siri::cpu::logits_grad(p); };
 std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_cpu(const at::Tensor& logits,
                                                                   const at::Tensor& targets,
                                                                   const std::optional<at::Tensor>& mask,
-                                                                  double temperature, bool return_entropy) {
-  return token_logprobs_impl(logits, targets, mask, temperature, return_entropy, cpu_token_logprobs);
+                                                                  double temperature, bool return_entropy, bool check_targets) {
+  return token_logprobs_impl(logits, targets, mask, temperature, return_entropy, check_targets, cpu_token_logprobs);
 }
 
 at::Tensor logits_grad_cpu(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
-                           const at::Tensor& row_scale, double temperature) {
-  return logits_grad_out_of_place(logits, targets, softmax_stats, row_scale, temperature, cpu_logits_grad);
+                           const at::Tensor& row_scale, double temperature, bool check_targets) {
+  return logits_grad_out_of_place(logits, targets, softmax_stats, row_scale, temperature, check_targets, cpu_logits_grad);
 }
 
 void logits_grad_inplace_cpu(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
-                             const at::Tensor& row_scale, double temperature) {
-  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, logits, cpu_logits_grad);
+                             const at::Tensor& row_scale, double temperature, bool check_targets) {
+  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, check_targets, logits, cpu_logits_grad);
 }
 
 }  // namespace

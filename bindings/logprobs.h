@@ -47,7 +47,7 @@ inline void check_temperature(double temperature) {
 template <typename Launch>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_impl(
     const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& mask,
-    double temperature, bool return_entropy, Launch&& launch) {
+    double temperature, bool return_entropy, bool check_targets, Launch&& launch) {
   const RowLayout layout = logits_layout(logits, "logits");
   check_row_tensor(targets, "targets", logits, at::kLong);
   check_temperature(temperature);
@@ -56,8 +56,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_impl(
   if (mask.has_value()) {
     check_row_tensor(*mask, "mask", logits, at::kBool);
     m = mask->contiguous();
-    check_targets_in_range(t, m, vocab);
-  } else {
+    if (check_targets) check_targets_in_range(t, m, vocab);
+  } else if (check_targets) {
     check_targets_in_range(t, at::ones_like(t, t.options().dtype(at::kBool)), vocab);
   }
   const auto out_opts = logits.options().dtype(acc_dtype(logits.scalar_type()));
@@ -80,8 +80,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_impl(
 // Writes dL/dlogits into `grad` (which may be `logits` itself).
 template <typename Launch>
 void logits_grad_impl(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
-                      const at::Tensor& row_scale, double temperature, const at::Tensor& grad,
-                      Launch&& launch) {
+                      const at::Tensor& row_scale, double temperature, bool check_targets,
+                      const at::Tensor& grad, Launch&& launch) {
   const RowLayout layout = logits_layout(logits, "logits");
   const RowLayout grad_layout = logits_layout(grad, "grad");
   const at::ScalarType acc = acc_dtype(logits.scalar_type());
@@ -95,7 +95,7 @@ void logits_grad_impl(const at::Tensor& logits, const at::Tensor& targets, const
   check_temperature(temperature);
   const int64_t vocab = logits.size(-1);
   const at::Tensor t = targets.contiguous(), l = softmax_stats.contiguous(), s = row_scale.contiguous();
-  check_targets_in_range(t, s.ne(0), vocab);
+  if (check_targets) check_targets_in_range(t, s.ne(0), vocab);
   dispatch_logits_dtype(logits.scalar_type(), "logits", [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
@@ -109,9 +109,9 @@ void logits_grad_impl(const at::Tensor& logits, const at::Tensor& targets, const
 template <typename Launch>
 at::Tensor logits_grad_out_of_place(const at::Tensor& logits, const at::Tensor& targets,
                                     const at::Tensor& softmax_stats, const at::Tensor& row_scale, double temperature,
-                                    Launch&& launch) {
+                                    bool check_targets, Launch&& launch) {
   at::Tensor grad = at::empty(logits.sizes(), logits.options());
-  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, grad, launch);
+  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, check_targets, grad, launch);
   return grad;
 }
 

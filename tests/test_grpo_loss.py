@@ -261,3 +261,18 @@ def test_out_of_place_equals_in_place_on_strided_extreme_logits(device, gen, dty
     ref = grpo_loss_reference(xr, targets, old, adv, mask)
     ref.backward()
     assert_matches(loss_out, grad_out, ref, xr.grad, dtype)
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_unchecked_targets_give_the_same_loss_and_gradient(device, gen, inplace):
+    """check_targets=False (the trainer's path: no device-to-host read) changes nothing when
+    the targets are valid, in both backward modes."""
+    logits, targets, old, adv, mask = make_case(80, 500, gen)
+    results = []
+    for check in (True, False):
+        leaf = logits.clone().to(device).requires_grad_()
+        loss, _ = grpo_loss(leaf * 1, targets.to(device), old.to(device), adv.to(device), mask.to(device),
+                            inplace_backward=inplace, check_targets=check)
+        loss.backward()
+        results.append((loss.detach(), leaf.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

@@ -121,3 +121,34 @@ def test_opcheck(device, gen):
 def test_bad_input_raises(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_unchecked_targets_change_nothing_for_valid_targets(device, gen):
+    """check_targets=False (the trainer's path, no device-to-host read) gives the same logp
+    and gradient when the targets are valid."""
+    logits = torch.randn(37, 1000, generator=gen).to(device).requires_grad_()
+    targets = torch.randint(0, 1000, (37,), generator=gen).to(device)
+    weights = torch.randn(37, generator=gen).to(device)
+    results = []
+    for check in (True, False):
+        logits.grad = None
+        logp = token_logprobs(logits, targets, 0.7, check_targets=check)
+        (logp * weights).sum().backward()
+        results.append((logp.detach(), logits.grad.clone()))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_unchecked_out_of_range_targets_are_nan_and_never_read(device, gen):
+    logits = torch.randn(4, 50, generator=gen, dtype=torch.float64).to(device)
+    targets = torch.tensor([3, -1, 50, 1 << 40], device=device)
+    logp, stats, _ = torch.ops.siri.token_logprobs(logits, targets, None, 1.0, False, False)
+    assert torch.isfinite(logp[0]) and torch.isnan(logp[1:]).all()
+    # backward: a row without a valid target gets the softmax term only (no write at the target)
+    grad = torch.ops.siri.logits_grad(logits, targets, stats, torch.ones(4, dtype=torch.float64, device=device),
+                                      1.0, False)
+    softmax = torch.softmax(logits, -1)
+    expected = -softmax
+    expected[0, 3] += 1
+    torch.testing.assert_close(grad, expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="targets must lie in"):
+        token_logprobs(logits, targets)

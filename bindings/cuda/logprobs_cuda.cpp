@@ -17,21 +17,21 @@ const auto cuda_logits_grad = [](const auto& p) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> token_logprobs_cuda(const at::Tensor& logits,
                                                                    const at::Tensor& targets,
                                                                    const std::optional<at::Tensor>& mask,
-                                                                   double temperature, bool return_entropy) {
+                                                                   double temperature, bool return_entropy, bool check_targets) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  return token_logprobs_impl(logits, targets, mask, temperature, return_entropy, cuda_token_logprobs);
+  return token_logprobs_impl(logits, targets, mask, temperature, return_entropy, check_targets, cuda_token_logprobs);
 }
 
 at::Tensor logits_grad_cuda(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
-                            const at::Tensor& row_scale, double temperature) {
+                            const at::Tensor& row_scale, double temperature, bool check_targets) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  return logits_grad_out_of_place(logits, targets, softmax_stats, row_scale, temperature, cuda_logits_grad);
+  return logits_grad_out_of_place(logits, targets, softmax_stats, row_scale, temperature, check_targets, cuda_logits_grad);
 }
 
 void logits_grad_inplace_cuda(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& softmax_stats,
-                              const at::Tensor& row_scale, double temperature) {
+                              const at::Tensor& row_scale, double temperature, bool check_targets) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, logits, cuda_logits_grad);
+  logits_grad_impl(logits, targets, softmax_stats, row_scale, temperature, check_targets, logits, cuda_logits_grad);
 }
 
 }  // namespace

@@ -57,13 +57,15 @@ void row_grad(const T* x, T* grad, int64_t vocab, int64_t target, const acc_t<T>
     return;
   }
   const A row_max = stats[0], log_norm = stats[1];
+  const bool target_in_vocab = target >= 0 && target < vocab;  // else: no target term (unchecked input)
   // Read the target logit first: grad may alias x.
-  const A p_target = exp_approx(log_softmax_at(load_acc(x, target), row_max, log_norm, inv_temp));
+  const A p_target = target_in_vocab ? exp_approx(log_softmax_at(load_acc(x, target), row_max, log_norm, inv_temp))
+                                     : A(0);
 #pragma omp simd
   for (int64_t j = 0; j < vocab; ++j) {
     store_acc(grad, j, -a * exp_approx(log_softmax_at(load_acc(x, j), row_max, log_norm, inv_temp)));
   }
-  store_acc(grad, target, a * (A(1) - p_target));
+  if (target_in_vocab) store_acc(grad, target, a * (A(1) - p_target));
 }
 
 }  // namespace

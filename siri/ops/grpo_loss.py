@@ -33,7 +33,7 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, old_logprobs: torch.T
               clip_high: float = 0.28, clip_c: float | None = None, temperature: float = 1.0,
               ref_logprobs: torch.Tensor | None = None, kl_coef: float = 0.0,
               num_tokens: float | torch.Tensor | None = None, inplace_backward: bool = True,
-              return_entropy: bool = False) -> tuple[torch.Tensor, GrpoLossStats]:
+              return_entropy: bool = False, check_targets: bool = True) -> tuple[torch.Tensor, GrpoLossStats]:
     """GRPO / DAPO clipped policy-gradient loss from logits, token-mean normalised.
 
     Per token, with ``logp = log_softmax(logits / temperature)[target]``:
@@ -56,6 +56,8 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, old_logprobs: torch.T
         ref_logprobs, kl_coef: k3 KL penalty against a reference policy (off when 0).
         num_tokens: the normaliser. Default ``mask.sum()``; the trainer passes the token count
             of the whole step (all micro-batches and ranks), which gives DAPO's token-mean.
+        check_targets: as in :func:`token_logprobs`: False skips the target range check (the
+            forward's and the backward's device-to-host read) for targets valid by construction.
         inplace_backward: write ``dlogits`` into the logits' storage (saves a logits-sized
             buffer). Only use when nothing else needs the logits after this loss. Ignored
             for leaf tensors, whose ``.grad`` must not alias their data.
@@ -87,7 +89,7 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, old_logprobs: torch.T
     loss, logp, per_token, entropy = _GrpoLoss.apply(
         logits, targets, as_acc(old_logprobs), as_acc(advantages), mask, as_acc(ref_logprobs),
         float(clip_low), float(clip_high), float(clip_c or 0.0), float(temperature),
-        float(kl_coef), denominator, inplace, bool(return_entropy))
+        float(kl_coef), denominator, inplace, bool(return_entropy), bool(check_targets))
     return loss, _stats(logp, per_token, entropy, as_acc(old_logprobs), mask)
 
 
@@ -118,16 +120,16 @@ def _grpo_token_loss_fake(logp, old_logprobs, advantages, mask, ref_logprobs, cl
 class _GrpoLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, old, adv, mask, ref, clip_low, clip_high, clip_c,
-                temperature, kl_coef, denominator, inplace_backward, return_entropy):
+                temperature, kl_coef, denominator, inplace_backward, return_entropy, check_targets):
         logp, softmax_stats, entropy = torch.ops.siri.token_logprobs(logits, targets, mask, temperature,
-                                                           return_entropy)
+                                                                     return_entropy, check_targets)
         per_token, dloss_dlogp, clip_state = torch.ops.siri.grpo_token_loss(
             logp, old, adv, mask, ref, clip_low, clip_high, clip_c, kl_coef)
         # a zero normaliser (nothing to average over) gives loss 0 and gradient 0
         inv_denominator = torch.where(denominator > 0, 1.0 / denominator, torch.zeros_like(denominator))
         loss = per_token.sum() * inv_denominator
         ctx.save_for_backward(logits, targets, softmax_stats, dloss_dlogp, inv_denominator)
-        ctx.temperature = temperature
+        ctx.temperature, ctx.check_targets = temperature, check_targets
         ctx.inplace = inplace_backward
         ctx.mark_non_differentiable(logp, clip_state)
         return loss, logp, clip_state, (entropy if return_entropy else None)
@@ -137,11 +139,13 @@ class _GrpoLoss(torch.autograd.Function):
         logits, targets, softmax_stats, dloss_dlogp, inv_denominator = ctx.saved_tensors
         row_scale = (dloss_dlogp * (grad_loss * inv_denominator)).contiguous()
         if ctx.inplace:
-            torch.ops.siri.logits_grad_(logits, targets, softmax_stats, row_scale, ctx.temperature)
+            torch.ops.siri.logits_grad_(logits, targets, softmax_stats, row_scale, ctx.temperature,
+                                        ctx.check_targets)
             grad = logits
         else:
-            grad = torch.ops.siri.logits_grad(logits, targets, softmax_stats, row_scale, ctx.temperature)
-        return (grad,) + (None,) * 13
+            grad = torch.ops.siri.logits_grad(logits, targets, softmax_stats, row_scale, ctx.temperature,
+                                              ctx.check_targets)
+        return (grad,) + (None,) * 14
 
 
 def grpo_loss_reference(logits, targets, old_logprobs, advantages, mask, *, clip_low=0.2,

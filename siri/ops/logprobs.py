@@ -12,7 +12,7 @@ from siri import _ext  # noqa: F401  (registers torch.ops.siri)
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                   return_entropy: bool = False, mask: torch.Tensor | None = None):
+                   return_entropy: bool = False, mask: torch.Tensor | None = None, check_targets: bool = True):
     """Log-probability of each target token under ``softmax(logits / temperature)``.
 
     Args:
@@ -23,6 +23,10 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
         return_entropy: also return the entropy of each row's distribution.
         mask: optional bool, ``logits.shape[:-1]``; rows where it is False are skipped (their
             outputs are 0 and their targets are not read), so padding costs nothing.
+        check_targets: check that every read target is in ``[0, V)`` (ValueError if not). On
+            CUDA this is the op's one device-to-host read, forward and backward; a caller whose
+            targets are valid by construction (the trainer's: the engine sampled them) passes
+            False. Unchecked, an out-of-range target gives NaN and no gradient, never a bad read.
 
     Returns:
         ``logp`` (float32, or float64 for float64 logits), shape ``logits.shape[:-1]``; with
@@ -34,7 +38,7 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
         >>> siri.ops.token_logprobs(logits, torch.randint(0, 32000, (4,)))
     """
     logp, _, entropy = torch.ops.siri.token_logprobs(logits, targets, mask, float(temperature),
-                                                     bool(return_entropy))
+                                                     bool(return_entropy), bool(check_targets))
     return (logp, entropy) if return_entropy else logp
 
 
@@ -43,7 +47,7 @@ def _rows(logits: torch.Tensor):
 
 
 @torch.library.register_fake("siri::token_logprobs")
-def _token_logprobs_fake(logits, targets, mask, temperature, return_entropy):
+def _token_logprobs_fake(logits, targets, mask, temperature, return_entropy, check_targets=True):
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logp = logits.new_empty(_rows(logits), dtype=acc)
     stats = logits.new_empty((*_rows(logits), 2), dtype=acc)
@@ -52,20 +56,21 @@ def _token_logprobs_fake(logits, targets, mask, temperature, return_entropy):
 
 
 @torch.library.register_fake("siri::logits_grad")
-def _logits_grad_fake(logits, targets, softmax_stats, row_scale, temperature):
+def _logits_grad_fake(logits, targets, softmax_stats, row_scale, temperature, check_targets=True):
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("siri::logits_grad_")
-def _logits_grad_inplace_fake(logits, targets, softmax_stats, row_scale, temperature):
+def _logits_grad_inplace_fake(logits, targets, softmax_stats, row_scale, temperature, check_targets=True):
     return None
 
 
 def _token_logprobs_setup(ctx, inputs, output):
-    logits, targets, mask, temperature, _ = inputs
+    logits, targets, mask, temperature = inputs[:4]
+    check_targets = inputs[5] if len(inputs) > 5 else True
     _, softmax_stats, _ = output
     ctx.save_for_backward(logits, targets, softmax_stats, mask)
-    ctx.temperature = temperature
+    ctx.temperature, ctx.check_targets = temperature, check_targets
 
 
 def _token_logprobs_backward(ctx, grad_logp, grad_stats, grad_entropy):
@@ -75,8 +80,9 @@ def _token_logprobs_backward(ctx, grad_logp, grad_stats, grad_entropy):
         # a masked row's logp is the constant 0: no gradient, and its target is never read
         row_scale = torch.where(mask, row_scale, torch.zeros_like(row_scale))
     row_scale = row_scale.contiguous()
-    grad = torch.ops.siri.logits_grad(logits, targets, softmax_stats, row_scale, ctx.temperature)
-    return grad, None, None, None, None
+    grad = torch.ops.siri.logits_grad(logits, targets, softmax_stats, row_scale, ctx.temperature,
+                                      ctx.check_targets)
+    return grad, None, None, None, None, None
 
 
 torch.library.register_autograd("siri::token_logprobs", _token_logprobs_backward,

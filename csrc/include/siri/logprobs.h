@@ -118,7 +118,12 @@ SIRI_HOST_DEVICE void write_row_outputs(const LogprobParams<T>& p, int64_t row, 
   const acc_t<T> log_norm = state.log_norm();
   p.softmax_stats[2 * row] = state.max;
   p.softmax_stats[2 * row + 1] = log_norm;
-  p.logp[row] = log_softmax_at(load_acc(x, p.targets[row]), state.max, log_norm, p.inv_temperature);
+  // A target outside the vocabulary (possible only with the op's check_targets=False) gives
+  // NaN and is never used as an index.
+  const int64_t target = p.targets[row];
+  p.logp[row] = target >= 0 && target < p.vocab
+                    ? log_softmax_at(load_acc(x, target), state.max, log_norm, p.inv_temperature)
+                    : acc_t<T>(NAN);
   if (p.entropy) p.entropy[row] = state.entropy();
 }
 
