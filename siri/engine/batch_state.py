@@ -96,7 +96,8 @@ class DecodeBatchState:
         seq.row = -1
 
     def sync_pages(self, seq: Sequence) -> None:
-        """Record pages ``seq`` got since the last call (O(new pages))."""
+        """Record pages ``seq`` got since it joined or the last call (O(new pages)); the
+        scheduler calls it when it gives a running sequence a page."""
         row, known = seq.row, self._pages_known[seq.row]
         for col in range(known, len(seq.pages)):
             self._table[row, col] = seq.pages[col]

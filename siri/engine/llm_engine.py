@@ -229,8 +229,6 @@ class LLMEngine:
         batch state's changes go up, the forward pass (or its CUDA graph) and the sampler run.
         Returns the sampler's device outputs."""
         state = self._state
-        for seq in state.seqs:
-            state.sync_pages(seq)
         state.check(self.pool.num_pages)
         graphs, rows = self._graphs, state.size
         step = state.prepare_step(pad_to=graphs.bucket(rows) if graphs else None)

@@ -13,7 +13,6 @@ is not wasted on an immediate second preemption while others run (no preemption 
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections import deque
 from dataclasses import dataclass
 
@@ -50,8 +49,8 @@ class Scheduler:
         self.waiting: deque[PrefillItem] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
-        self._admission = itertools.count()
-        self._rank: dict[int, int] = {}  # id(sequence) -> priority rank (lower runs longer)
+        self._admitted = 0   # priority of the next newly admitted sequence (counts up)
+        self._promoted = 0   # priority of the last preempted one (counts down, below all others)
 
     def add_prompt(self, sequences: list[Sequence]) -> None:
         self.waiting.append(PrefillItem(sequences, list(sequences[0].prompt_ids), recompute=False))
@@ -78,7 +77,8 @@ class Scheduler:
                 break
             self.waiting.popleft()
             for seq in item.sequences:
-                self._rank.setdefault(id(seq), next(self._admission))
+                if seq.priority is None:
+                    seq.priority, self._admitted = self._admitted, self._admitted + 1
             leader = item.sequences[0]
             leader.pages = [self.pool.allocate() for _ in range(-(-len(item.tokens) // ps))]
             admitted.append(item)
@@ -102,10 +102,8 @@ class Scheduler:
             if seq.finished:
                 self.pool.release(seq.pages)
                 seq.pages = []
-                self._rank.pop(id(seq), None)
                 continue
-            ranks = [self._rank[id(s)] for s in self.running]
-            self.running.insert(bisect.bisect(ranks, self._rank[id(seq)]), seq)
+            bisect.insort(self.running, seq, key=lambda s: s.priority)
             self.batch.add(seq)
 
     def reserve_decode(self) -> list[Sequence]:
@@ -128,6 +126,7 @@ class Scheduler:
             if page is None:
                 break  # seq itself was preempted (it was the last one)
             seq.pages.append(page)
+            self.batch.sync_pages(seq)
             index += 1
         return list(self.running)
 
@@ -137,12 +136,12 @@ class Scheduler:
         seq.pages = []
         self.running.remove(seq)
         self.batch.remove(seq)
-        self._rank.pop(id(seq), None)
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.batch.remove(seq)
-        self._rank[id(seq)] = min(self._rank.values()) - 1
+        self._promoted -= 1
+        seq.priority = self._promoted
         self.pool.release(seq.pages)
         seq.pages, seq.num_cached = [], 0
         self.waiting.appendleft(PrefillItem([seq], seq.tokens_to_recompute(), recompute=True))

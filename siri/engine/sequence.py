@@ -23,6 +23,7 @@ class Sequence:
     num_cached: int = 0
     finish_reason: str | None = None
     row: int = -1  # its row in the decode batch state while decoding
+    priority: int | None = None  # scheduler's: lower runs longer; set at first admission
 
     @property
     def num_tokens(self) -> int:
