@@ -1,0 +1,248 @@
+"""Scoring many responses with a reward function: the shared result type, the serial
+(in-process) path, and ``make_scorer``, which hides whether scoring runs in the caller's
+thread or in a pool of worker processes (``siri.rewards.pool``).
+
+Every path gives the same rewards for the same calls: a reward that raises, times out or
+returns something that is not a finite number scores 0.0 and is counted in
+``ScoreResult.errors``; the first three errors of a call are also reported with
+``warnings.warn``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from siri.rewards.loader import load_reward_fn
+
+__all__ = ["DEFAULT_GRACE_S", "ScoreItem", "ScoreResult", "Scorer", "SerialScorer", "call_with_timeout",
+           "default_reward_workers", "make_scorer", "score_serially"]
+
+ScoreItem = tuple[str, str, str]
+"""One call of a reward function: ``(response_text, reference, finish_reason)``."""
+
+DEFAULT_GRACE_S = 2.0
+"""Seconds a pool worker gets beyond ``timeout_s`` before the parent kills it."""
+
+_WARNED_ERRORS = 3
+
+
+class _RewardTimeout(TimeoutError):
+    """The ``TimeoutError`` raised by ``call_with_timeout`` itself (not one the reward raised)."""
+
+
+def call_with_timeout(fn: Callable, args: tuple, seconds: float | None):
+    """``fn(*args)``, raising TimeoutError after ``seconds`` (SIGALRM; main thread only, as
+    signals are; elsewhere, or with ``seconds`` None/0, no limit).
+
+    The limit is a ``setitimer(ITIMER_REAL)`` whose handler raises in the main thread, so it
+    interrupts Python code and sleeps but not a long call inside C code, and a reward that
+    arms its own alarm (math-verify's ``signal.alarm``) replaces or cancels it. The pool's
+    per-task deadline (``siri.rewards.pool``) is the limit that always holds."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+
+    def expire(signum, frame):
+        raise _RewardTimeout(f"reward function took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class ScoreResult:
+    """The outcome of scoring a list of items.
+
+    Attributes:
+        rewards (list[float]): one finite reward per item, in input order; 0.0 for an item
+            that failed (raised, timed out, returned a non-number or NaN/inf, or whose worker
+            process died).
+        errors (int): items that failed, all causes together (so ``errors >= timeouts +
+            crashes``).
+        timeouts (int): failed items that ran past ``timeout_s`` (``call_with_timeout``'s
+            SIGALRM fired) or past the pool's hard deadline ``timeout_s + grace_s`` (the worker
+            was killed).
+        crashes (int): failed items whose worker process died while scoring them (``os._exit``,
+            a segfault, an uncaught ``SystemExit``...).
+        replaced_workers (int): worker processes started during the call to replace one that
+            was killed or died (0 on the serial path).
+        seconds (float): wall-clock time of the call.
+        error_samples (list[str]): ``"ExceptionType: message"`` of the first three errors.
+    """
+
+    rewards: list[float]
+    errors: int = 0
+    timeouts: int = 0
+    crashes: int = 0
+    replaced_workers: int = 0
+    seconds: float = 0.0
+    error_samples: list[str] = field(default_factory=list)
+
+    def add_error(self, description: str, *, timeout: bool = False, crash: bool = False) -> None:
+        """Count one failed item (its reward must already be 0.0); warn for the first three.
+
+        Args:
+            description: ``"ExceptionType: message"``.
+            timeout: the item ran out of time.
+            crash: the item's worker process died.
+        """
+        self.errors += 1
+        self.timeouts += timeout
+        self.crashes += crash
+        if len(self.error_samples) < _WARNED_ERRORS:
+            self.error_samples.append(description)
+            warnings.warn(f"reward function failed ({description}); the response scores 0", stacklevel=3)
+
+
+def score_one(fn: Callable, item: Sequence, timeout_s: float | None) -> tuple[float, str | None, bool]:
+    """Call ``fn(*item)`` under ``call_with_timeout`` and check what it returns.
+
+    Returns:
+        ``(reward, error, timed_out)``: the reward as a finite float and None, or 0.0 and
+        ``"ExceptionType: message"`` when the call raised (any ``Exception``), timed out, or
+        returned a non-number or a non-finite number; ``timed_out`` says whether
+        ``call_with_timeout``'s own limit fired. Exceptions that are not ``Exception``
+        (``SystemExit``, ``KeyboardInterrupt``) propagate.
+    """
+    try:
+        value = call_with_timeout(fn, tuple(item), timeout_s)
+        if isinstance(value, (str, bytes, bytearray)):
+            raise TypeError(f"reward function returned {type(value).__name__} {value!r:.60}, not a number")
+        reward = float(value)
+        if not math.isfinite(reward):
+            raise ValueError(f"reward function returned {reward}")
+        return reward, None, False
+    except Exception as e:  # noqa: BLE001 - a user's reward must not kill a days-long run
+        timed_out = isinstance(e, _RewardTimeout)
+        return 0.0, f"{'TimeoutError' if timed_out else type(e).__name__}: {e}", timed_out
+
+
+def score_serially(reward_fn: Callable, items: Sequence[ScoreItem], timeout_s: float | None) -> ScoreResult:
+    """Score ``items`` one by one in this thread.
+
+    Args:
+        reward_fn: ``(response_text, reference, finish_reason) -> float``.
+        items: ``(response_text, reference, finish_reason)`` tuples.
+        timeout_s: per-item limit (``call_with_timeout``: SIGALRM, main thread only); None
+            or 0: none.
+
+    Returns:
+        A ``ScoreResult`` (``crashes`` and ``replaced_workers`` are 0): failures score 0.0,
+        are counted, and the first three are warned about.
+    """
+    start = time.perf_counter()
+    result = ScoreResult(rewards=[0.0] * len(items))
+    for i, item in enumerate(items):
+        reward, error, timed_out = score_one(reward_fn, item, timeout_s)
+        result.rewards[i] = reward
+        if error is not None:
+            result.add_error(error, timeout=timed_out)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class Scorer(Protocol):
+    """What ``make_scorer`` returns: ``SerialScorer`` or ``siri.rewards.pool.RewardPool``."""
+
+    def score(self, items: Sequence[ScoreItem]) -> ScoreResult: ...
+
+    def close(self) -> None: ...
+
+
+class ClosingContext:
+    """``with scorer: ...`` calls ``scorer.close()`` on the way out."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+class SerialScorer(ClosingContext):
+    """Scores in the caller's thread with ``score_serially`` (``reward.workers: 0``).
+
+    Args:
+        spec: the reward, ``"package.module:function"`` (``load_reward_fn``; a ValueError
+            names what is wrong).
+        timeout_s: per-item limit in seconds (SIGALRM: enforced only when ``score`` runs in
+            the main thread), or None for none.
+    """
+
+    def __init__(self, spec: str, timeout_s: float | None):
+        self.timeout_s = check_timeout(timeout_s)
+        self.reward_fn = load_reward_fn(spec)
+
+    def score(self, items: Sequence[ScoreItem]) -> ScoreResult:
+        """``score_serially(reward_fn, items, timeout_s)``."""
+        return score_serially(self.reward_fn, items, self.timeout_s)
+
+
+def make_scorer(spec: str, workers: int, timeout_s: float | None, *,
+                grace_s: float = DEFAULT_GRACE_S) -> Scorer:
+    """The scorer for ``reward.workers``.
+
+    Args:
+        spec: the reward, ``"package.module:function"``.
+        workers: 0 scores serially in this process (``SerialScorer``); >= 1 starts that many
+            worker processes (``RewardPool``), which load ``spec`` themselves.
+        timeout_s: per-item limit in seconds (> 0), or None for none.
+        grace_s: pool only: a worker still busy ``timeout_s + grace_s`` after it got an item
+            is killed and replaced.
+
+    Returns:
+        An object with ``score(items) -> ScoreResult`` and ``close()``, usable as a context
+        manager. Call ``close()`` (or use ``with``) to stop a pool's workers.
+
+    Raises:
+        ValueError: a bad argument, or a reward that cannot be loaded (one line, naming it).
+    """
+    if check_workers(workers) == 0:
+        return SerialScorer(spec, timeout_s)
+    from siri.rewards.pool import RewardPool
+
+    return RewardPool(spec, workers, timeout_s, grace_s=grace_s)
+
+
+def default_reward_workers(local_world_size: int = 1) -> int:
+    """Worker processes per rank when ``reward.workers`` is null: the CPUs this process may
+    run on (``os.sched_getaffinity``, else ``os.cpu_count()``) shared among the node's
+    ``local_world_size`` ranks, at least 1 and at most 8."""
+    if isinstance(local_world_size, bool) or not isinstance(local_world_size, int) or local_world_size < 1:
+        raise ValueError(f"local_world_size must be an integer >= 1, got {local_world_size!r}")
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(8, max(1, cpus // local_world_size))
+
+
+def check_workers(workers: int) -> int:
+    """``workers`` if it is an integer >= 0, else a one-line ValueError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+    return workers
+
+
+def check_timeout(timeout_s: float | None, name: str = "timeout_s") -> float | None:
+    """``timeout_s`` if it is None (no limit) or a finite number > 0, else a one-line
+    ValueError naming the argument ``name``."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ValueError(f"{name} must be > 0 seconds or None (no limit), got {timeout_s!r}")
+    return float(timeout_s)
