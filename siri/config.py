@@ -24,7 +24,7 @@ from siri.algo.schedule import LengthSchedule, schedule_from_dict
 from siri.rewards.loader import DEFAULT_REWARD
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "AlgoConfig", "OptimConfig",
-           "RewardConfig", "TrainerConfig", "ConfigError", "load_config", "config_from_dict",
+           "RewardConfig", "TrainerConfig", "EvalConfig", "ConfigError", "load_config", "config_from_dict",
            "config_to_dict", "apply_overrides"]
 
 
@@ -111,8 +111,10 @@ class AlgoConfig:
     clip_low: float = 0.2
     clip_high: float = 0.28
     """DAPO's clip-higher: ratio clipped to [1 - clip_low, 1 + clip_high]."""
-    clip_c: float | None = None
-    """Dual-clip constant (> 1) for negative advantages; null is off."""
+    clip_c: float | None = 3.0
+    """Dual-clip constant (> 1): for a negative advantage the loss is bounded by
+    ``-c * A`` however large the ratio grows (a stale token cannot blow up the step). 3.0 is
+    verl's default, kept by its DAPO recipe; the SIRI paper does not say. null is off."""
     kl_coef: float = 0.0
     """k3 KL penalty against the initial policy (loads a frozen reference copy when > 0)."""
     advantage_scale: str = "group"
@@ -121,7 +123,9 @@ class AlgoConfig:
     ppo_epochs: int = 1
     """Passes over each step's rollouts."""
     mini_batches: int = 1
-    """Optimizer steps per epoch; the step's prompts are split evenly between them."""
+    """Optimizer steps per epoch; the step's prompts are split evenly between them. With 1
+    (and one epoch) the update is exactly on-policy: the ratio is 1 and the clip never acts.
+    The paper recipe uses 4 (32 prompts per optimizer step, verl's DAPO mini-batch)."""
     micro_batch_tokens: int = 16384
     """Token budget of one forward/backward (padded sequences x length), so cost follows real
     tokens. Sequences longer than the budget run alone."""
@@ -131,7 +135,22 @@ class AlgoConfig:
     ppo_epochs = mini_batches = 1). The engine's forward differs in rounding from the
     training forward, so "recompute" is the default."""
     filter_equal_groups: bool = False
-    """DAPO dynamic sampling: drop groups whose rewards are all equal (off: not in the paper)."""
+    """Drop groups whose rewards are all equal (they have zero advantage) without drawing
+    others in their place: the step trains on fewer groups. See ``dynamic_sampling``."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: drop groups whose rewards are all equal and keep drawing
+    rounds of ``rollout.prompts_per_step`` new prompts until that many groups with unequal
+    rewards are collected (surplus ones are discarded) or ``max_sampling_rounds`` rounds were
+    drawn. Off in the SIRI paper, on in verl's DAPO recipe. Metrics: sampling_rounds,
+    groups_drawn, groups_discarded, groups_trained."""
+    max_sampling_rounds: int = 10
+    """With ``dynamic_sampling``: the most rounds per step (verl's ``max_num_gen_batches``);
+    a step that reaches it trains on the groups it has, and warns."""
+    mask_truncated: bool = False
+    """Exclude responses cut at the cap from the loss (TRL's ``mask_truncated_completions``,
+    DAPO's overlong filtering) instead of training on their ``reward.truncated_reward``: they
+    still count in their group's advantage statistics. Off for SIRI, whose compression comes
+    from truncated responses scoring 0."""
 
 
 @dataclass
@@ -158,6 +177,26 @@ class RewardConfig:
     """Reward of a response cut at the step's cap (finish_reason "length"), whatever ``fn``
     would say; ``fn`` is not called for it. SIRI's compression pressure comes from this.
     null hands truncated responses to ``fn`` too."""
+    workers: int | None = None
+    """Processes that score responses in parallel (each call's ``timeout_s`` enforced in the
+    worker; a worker that crashes or hangs scores 0, is replaced and counted). 0 scores in
+    the trainer's main thread. null: min(8, CPUs per local rank)."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong punishment: a response longer than ``cap - overlong_buffer``
+    tokens loses ``overlong_penalty`` x (excess / buffer), reaching the whole penalty at the
+    step's cap, so the zone follows the schedule. 0: off (the SIRI paper's choice; DAPO used
+    4096 of 20480)."""
+    overlong_penalty: float = 1.0
+    """The penalty at the cap with ``overlong_buffer`` (DAPO: 1.0)."""
+    length_reward: str = "none"
+    """A length term from the efficient-reasoning literature, added to every reward:
+    "kimi" (Kimi k1.5: +0.5 for the group's shortest response down to -0.5 for its longest;
+    wrong responses only the negative part), "l1_target" (L1's LCPO-Exact:
+    -|length_target - length|), or "none"."""
+    length_reward_weight: float | None = None
+    """Multiplies ``length_reward``; null: the paper's (kimi 1.0, l1_target 0.0003)."""
+    length_target: int | None = None
+    """The target length in tokens of ``length_reward: l1_target``."""
 
 
 @dataclass
@@ -191,9 +230,37 @@ class TrainerConfig:
     save_rollouts: bool = False
     """Write every step's responses (text, tokens, finish reason, reward, advantage) to
     ``run_dir/rollouts/step_<t>.jsonl``, for debugging rewards."""
+    eval_every: int = 0
+    """Evaluate on the held-out ``eval.data`` after every N-th step (0: only at extrema, when
+    ``eval_at_extrema``); the results join that step's line of metrics.jsonl as ``eval_*``."""
+    eval_at_extrema: bool = True
+    """With ``eval.data`` set: also evaluate at every schedule peak and trough, the points of
+    SIRI's accuracy-vs-tokens path (``siri plot RUN_DIR`` draws it)."""
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "siri"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during training (``trainer.eval_every``, ``trainer.eval_at_extrema``) with the
+    rollout engine, on held-out prompts formatted like the training ones."""
+
+    data: str | None = None
+    """A held-out file/dir or named dataset, as ``data.train``; null: no evaluation."""
+    path: str | None = None
+    """Local copy of a named ``data`` set."""
+    prompt_key: str | None = None
+    answer_key: str | None = None
+    limit: int | None = None
+    """Evaluate on the first N problems only (null: all)."""
+    n: int = 4
+    """Samples per problem; accuracy is pass@1 averaged over them (avg@n)."""
+    max_tokens: int | None = None
+    """The response cap of evaluation (a response that reaches it is wrong); null: the
+    schedule's largest cap, so SIRI's troughs are judged with room to reason."""
+    temperature: float = 0.6
+    top_p: float = 1.0
 
 
 @dataclass
@@ -205,6 +272,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     schedule: dict[str, Any] = field(default_factory=lambda: dict(
         kind="cosine", l_max=16384, l_min=8192, period=640))
     """The length schedule: ``kind`` plus ``make_schedule`` parameters (l_max, l_min, period,
@@ -391,6 +459,7 @@ _CHOICES = {
     "algo.advantage_scale": ("group", "none"),
     "algo.old_logprobs": ("recompute", "engine"),
     "trainer.parallelism": ("ddp", "fsdp"),
+    "reward.length_reward": ("none", "kimi", "l1_target"),
 }
 
 
@@ -406,12 +475,15 @@ def _validate(cfg: Config, check_files: bool) -> None:
                 "algo.ppo_epochs": cfg.algo.ppo_epochs, "algo.mini_batches": cfg.algo.mini_batches,
                 "algo.micro_batch_tokens": cfg.algo.micro_batch_tokens, "trainer.steps": cfg.trainer.steps,
                 "data.max_prompt_tokens": cfg.data.max_prompt_tokens,
-                "trainer.max_consecutive_skips": cfg.trainer.max_consecutive_skips}
+                "trainer.max_consecutive_skips": cfg.trainer.max_consecutive_skips,
+                "algo.max_sampling_rounds": cfg.algo.max_sampling_rounds, "eval.n": cfg.eval.n}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {value}")
     for key, value in {"trainer.save_every": cfg.trainer.save_every, "trainer.keep_last": cfg.trainer.keep_last,
-                       "optim.warmup_steps": cfg.optim.warmup_steps, "rollout.top_k": cfg.rollout.top_k}.items():
+                       "optim.warmup_steps": cfg.optim.warmup_steps, "rollout.top_k": cfg.rollout.top_k,
+                       "reward.overlong_buffer": cfg.reward.overlong_buffer,
+                       "trainer.eval_every": cfg.trainer.eval_every}.items():
         if value < 0:
             raise ConfigError(f"'{key}' must be >= 0, got {value}")
     if cfg.rollout.group_size < 2:
@@ -454,6 +526,8 @@ def _validate(cfg: Config, check_files: bool) -> None:
         cfg.length_schedule()
     except ValueError as e:
         raise ConfigError(f"'schedule': {e}") from e
+    _validate_length_control(cfg)
+    _validate_eval(cfg)
     from siri.model_loading import local_model_config
 
     model_config = local_model_config(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
@@ -468,7 +542,46 @@ def _validate(cfg: Config, check_files: bool) -> None:
         raise ConfigError(f"'reward.fn': {e}") from e
 
 
-def _longest_cap(schedule: LengthSchedule, steps: int) -> int:
+def _validate_length_control(cfg: Config) -> None:
+    r = cfg.reward
+    if r.workers is not None and r.workers < 0:
+        raise ConfigError(f"'reward.workers' must be >= 0 or null, got {r.workers}")
+    if r.overlong_buffer:
+        shortest = shortest_cap(cfg.length_schedule(), cfg.trainer.steps)
+        if r.overlong_buffer >= shortest:
+            raise ConfigError(f"'reward.overlong_buffer' ({r.overlong_buffer}) must be smaller than the schedule's "
+                              f"shortest cap ({shortest}), or every response would be penalised")
+    if not r.overlong_penalty >= 0:
+        raise ConfigError(f"'reward.overlong_penalty' must be >= 0, got {r.overlong_penalty}")
+    if r.length_reward_weight is not None and not r.length_reward_weight >= 0:
+        raise ConfigError(f"'reward.length_reward_weight' must be >= 0 or null, got {r.length_reward_weight}")
+    if r.length_reward == "l1_target" and (r.length_target is None or r.length_target < 1):
+        raise ConfigError(f"'reward.length_reward: l1_target' needs 'reward.length_target' >= 1 (tokens), got "
+                          f"{r.length_target}")
+
+
+def _validate_eval(cfg: Config) -> None:
+    e, t = cfg.eval, cfg.trainer
+    if t.eval_every and e.data is None:
+        raise ConfigError(f"'trainer.eval_every' is {t.eval_every} but 'eval.data' is null; name a held-out file")
+    if e.limit is not None and e.limit < 1:
+        raise ConfigError(f"'eval.limit' must be >= 1 or null, got {e.limit}")
+    if e.max_tokens is not None and e.max_tokens < 1:
+        raise ConfigError(f"'eval.max_tokens' must be >= 1 or null, got {e.max_tokens}")
+    if not e.temperature > 0 or not 0 < e.top_p <= 1:
+        raise ConfigError(f"'eval.temperature' must be > 0 and 'eval.top_p' in (0, 1], got {e.temperature} / "
+                          f"{e.top_p}")
+    if e.n > cfg.rollout.max_num_seqs:
+        raise ConfigError(f"'eval.n' ({e.n}) exceeds 'rollout.max_num_seqs' ({cfg.rollout.max_num_seqs})")
+
+
+def shortest_cap(schedule: LengthSchedule, steps: int) -> int:
+    """The schedule's smallest cap over the run (probed like :func:`longest_cap`)."""
+    probe = range(steps) if steps <= 20000 else {0, *schedule.troughs(20000)}
+    return min(schedule(t) for t in probe)
+
+
+def longest_cap(schedule: LengthSchedule, steps: int) -> int:
     """The schedule's largest cap over the run: every step for short runs; for long ones the
     steps that can hold the maximum (the start and the peaks of a periodic schedule)."""
     probe = range(steps) if steps <= 20000 else {0, *schedule.peaks(20000)}
@@ -479,21 +592,22 @@ def check_positions(cfg: Config, model_config) -> None:
     """ConfigError unless the schedule's largest cap plus ``data.max_prompt_tokens`` fits the
     model's ``max_position_embeddings`` (``model_config``: a transformers config). Validation
     runs it when the model is on this machine; the trainer again once the model is loaded."""
-    longest_cap = _longest_cap(cfg.length_schedule(), cfg.trainer.steps)
+    longest = longest_cap(cfg.length_schedule(), cfg.trainer.steps)
     limit = getattr(model_config, "max_position_embeddings", None)
-    if limit is not None and longest_cap + cfg.data.max_prompt_tokens > limit:
+    if limit is not None and longest + cfg.data.max_prompt_tokens > limit:
         raise ConfigError(
-            f"the schedule's largest cap ({longest_cap}) plus 'data.max_prompt_tokens' "
+            f"the schedule's largest cap ({longest}) plus 'data.max_prompt_tokens' "
             f"({cfg.data.max_prompt_tokens}) exceeds the model's max_position_embeddings ({limit})")
 
 
 def _check_data_files(cfg: Config) -> None:
     from siri.data import NAMED_DATASETS
 
-    for key in ("train", "path"):
-        value = getattr(cfg.data, key)
-        if value is None or (key == "train" and value in NAMED_DATASETS):
+    for section, key in (("data", "train"), ("data", "path"), ("eval", "data"), ("eval", "path")):
+        value = getattr(getattr(cfg, section), key)
+        named = key in ("train", "data")
+        if value is None or (named and value in NAMED_DATASETS):
             continue
         if not Path(value).exists():
-            raise ConfigError(f"'data.{key}': no such file or directory: {value}"
-                              + ("" if key == "path" else f" (nor a named dataset: {sorted(NAMED_DATASETS)})"))
+            raise ConfigError(f"'{section}.{key}': no such file or directory: {value}"
+                              + ("" if not named else f" (nor a named dataset: {sorted(NAMED_DATASETS)})"))

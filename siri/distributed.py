@@ -36,6 +36,8 @@ class DistContext:
     timeout_s: float = 600.0
     device: torch.device = torch.device("cpu")
     """Where tensors passed to collectives must live: this rank's GPU under NCCL, else the CPU."""
+    local_world_size: int = 1
+    """Processes of this job on this machine (torchrun's ``LOCAL_WORLD_SIZE``): they share its CPUs."""
 
     @property
     def is_main(self) -> bool:
@@ -98,7 +100,8 @@ def init_distributed(use_cuda: bool, timeout_s: float) -> DistContext:
     if not dist.is_initialized():
         dist.init_process_group(backend=process_group_backend(use_cuda),
                                 timeout=datetime.timedelta(seconds=timeout_s))
-    return DistContext(rank, world, local_rank, True, timeout_s, device)
+    return DistContext(rank, world, local_rank, True, timeout_s, device,
+                       int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
 
 
 def process_group_backend(use_cuda: bool) -> str:

@@ -1,12 +1,14 @@
 """Plots of a training run: the length schedule against what the model does, the training
 curves, and the accuracy/length Pareto plot of evaluated checkpoints (the paper's Figure 1).
 
-    plot_run("runs/demo")           # -> [runs/demo/plots/schedule.png, training.png, pareto.png]
+    plot_run("runs/demo")   # -> runs/demo/plots/: schedule.png, training.png, [trajectory.png], [pareto.png]
     plot_comparison({"SIRI": Path("runs/siri"), "fixed cap": Path("runs/fixed")}, "cmp.png")
 
 Inputs: ``run_dir/metrics.jsonl`` (one JSON object per step: ``step`` plus any of ``cap``,
 ``phase``, ``reward_mean``, ``response_len_mean``, ``truncation_rate``, ``loss``, ...) and
-the eval reports ``run_dir/eval/*.json`` of ``siri.eval.write_eval_report``.
+the eval reports ``run_dir/eval/*.json`` of ``siri.eval.write_eval_report``; the
+``eval_*`` columns that evaluation during training adds to metrics.jsonl give the
+accuracy-vs-tokens trajectory.
 
 Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas; pyplot
 is never imported, so plotting leaves the caller's matplotlib backend and figures alone.
@@ -20,7 +22,7 @@ from pathlib import Path
 from siri.eval import load_eval_reports
 from siri.metrics import read_run_metrics
 
-__all__ = ["plot_comparison", "plot_pareto", "plot_run"]
+__all__ = ["plot_comparison", "plot_pareto", "plot_run", "trajectory_points"]
 
 # training.png panels: title -> metric keys drawn on it (absent keys are skipped)
 _PANELS = {
@@ -34,8 +36,9 @@ _PANELS = {
 
 
 def plot_run(run_dir: str | os.PathLike) -> list[Path]:
-    """Write ``schedule.png``, ``training.png`` and (when there are eval reports)
-    ``pareto.png`` into ``run_dir/plots/``; returns their paths in that order."""
+    """Write ``schedule.png``, ``training.png``, (when the run evaluated during training)
+    ``trajectory.png`` and (when there are eval reports) ``pareto.png`` into
+    ``run_dir/plots/``; returns their paths in that order."""
     run_dir = Path(run_dir)
     records = read_run_metrics(run_dir)
     reports = load_eval_reports(run_dir)
@@ -44,6 +47,9 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     paths = [_plot_schedule(records, [r["step"] for r in reports if r.get("step") is not None],
                             out / "schedule.png"),
              _plot_training(records, out / "training.png")]
+    trajectory = trajectory_points(records, _run_schedule(run_dir))
+    if trajectory:
+        paths.append(plot_pareto(trajectory, out / "trajectory.png"))
     points = _pareto_points(reports)
     if points:
         paths.append(plot_pareto(points, out / "pareto.png"))
@@ -164,6 +170,38 @@ def _plot_training(records: list[dict], path: Path) -> Path:
         ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("step")
     return _save(fig, path)
+
+
+def trajectory_points(records: list[dict], schedule=None) -> list[dict]:
+    """The accuracy-vs-tokens points of evaluation during training, in step order: one per
+    record with ``eval_accuracy``, labelled by the checkpoint step it matches (``step + 1``)
+    and "peak" / "trough" where the schedule has one; with a periodic ``schedule`` each cycle
+    is its own series (SIRI's claim is that every cycle moves the path to the upper left)."""
+    evaluated = [r for r in records if _is_number(r.get("eval_accuracy")) and _is_number(r.get("eval_response_len_mean"))]
+    if not evaluated:
+        return []
+    last = max(r["step"] for r in evaluated) + 1
+    peaks = set(schedule.peaks(last)) if schedule is not None else set()
+    troughs = set(schedule.troughs(last)) if schedule is not None else set()
+    period = getattr(schedule, "period", None) if schedule is not None else None
+    points = []
+    for r in evaluated:
+        t = r["step"]
+        tag = " peak" if t in peaks else " trough" if t in troughs else ""
+        series = f"cycle {t // period + 1}" if period else "during training"
+        points.append({"label": f"{t + 1}{tag}", "series": series, "accuracy": r["eval_accuracy"],
+                       "mean_tokens": r["eval_response_len_mean"]})
+    return points
+
+
+def _run_schedule(run_dir: Path):
+    """The length schedule of the run's ``config.yaml``, or None when there is none usable."""
+    from siri.config import ConfigError, load_config
+
+    try:
+        return load_config(run_dir / "config.yaml", validate=False).length_schedule()
+    except (OSError, ConfigError, ValueError):
+        return None
 
 
 def _pareto_points(reports: list[dict]) -> list[dict]:

@@ -8,26 +8,29 @@ One step (``train_step``):
 1. ``cap = schedule(step)``; take the next ``rollout.prompts_per_step`` prompts.
 2. Rollouts: the engine samples ``rollout.group_size`` responses per prompt with
    ``max_tokens=cap`` over the policy's own parameters (no weight copy).
-3. Rewards: ``reward.fn(text, answer, finish_reason)``; a response cut at the cap ("length")
-   scores 0 with the default reward. A reward that raises scores 0 and is counted.
-4. Advantages: ``group_advantages`` per prompt group.
+3. Rewards: ``reward.fn(text, answer, finish_reason)`` in ``reward.workers`` processes; a
+   response cut at the cap ("length") scores ``reward.truncated_reward`` (0). A reward that
+   raises or times out scores 0 and is counted. Length terms (DAPO's overlong penalty, Kimi's
+   or L1's length reward; ``siri.rewards.length_shaping``) are added when configured.
+4. Advantages: ``group_advantages`` per prompt group. With ``algo.dynamic_sampling``, groups
+   whose rewards are all equal are dropped and steps 1-4 repeat on new prompts until the
+   batch is full (``siri.algo.dynamic_sampling``).
 5. Old logprobs: recomputed under no_grad (or the sampler's, exactly on-policy).
 6. Update: for each PPO epoch and mini-batch, micro-batches packed by a token budget go
    through the HF model and the fused ``grpo_loss`` (token-mean over the mini-batch's
    response tokens); clip the gradient norm; AdamW. A non-finite gradient skips the step.
-7. Metrics (JSONL, progress bar, callbacks) and checkpoints (periodic, at the schedule's
-   peaks and troughs, and at the end).
+7. Evaluation on held-out prompts when due (``siri.training_eval``), metrics (JSONL,
+   progress bar, callbacks) and checkpoints (periodic, at the schedule's peaks and troughs,
+   and at the end).
 
-Rollout sampling is keyed by (seed, step, prompt index, sample), so a resumed run samples
-exactly what an uninterrupted one would.
+Rollout sampling is keyed by (seed, step, sampling round, prompt index, sample), so a resumed
+run samples exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 
 import json
 import math
 import random
-import signal
-import threading
 import warnings
 import statistics
 import time
@@ -39,6 +42,7 @@ import torch
 import yaml
 
 from siri import checkpoint
+from siri.algo.dynamic_sampling import GroupCollector
 from siri.algo.response_logits import response_logits
 from siri.algo.rollout_batch import Rollout, collate, pack_by_token_budget
 from siri.atomic_io import write_text_atomic
@@ -56,7 +60,10 @@ from siri.ops.logprobs import token_logprobs
 from siri.precision import PolicyWeights
 from siri.prompt_format import PROMPT_FILE, PromptFormat
 from siri.progress import TrainProgress
+from siri.rewards.length_shaping import LengthShaping, shape_rewards
 from siri.rewards.loader import load_reward_fn
+from siri.rewards.scoring import default_reward_workers, make_scorer
+from siri.training_eval import TrainingEvaluator
 
 StepCallback = Callable[[dict[str, Any]], None]
 
@@ -140,6 +147,15 @@ class Trainer:
                                 gpu_memory_fraction=r.gpu_memory_fraction, max_prefill_tokens=r.max_prefill_tokens,
                                 cuda_graphs=r.cuda_graphs)
         self.reward_fn = load_reward_fn(config.reward.fn)
+        rc = config.reward
+        workers = rc.workers if rc.workers is not None else default_reward_workers(self.dist.local_world_size)
+        self.scorer = make_scorer(rc.fn, workers, rc.timeout_s or None)
+        self.length_shaping = LengthShaping(rc.overlong_buffer, rc.overlong_penalty, rc.length_reward,
+                                            rc.length_reward_weight, rc.length_target)
+        self.evaluator = None
+        if config.eval.data is not None:
+            self.evaluator = TrainingEvaluator(config, self.tokenizer, self.engine, self.reward_fn, self.stop_ids,
+                                               self.dist)
         self._peaks = set(self.schedule.peaks(config.trainer.steps))
         self._troughs = set(self.schedule.troughs(config.trainer.steps))
         if resume_from is not None:
@@ -197,6 +213,8 @@ class Trainer:
         try:
             while self.step < t.steps:
                 last = self.train_step()
+                if self.evaluator is not None and self.evaluator.due(last["step"]):
+                    last.update(self._evaluate(last))
                 if main:
                     log.log(last)
                     self._progress.step_done(last)
@@ -206,12 +224,23 @@ class Trainer:
                 if kinds:
                     self.save(kinds)
         finally:
+            self.scorer.close()
             self._progress.close()
             self._progress = TrainProgress(False, 0)
             if log is not None:
                 log.close()
         newest = checkpoint.latest_checkpoint(self.run_dir)
         return {**last, "checkpoint": str(newest) if newest else None}
+
+    def _evaluate(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """The ``eval_*`` metrics of the weights after step ``metrics["step"]``."""
+        self._progress.stage("eval", metrics["step"], metrics["cap"], metrics["phase"])
+        self._prepare_rollout_model()
+        try:
+            return self.evaluator.run()
+        finally:
+            if not self.cfg.rollout.keep_kv_cache:
+                self.engine.release_kv_cache()
 
     def _checkpoint_kinds(self, t: int) -> list[str]:
         cfg = self.cfg.trainer
@@ -228,79 +257,101 @@ class Trainer:
 
     def train_step(self) -> dict[str, Any]:
         """Run step ``self.step`` and return its metrics (over all ranks)."""
-        t, cfg, g = self.step, self.cfg, self.cfg.rollout.group_size
+        t, cfg = self.step, self.cfg
         cap, phase = self.schedule(t), self.schedule.phase(t)
         started = time.perf_counter()
-        self._progress.stage("rollout", t, cap, phase)
-        examples = [self.dataset[i] for i in self.sampler.next_batch()]      # the global batch
-        owned = owned_groups(len(examples), cfg.algo.mini_batches, self.dist.rank, self.dist.world_size)
-        local = [examples[i] for i in owned]
-        rollouts = self._generate(local, cap, t)
-        rollout_s = time.perf_counter() - started
-        fault_point("rollout")
+        a = cfg.algo
+        collector = GroupCollector(cfg.rollout.prompts_per_step, drop_equal=a.filter_equal_groups or a.dynamic_sampling,
+                                   refill=a.dynamic_sampling, max_rounds=a.max_sampling_rounds)
+        drawn: dict[tuple[int, int], list[tuple]] = {}   # (round, group) -> every rank's sample stats
+        seconds = {"rollout": 0.0, "reward": 0.0}
+        reward_failures = dict.fromkeys(("reward_errors", "reward_timeouts", "reward_workers_replaced"), 0)
+        all_equal: list[bool] = []
+        saved: list[dict] = []
+        while not collector.done:
+            sampling_round = collector.rounds
+            self._progress.stage("rollout" if sampling_round == 0 else f"rollout (refill {sampling_round})",
+                                 t, cap, phase)
+            round_started = time.perf_counter()
+            examples = [self.dataset[i] for i in self.sampler.next_batch()]      # the global batch
+            owned = owned_groups(len(examples), a.mini_batches, self.dist.rank, self.dist.world_size)
+            local = [examples[i] for i in owned]
+            rollouts = self._generate(local, cap, t, sampling_round)
+            seconds["rollout"] += time.perf_counter() - round_started
+            fault_point("rollout")
 
-        self._progress.stage("reward", t, cap, phase)
-        reward_errors = self._score(rollouts, [e.answer for e in local for _ in range(g)])
-        advantages = group_advantages(torch.tensor([r.reward for r in rollouts], dtype=torch.float32), g,
-                                      cfg.algo.advantage_eps, scale=cfg.algo.advantage_scale)
-        for r, a in zip(rollouts, advantages.tolist()):
-            r.advantage = a
-        groups = [rollouts[i * g:(i + 1) * g] for i in range(len(local))]
-        equal = [len({r.reward for r in group}) == 1 for group in groups]
-        # each group keeps the mini-batch it was assigned to, whatever filtering drops
-        per_mini = len(examples) // cfg.algo.mini_batches
-        minis: list[list[Rollout]] = [[] for _ in range(cfg.algo.mini_batches)]
-        for index, group, all_equal in zip(owned, groups, equal):
-            if not (cfg.algo.filter_equal_groups and all_equal):
-                minis[index // per_mini] += group
-        reward_s = time.perf_counter() - started - rollout_s
-
+            self._progress.stage("reward", t, cap, phase)
+            scored_at = time.perf_counter()
+            groups, failures = self._score_groups(rollouts, local, cap)
+            samples, equal, failures = self._gather_round(owned, groups, failures)
+            for key, count in failures.items():
+                reward_failures[key] += count
+            all_equal += equal
+            drawn.update({(sampling_round, i): group for i, group in enumerate(samples)})
+            collector.add_round(equal, dict(zip(owned, groups)))
+            seconds["reward"] += time.perf_counter() - scored_at
+            if cfg.trainer.save_rollouts:
+                saved += self._rollout_rows(t, sampling_round, local, rollouts)
+        if a.dynamic_sampling and len(collector.kept) < collector.target and self.dist.is_main:
+            warnings.warn(f"step {t}: dynamic sampling kept {len(collector.kept)} of {collector.target} groups after "
+                          f"{collector.rounds} rounds (algo.max_sampling_rounds); training on those")
         if cfg.trainer.save_rollouts:
-            self._save_rollouts(t, local, rollouts)
+            self._save_rollouts(t, saved)
+
+        # each kept group trains in the mini-batch of its slot in the step's batch
+        per_mini = collector.target // a.mini_batches
+        minis: list[list[Rollout]] = [[] for _ in range(a.mini_batches)]
+        for kept in collector.kept:
+            if kept.rollouts is not None:
+                minis[kept.slot // per_mini] += [r for r in kept.rollouts
+                                                 if not (a.mask_truncated and r.finish_reason == "length")]
         self._progress.stage("update", t, cap, phase)
+        update_started = time.perf_counter()
         train = self._update(minis)
         self.step += 1
-        everything = self._gather_rollout_stats(owned, groups, equal, reward_errors)
-        rewards = torch.tensor([reward for _, reward, _ in everything["samples"]], dtype=torch.float32)
-        lengths = [length for length, _, _ in everything["samples"]]
+        everything = [sample for group in drawn.values() for sample in group]
+        trained = [sample for kept in collector.kept for sample in drawn[(kept.round, kept.index)]]
+        lengths = [length for length, _, _, _ in everything]
+        rewards = torch.tensor([reward for _, reward, _, _ in everything], dtype=torch.float64)
         generated = sum(lengths)
         return {
             "step": t, "cap": cap, "phase": phase,
             "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-            "accuracy": float((rewards >= ACCURACY_THRESHOLD).float().mean()),
+            "accuracy": sum(correct >= ACCURACY_THRESHOLD for _, _, _, correct in everything) / len(everything),
             "response_len_mean": statistics.fmean(lengths), "response_len_p50": float(statistics.median(lengths)),
             "response_len_max": max(lengths), "response_len_min": min(lengths),
-            "truncation_rate": sum(f == "length" for _, _, f in everything["samples"]) / len(lengths),
-            "groups_all_equal": sum(everything["equal"]) / len(everything["equal"]),
-            "groups_trained": len(everything["equal"]) - (sum(everything["equal"]) if cfg.algo.filter_equal_groups
-                                                         else 0),
-            "reward_errors": everything["reward_errors"], **train, "lr": self.lr_scheduler.get_last_lr()[0],
+            "truncation_rate": sum(f == "length" for _, _, f, _ in everything) / len(lengths),
+            "groups_all_equal": sum(all_equal) / len(all_equal), **collector.stats(),
+            "truncated_masked": sum(f == "length" for _, _, f, _ in trained) if a.mask_truncated else 0,
+            **reward_failures, **train, "lr": self.lr_scheduler.get_last_lr()[0],
             "skipped_steps": self.skipped_steps, "tokens_generated": generated,
-            "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
-            "time_rollout_s": rollout_s, "time_reward_s": reward_s,
-            "time_update_s": time.perf_counter() - started - rollout_s - reward_s,
+            "rollout_tokens_per_s": generated / max(seconds["rollout"], 1e-9),
+            "time_rollout_s": seconds["rollout"], "time_reward_s": seconds["reward"],
+            "time_update_s": time.perf_counter() - update_started,
             "time_step_s": time.perf_counter() - started,
         }
 
-    def _gather_rollout_stats(self, owned: list[int], groups, equal: list[bool], reward_errors: int) -> dict:
-        """Every rank's per-sample (length, reward, finish reason) and per-group flags, put back
-        in global group order, so metrics equal those of a single process."""
-        mine = [(index, [(len(r.response_ids), r.reward, r.finish_reason) for r in group], flag)
-                for index, group, flag in zip(owned, groups, equal)]
-        parts = self.dist.all_gather_objects((mine, reward_errors))
+    def _gather_round(self, owned: list[int], groups: list[list[Rollout]], failures: dict[str, int]):
+        """Every rank's per-sample ``(length, reward, finish_reason, correctness)`` of one
+        sampling round, in global group order, with each group's all-equal flag (the same on
+        every rank, so every rank keeps the same groups) and the round's reward failure
+        counts summed over ranks."""
+        mine = [(index, [(len(r.response_ids), r.reward, r.finish_reason, r.correctness) for r in group])
+                for index, group in zip(owned, groups)]
+        parts = self.dist.all_gather_objects((mine, failures))
         ordered = sorted((item for part, _ in parts for item in part), key=lambda item: item[0])
-        return {"samples": [sample for _, samples, _ in ordered for sample in samples],
-                "equal": [flag for _, _, flag in ordered], "reward_errors": sum(errors for _, errors in parts)}
+        samples = [group for _, group in ordered]
+        equal = [len({reward for _, reward, _, _ in group}) == 1 for group in samples]
+        return samples, equal, {key: sum(counts[key] for _, counts in parts) for key in failures}
 
     # ---- stages -----------------------------------------------------------------------
 
-    def _generate(self, examples, cap: int, step: int) -> list[Rollout]:
+    def _generate(self, examples, cap: int, step: int, sampling_round: int = 0) -> list[Rollout]:
         r = self.cfg.rollout
         params = SamplingParams(n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 max_tokens=cap, stop_token_ids=self.stop_ids,
-                                seed=sequence_seed(self.cfg.trainer.seed, step, 0))
-        self.weights.refresh_rollout_model()
-        self.rollout_model.eval()
+                                seed=sequence_seed(self.cfg.trainer.seed, step, sampling_round))
+        self._prepare_rollout_model()
         try:
             outputs = self.engine.generate([e.input_ids for e in examples], params,
                                            prompt_keys=[e.index for e in examples])
@@ -310,33 +361,46 @@ class Trainer:
         return [Rollout(e.input_ids, o.token_ids, o.logprobs, o.finish_reason)
                 for e, group in zip(examples, outputs) for o in group]
 
-    def _score(self, rollouts: list[Rollout], answers: list[str]) -> int:
-        """Set each rollout's reward (and ``text``); truncated responses get
-        ``reward.truncated_reward``; a reward function that raises gives 0. Returns the
-        number of such errors."""
-        errors, truncated_reward = 0, self.cfg.reward.truncated_reward
-        for r, answer in zip(rollouts, answers):
-            text = r.text = self.tokenizer.decode(r.response_ids, skip_special_tokens=True)
-            if r.finish_reason == "length" and truncated_reward is not None:
-                r.reward = truncated_reward
-                continue
-            try:
-                r.reward = float(call_with_timeout(self.reward_fn, (text, answer, r.finish_reason),
-                                                   self.cfg.reward.timeout_s))
-                if not math.isfinite(r.reward):
-                    raise ValueError(f"reward function returned {r.reward}")
-            except Exception as e:  # noqa: BLE001 - a user's reward must not kill a days-long run
-                r.reward, errors = 0.0, errors + 1
-                if errors <= 3:
-                    warnings.warn(f"step {self.step}: reward function failed ({type(e).__name__}: {e}); "
-                                  f"the response scores 0")
-        return errors
+    def _prepare_rollout_model(self) -> None:
+        self.weights.refresh_rollout_model()
+        self.rollout_model.eval()
 
-    def _save_rollouts(self, step: int, examples, rollouts: list[Rollout]) -> None:
+    def _score_groups(self, rollouts: list[Rollout], examples, cap: int) -> tuple[list[list[Rollout]], dict[str, int]]:
+        """Score one round: each rollout's ``text``, ``correctness`` (the reward function's
+        score, or ``reward.truncated_reward`` for a truncated response; 0 for a reward that
+        raises, times out, crashes its worker or returns NaN), ``reward`` (plus the configured
+        length terms) and ``advantage``. Returns the rollouts split into groups, and the
+        counts ``reward_errors`` (all failures), ``reward_timeouts`` and
+        ``reward_workers_replaced`` (workers killed at the deadline or dead)."""
+        cfg, g = self.cfg, self.cfg.rollout.group_size
+        truncated_reward = cfg.reward.truncated_reward
+        for r in rollouts:
+            r.text = self.tokenizer.decode(r.response_ids, skip_special_tokens=True)
+        to_score = [i for i, r in enumerate(rollouts) if not (r.finish_reason == "length" and truncated_reward is not None)]
+        scored = self.scorer.score([(rollouts[i].text, examples[i // g].answer, rollouts[i].finish_reason)
+                                    for i in to_score])
+        for r in rollouts:
+            r.correctness = truncated_reward if truncated_reward is not None else 0.0
+        for i, value in zip(to_score, scored.rewards):
+            rollouts[i].correctness = value
+        shaped = shape_rewards([r.correctness for r in rollouts], [len(r.response_ids) for r in rollouts], cap, g,
+                               self.length_shaping, correct_threshold=ACCURACY_THRESHOLD)
+        advantages = group_advantages(torch.tensor(shaped, dtype=torch.float32), g, cfg.algo.advantage_eps,
+                                      scale=cfg.algo.advantage_scale)
+        for r, reward, advantage in zip(rollouts, shaped, advantages.tolist()):
+            r.reward, r.advantage = reward, advantage
+        failures = {"reward_errors": scored.errors, "reward_timeouts": scored.timeouts,
+                    "reward_workers_replaced": scored.replaced_workers}
+        return [rollouts[i * g:(i + 1) * g] for i in range(len(examples))], failures
+
+    def _rollout_rows(self, step: int, sampling_round: int, examples, rollouts: list[Rollout]) -> list[dict]:
         g = self.cfg.rollout.group_size
-        rows = [{"step": step, "prompt_index": examples[i // g].index, "sample": i % g, "answer": examples[i // g].answer,
-                 "response": r.text, "num_tokens": len(r.response_ids), "finish_reason": r.finish_reason,
-                 "reward": r.reward, "advantage": r.advantage} for i, r in enumerate(rollouts)]
+        return [{"step": step, "round": sampling_round, "prompt_index": examples[i // g].index, "sample": i % g,
+                 "answer": examples[i // g].answer, "response": r.text, "num_tokens": len(r.response_ids),
+                 "finish_reason": r.finish_reason, "correctness": r.correctness, "reward": r.reward,
+                 "advantage": r.advantage} for i, r in enumerate(rollouts)]
+
+    def _save_rollouts(self, step: int, rows: list[dict]) -> None:
         directory = self.run_dir / "rollouts"
         directory.mkdir(parents=True, exist_ok=True)
         write_text_atomic(directory / f"step_{step}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
@@ -484,24 +548,6 @@ class Trainer:
         checkpoint.prune(self.run_dir, self.cfg.trainer.keep_last)
         self.dist.barrier()
         return path
-
-
-def call_with_timeout(fn: Callable, args: tuple, seconds: float | None):
-    """``fn(*args)``, raising TimeoutError after ``seconds`` (SIGALRM; main thread only, as
-    signals are; elsewhere, or with ``seconds`` None/0, no limit)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        return fn(*args)
-
-    def expire(signum, frame):
-        raise TimeoutError(f"reward function took longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        return fn(*args)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 _NO_UPDATE = {"optimizer_steps": 0, "loss": 0.0, "grad_norm": 0.0, "update_skipped": 0.0, "train_tokens": 0.0, "clip_frac_low": 0.0,

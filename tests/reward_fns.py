@@ -24,3 +24,19 @@ def misbehaving(response_text: str, reference: str, finish_reason: str) -> float
 
         time.sleep(30)
     return float("nan")
+
+
+def dies_or_hangs(response_text: str, reference: str, finish_reason: str) -> float:
+    """Kills its process, hangs where SIGALRM cannot reach it, or scores 1, by response
+    length: the failures only the reward pool's parent can handle."""
+    import os
+    import signal
+    import time
+
+    kind = len(response_text) % 3
+    if kind == 0:
+        os._exit(1)
+    if kind == 1:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(30)
+    return 1.0

@@ -68,6 +68,20 @@ def test_overrides_do_not_mutate_the_input():
     (["trainer.resume=/no/such/checkpoint"], "'trainer.resume'"),
     (["trainer=3"], "config section 'trainer' must be a mapping"),
     (["trainerSteps"], "must look like section.key=value"),
+    (["algo.max_sampling_rounds=0"], "'algo.max_sampling_rounds' must be >= 1"),
+    (["reward.workers=-1"], "'reward.workers' must be >= 0"),
+    (["reward.overlong_buffer=-4"], "'reward.overlong_buffer' must be >= 0"),
+    (["reward.overlong_buffer=16384"], "must be smaller than the schedule's shortest cap"),
+    (["reward.overlong_penalty=-1"], "'reward.overlong_penalty' must be >= 0"),
+    (["reward.length_reward=shortest"], "'reward.length_reward' must be one of"),
+    (["reward.length_reward=l1_target"], "needs 'reward.length_target'"),
+    (["reward.length_reward=kimi", "reward.length_reward_weight=-1"], "'reward.length_reward_weight'"),
+    (["trainer.eval_every=5"], "'eval.data' is null"),
+    (["eval.data=/no/such/eval.jsonl"], "'eval.data': no such file"),
+    (["eval.n=0"], "'eval.n' must be >= 1"),
+    (["eval.n=5000"], "'eval.n' (5000) exceeds"),
+    (["eval.max_tokens=0"], "'eval.max_tokens' must be >= 1"),
+    (["eval.temperature=0"], "'eval.temperature' must be > 0"),
 ])
 def test_bad_values_are_named(tmp_path, overrides, message):
     path = write(tmp_path, {"data": {"train": data_file(tmp_path)}, "trainer": {"steps": 3}})

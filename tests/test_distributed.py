@@ -19,6 +19,14 @@ STEPS = 4
 COMMON = ("optim.lr=1e-6", f"trainer.steps={STEPS}", "trainer.save_rollouts=false", "trainer.save_every=2")
 
 
+def with_rank_options(workspace, *overrides):
+    """``overrides`` plus the options whose rank logic the equality tests check: the ranks
+    must agree on the groups dynamic sampling keeps, and gather their shares of an
+    evaluation (5 problems: 3 on rank 0, 2 on rank 1)."""
+    return (*overrides, "algo.dynamic_sampling=true", "algo.max_sampling_rounds=3", "trainer.eval_every=2",
+            "eval.n=2", "eval.limit=5", f"eval.data={workspace / 'train.jsonl'}")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,7 +61,8 @@ def parallelism(request):
 @pytest.fixture(scope="module")
 def two_ranks(workspace, tmp_path_factory, parallelism):
     run_dir = tmp_path_factory.mktemp("dist") / f"two-{parallelism}"
-    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *COMMON, f"trainer.parallelism={parallelism}")):
+    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *with_rank_options(workspace, *COMMON),
+                                              f"trainer.parallelism={parallelism}")):
         assert code == 0, err[-3000:]
     return run_dir
 
@@ -61,7 +70,7 @@ def two_ranks(workspace, tmp_path_factory, parallelism):
 @pytest.fixture(scope="module")
 def one_rank(workspace, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("dist") / "one"
-    run_cli(workspace, run_dir, *COMMON)
+    run_cli(workspace, run_dir, *with_rank_options(workspace, *COMMON))
     return run_dir
 
 
@@ -82,8 +91,11 @@ def test_two_processes_equal_one(one_rank, two_ranks):
     b = deterministic(read_metrics(two_ranks / "metrics.jsonl"))
     # rollouts are keyed by prompt and sample, not rank: identical lengths, rewards, truncation
     for x, y in zip(a, b):
-        for key in ("response_len_mean", "response_len_max", "reward_mean", "truncation_rate", "tokens_generated"):
+        for key in ("response_len_mean", "response_len_max", "reward_mean", "truncation_rate", "tokens_generated",
+                    "sampling_rounds", "groups_trained"):
             assert x[key] == y[key], key
+    assert any(x["sampling_rounds"] > 1 for x in a), "no refill: the ranks' agreement on it is untested"
+    assert [x["step"] for x in a if "eval_accuracy" in x] == [x["step"] for x in b if "eval_accuracy" in x] != []
     close_metrics(a, b)
     wa, wb = weights(one / "checkpoints" / f"step_{STEPS}"), weights(two_ranks / "checkpoints" / f"step_{STEPS}")
     for k in wa:
@@ -92,10 +104,10 @@ def test_two_processes_equal_one(one_rank, two_ranks):
 
 def test_two_process_checkpoint_resumes_in_one(workspace, two_ranks, parallelism, tmp_path):
     run_dir = tmp_path / "resumed"
-    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *COMMON[:-1], "trainer.steps=2",
-                                              f"trainer.parallelism={parallelism}")):
+    for code, _, err in wait_all(launch_ranks(workspace, run_dir, *with_rank_options(workspace, *COMMON),
+                                              "trainer.steps=2", f"trainer.parallelism={parallelism}")):
         assert code == 0, err[-3000:]
-    run_cli(workspace, run_dir, *COMMON)        # 1 process, resume=auto from step_2
+    run_cli(workspace, run_dir, *with_rank_options(workspace, *COMMON))        # 1 process, resume=auto from step_2
     close_metrics(deterministic(read_metrics(run_dir / "metrics.jsonl")),
                   deterministic(read_metrics(two_ranks / "metrics.jsonl")))
     wa, wb = weights(run_dir / "checkpoints" / f"step_{STEPS}"), weights(two_ranks / "checkpoints" / f"step_{STEPS}")

@@ -133,3 +133,22 @@ def test_no_usable_prompt_is_an_error_before_training(workspace, tmp_path):
     with pytest.raises(ValueError, match="no usable prompts"):
         Trainer(config(workspace, tmp_path / "run", f"data.train={path}"))
     assert latest_checkpoint(tmp_path / "run") is None
+
+
+def test_a_reward_that_kills_or_hangs_its_worker_does_not_stop_training(workspace, tmp_path):
+    """Worker processes that die, or hang where the worker's own timer cannot interrupt them,
+    are replaced; their responses score 0 and are counted; the others score normally."""
+    run_dir = tmp_path / "dying-reward"
+    cfg = config(workspace, run_dir, "trainer.steps=1", "reward.fn=reward_fns:dies_or_hangs", "reward.timeout_s=0.2",
+                 "reward.truncated_reward=null", "reward.workers=2", "trainer.save_rollouts=true")
+    metrics = []
+    started = time.perf_counter()
+    Trainer(cfg, callbacks=[metrics.append]).fit()
+    assert time.perf_counter() - started < 120
+    rows = [json.loads(line) for line in (run_dir / "rollouts" / "step_0.jsonl").open()]
+    kinds = [len(r["response"]) % 3 for r in rows]
+    assert 0 in kinds and 1 in kinds and 2 in kinds, "the responses do not exercise every failure"
+    m = metrics[0]
+    assert m["reward_workers_replaced"] == m["reward_errors"] == kinds.count(0) + kinds.count(1)
+    assert m["reward_timeouts"] == kinds.count(1)
+    assert [r["correctness"] for r in rows] == [float(kind == 2) for kind in kinds]

@@ -16,7 +16,9 @@ from siri import Trainer, load_config
 from siri.checkpoint import list_checkpoints, read_info
 from siri.metrics import REQUIRED_FIELDS, read_metrics
 
-from training_run import STEPS, deterministic, run_cli, weights
+from training_run import STEPS, TESTS, deterministic, run_cli, weights
+
+REPO = TESTS.parent
 
 
 def test_caps_follow_the_schedule_and_truncation_scores_zero(workspace, uninterrupted):
@@ -156,3 +158,19 @@ def test_algorithm_options_run(workspace, tmp_path):
         assert m["lr"] == pytest.approx(3e-3 * min(1.0, (done + 1) / 4))
     assert any(m["optimizer_steps"] for m in metrics), "every group was filtered: the test proves nothing"
     assert any(m["approx_kl"] != 0 for m in metrics if m["optimizer_steps"]), "later epochs must be off-policy"
+
+
+def test_the_paper_recipe_takes_off_policy_steps_where_the_clip_acts(workspace, tmp_path):
+    """The recipe's PPO layout (its mini-batches, epochs and clip values) on the tiny model:
+    after the first mini-batch the policy has moved, so the ratio is not identically 1 and
+    tokens are clipped. With one mini-batch and one epoch the ratio would be exactly 1. (The
+    test's reward also scores truncated responses, so most groups carry a gradient.)"""
+    algo = yaml.safe_load((REPO / "configs" / "siri_r1_distill_qwen_1.5b.yaml").read_text())["algo"]
+    assert algo["mini_batches"] > 1 or algo["ppo_epochs"] > 1, "the recipe is exactly on-policy: the clip never acts"
+    keys = ("clip_low", "clip_high", "clip_c", "ppo_epochs", "mini_batches")
+    metrics, _ = short_run(workspace, tmp_path / "recipe", "reward.truncated_reward=null",
+                           *(f"algo.{k}={algo[k]}" for k in keys))
+    for m in metrics:
+        assert m["optimizer_steps"] == algo["mini_batches"] * algo["ppo_epochs"]
+        assert m["approx_kl"] != 0
+    assert sum(m["clip_frac_low"] + m["clip_frac_high"] for m in metrics) > 0

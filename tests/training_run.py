@@ -15,7 +15,7 @@ from siri.tiny_lm import save_tiny_lm
 
 TESTS = Path(__file__).resolve().parent
 # Fields that measure time, not the computation: they differ between any two runs.
-TIMING = ("rollout_tokens_per_s", "time_rollout_s", "time_reward_s", "time_update_s", "time_step_s")
+TIMING = ("rollout_tokens_per_s", "time_rollout_s", "time_reward_s", "time_update_s", "time_step_s", "eval_seconds")
 STEPS = 6
 
 

@@ -18,8 +18,10 @@ class Rollout:
 
     prompt_ids / response_ids: token ids (the response includes its stop token if any).
     sample_logprobs: the sampler's logprob of each response token (len(response_ids)).
-    finish_reason: "stop" or "length". text: the decoded response; reward, advantage: filled
-    in by the trainer.
+    finish_reason: "stop" or "length". text: the decoded response; correctness: the reward
+    function's score (``reward.truncated_reward`` for a truncated response); reward: the
+    correctness plus any length terms (what the advantage is computed from); advantage.
+    All four filled in by the trainer.
     old_logprobs: ``[len(response_ids)]`` float32, the policy's logprobs before the update.
     ref_logprobs: the same under the reference model (only with a KL penalty).
     """
@@ -29,6 +31,7 @@ class Rollout:
     sample_logprobs: list[float]
     finish_reason: str
     text: str = ""
+    correctness: float = 0.0
     reward: float = 0.0
     advantage: float = 0.0
     old_logprobs: torch.Tensor | None = None

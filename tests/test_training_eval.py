@@ -1,0 +1,71 @@
+"""Evaluation during training: rows at the configured steps and at every peak and trough,
+numbers equal to evaluating the saved checkpoint with siri.eval, and the trajectory plot."""
+import pytest
+import torch
+
+from siri import Trainer, load_config
+from siri.engine import LLMEngine
+from siri.eval import EvalSettings, evaluate_examples, load_eval_examples
+from siri.metrics import read_metrics
+from siri.model_loading import load_model, load_tokenizer
+from siri.plot import plot_run, trajectory_points
+from siri.rewards.loader import load_reward_fn
+from siri.training_eval import wrong_when_truncated
+
+from training_run import STEPS
+
+EVAL = ["trainer.eval_every=3", "eval.n=2", "eval.limit=6", "reward.workers=0"]
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(workspace, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("eval_run")
+    cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", f"eval.data={workspace / 'train.jsonl'}",
+                                                  *EVAL])
+    Trainer(cfg).fit()
+    return cfg, run_dir
+
+
+def expected_eval_steps(cfg):
+    schedule = cfg.length_schedule()
+    assert schedule.peaks(STEPS) and schedule.troughs(STEPS)
+    return sorted({t for t in range(STEPS) if (t + 1) % 3 == 0} | set(schedule.peaks(STEPS))
+                  | set(schedule.troughs(STEPS)))
+
+
+def test_eval_rows_appear_at_every_nth_step_and_at_the_extrema(evaluated_run):
+    cfg, run_dir = evaluated_run
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows if "eval_accuracy" in r] == expected_eval_steps(cfg)
+    for r in rows:
+        if "eval_accuracy" in r:
+            assert 0 <= r["eval_accuracy"] <= 1 and 0 < r["eval_response_len_mean"] <= 24
+            assert r["eval_num_samples"] == 6 * 2 and 0 <= r["eval_truncation_rate"] <= 1
+
+
+def test_eval_during_training_equals_evaluating_the_checkpoint(evaluated_run, workspace):
+    """The last step's eval row against siri.eval on the final checkpoint (the same weights):
+    the same draws, so the same numbers."""
+    cfg, run_dir = evaluated_run
+    last = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["step"] == STEPS - 1][0]
+    checkpoint = run_dir / "checkpoints" / f"step_{STEPS}"
+    tokenizer = load_tokenizer(str(checkpoint))
+    examples = load_eval_examples(str(workspace / "train.jsonl"), tokenizer, instruction=cfg.data.instruction,
+                                  max_prompt_tokens=cfg.data.max_prompt_tokens)[:6]
+    settings = EvalSettings(n=2, temperature=cfg.eval.temperature, max_tokens=24, seed=cfg.trainer.seed)
+    engine = LLMEngine(load_model(str(checkpoint), device=torch.device("cpu"), dtype=torch.float32).eval(), page_size=4, max_num_seqs=64, kv_cache_bytes=2**22)
+    result = evaluate_examples(engine, tokenizer, examples, settings, reward_fn=wrong_when_truncated(load_reward_fn(cfg.reward.fn)))
+    assert last["eval_accuracy"] == pytest.approx(result["accuracy"], abs=1e-12)
+    assert last["eval_response_len_mean"] == pytest.approx(result["mean_tokens"], abs=1e-12)
+    assert 0 < result["accuracy"] < 1, "every answer right or every answer wrong: the comparison proves little"
+
+
+def test_trajectory_plot_has_a_point_per_eval_in_cycles(evaluated_run):
+    cfg, run_dir = evaluated_run
+    paths = plot_run(run_dir)
+    assert run_dir / "plots" / "trajectory.png" in paths
+    assert (run_dir / "plots" / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
+    points = trajectory_points(read_metrics(run_dir / "metrics.jsonl"), cfg.length_schedule())
+    assert [p["label"].split()[0] for p in points] == [str(t + 1) for t in expected_eval_steps(cfg)]
+    assert {p["series"] for p in points} == {"cycle 1", "cycle 2"}
+    assert any(p["label"].endswith("trough") for p in points) and any(p["label"].endswith("peak") for p in points)
