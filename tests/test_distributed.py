@@ -42,8 +42,9 @@ def launch_ranks(workspace, run_dir, *overrides, world=2, env=None):
         rank_env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
                     "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                     "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **(env or {})}
+        # the default reward pool: min(8, CPUs // LOCAL_WORLD_SIZE) workers per rank
         cmd = [sys.executable, "-m", "siri", "train", str(workspace / "config.yaml"), f"trainer.run_dir={run_dir}",
-               *overrides]
+               "reward.workers=null", *overrides]
         procs.append(subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 

@@ -38,7 +38,9 @@ def make_workspace(root):
                     "kv_cache_gb": 0.01},
         "algo": {"micro_batch_tokens": 200},
         "optim": {"lr": 3e-3},
-        "reward": {"fn": "reward_fns:even_length"},
+        # in-process Trainer tests score serially (a pool's fork server costs ~3 s per Trainer
+        # on 2 cores); every `siri train` subprocess (run_cli) uses the default worker pool
+        "reward": {"fn": "reward_fns:even_length", "workers": 0},
         "trainer": {"steps": STEPS, "seed": 3, "save_every": 3, "keep_last": 1, "progress": False,
                     "save_rollouts": True},
     }
@@ -47,9 +49,11 @@ def make_workspace(root):
 
 
 def run_cli(workspace, run_dir, *extra, wait=True, env=None, check=True):
-    """`python -m siri train` on the workspace config; ``env`` adds variables (e.g. SIRI_FAULT)."""
+    """`python -m siri train` on the workspace config, scoring rewards in the default worker pool
+    as users do; ``env`` adds variables (e.g. SIRI_FAULT)."""
     env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    cmd = [sys.executable, "-m", "siri", "train", str(workspace / "config.yaml"), f"trainer.run_dir={run_dir}", *extra]
+    cmd = [sys.executable, "-m", "siri", "train", str(workspace / "config.yaml"), f"trainer.run_dir={run_dir}",
+           "reward.workers=null", *extra]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
