@@ -15,7 +15,8 @@ shift || true
 tests=("$@")
 if [[ ${#tests[@]} -eq 0 ]]; then
   tests=(tests/test_group_advantages.py tests/test_logprobs.py tests/test_grpo_loss.py tests/test_sampling.py
-         tests/test_paged_attention.py tests/test_paged_attention_run.py tests/test_rotary.py)
+         tests/test_paged_attention.py tests/test_paged_attention_run.py tests/test_rotary.py
+         tests/test_header_math.py)
   [[ -f tests/test_properties.py ]] && tests+=(tests/test_properties.py)
 fi
 pkg="$root/build/sanitize-pkg"

@@ -48,7 +48,8 @@ struct Row {
     }
   }
 
-  // The largest logit and the lowest index holding it (NaN never wins; index 0 if none does).
+  // The largest logit and the lowest index holding it (NaN never wins; index 0 if none does):
+  // the order of argmax_better in siri/sampling.h, vectorised.
   void max_and_argmax(float& max, int64_t& argmax) {
     max = -INFINITY;
     argmax = 0;

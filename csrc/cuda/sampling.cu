@@ -20,17 +20,12 @@ struct Shared {
   int64_t found;
 };
 
-// (value, index) order of the argmax: larger value first, then lower index; index < 0 is empty.
-__device__ __forceinline__ bool better(float v, int64_t i, float w, int64_t j) {
-  return i >= 0 && (j < 0 || v > w || (v == w && i < j));
-}
-
 // Every thread gets the block's best (value, index).
 __device__ __forceinline__ void block_argmax(float& v, int64_t& i, Shared& sh) {
   for (int offset = 16; offset > 0; offset /= 2) {
     const float w = __shfl_xor_sync(0xffffffffu, v, offset);
     const int64_t j = __shfl_xor_sync(0xffffffffu, i, offset);
-    if (better(w, j, v, i)) {
+    if (argmax_better(w, j, v, i)) {
       v = w;
       i = j;
     }
@@ -41,7 +36,7 @@ __device__ __forceinline__ void block_argmax(float& v, int64_t& i, Shared& sh) {
   }
   __syncthreads();
   for (int w = 0; w < kWarps; ++w) {
-    if (better(sh.best[w], sh.best_index[w], v, i)) {
+    if (argmax_better(sh.best[w], sh.best_index[w], v, i)) {
       v = sh.best[w];
       i = sh.best_index[w];
     }
@@ -152,14 +147,13 @@ __global__ void __launch_bounds__(kThreads) sample_tokens_kernel(SampleParams p)
   float max = -INFINITY;
   int64_t argmax = -1;
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float v = load_logit(x, i);
-    if (v > max || (argmax < 0 && v == max)) {
+    const float v = argmax_key(load_logit(x, i));   // NaN ranks as -inf, as on the CPU
+    if (argmax_better(v, i, max, argmax)) {
       max = v;
       argmax = i;
     }
   }
   block_argmax(max, argmax, sh);
-  if (argmax < 0) argmax = 0;  // every logit NaN
 
   const float temperature = p.temperature[r];
   if (temperature == 0.0f || !isfinite(max)) {
@@ -199,7 +193,7 @@ __global__ void __launch_bounds__(kThreads) sample_tokens_kernel(SampleParams p)
       const float e = exp_nonpositive((v - max) * inv_t);
       total += fixed_mass(e);
       const float score = e / exponential_from_bits(bits.v[j]);
-      if (i < vocab && keep.keeps(order_key(v), i) && better(score, i, best, winner)) {
+      if (i < vocab && keep.keeps(order_key(v), i) && argmax_better(score, i, best, winner)) {
         best = score;
         winner = i;
       }

@@ -61,6 +61,10 @@ struct LogitsGradParams {
 template <typename A> SIRI_HOST_DEVICE A min_log_weight() { return A(-745); }
 template <> SIRI_HOST_DEVICE float min_log_weight<float>() { return -104.0f; }
 
+// A log-weight d = (x - max) / T <= 0 raised to min_log_weight: exp(d) is 0 (or a denormal)
+// below it, so e^d * d is unchanged, but d * count can no longer overflow to -inf.
+template <typename A> SIRI_HOST_DEVICE A clamp_log_weight(A d) { return d > min_log_weight<A>() ? d : min_log_weight<A>(); }
+
 // Running state of part of a row: max raw logit, sum of exp(d) and sum of exp(d) * d with
 // d = (x - max) / T. The last gives the entropy; -inf logits add nothing to either sum.
 template <typename A>
@@ -78,7 +82,9 @@ struct SoftmaxState {
     const A m = max > o.max ? max : o.max;
     const A da = (max - m) * inv_temp, db = (o.max - m) * inv_temp;  // both <= 0
     const A ea = exp_approx(da), eb = exp_approx(db);
-    weighted = ea * (weighted + da * sum) + eb * (o.weighted + db * o.sum);
+    // The log-weights are clamped like add()'s: for a max near -FLT_MAX, da * sum overflows
+    // to -inf while ea is 0, and 0 * -inf would make the entropy NaN.
+    weighted = ea * (weighted + clamp_log_weight(da) * sum) + eb * (o.weighted + clamp_log_weight(db) * o.sum);
     sum = ea * sum + eb * o.sum;
     max = m;
   }
@@ -90,14 +96,14 @@ struct SoftmaxState {
     if (x > max) {
       const A delta = (max - x) * inv_temp;  // < 0; -inf on the first element
       const A scale = sum == A(0) ? A(0) : exp_approx(delta);
-      weighted = sum == A(0) ? A(0) : scale * (weighted + delta * sum);
+      weighted = sum == A(0) ? A(0) : scale * (weighted + clamp_log_weight(delta) * sum);
       sum = scale * sum + A(1);
       max = x;
     } else {
       const A d = (x - max) * inv_temp;
       const A e = exp_approx(d);
       sum += e;
-      weighted += e * (d > min_log_weight<A>() ? d : min_log_weight<A>());
+      weighted += e * clamp_log_weight(d);
     }
   }
 

@@ -88,6 +88,16 @@ SIRI_HOST_DEVICE float bits_float(uint32_t b) {
 #endif
 }
 
+// The greedy pick's order, one rule for every kernel: NaN ranks as -inf; a larger value
+// wins, then the lower index; index < 0 means "no candidate yet". A row holding only NaN and
+// -inf therefore picks index 0, whatever order its elements are visited in.
+SIRI_HOST_DEVICE float argmax_key(float x) { return x != x ? -INFINITY : x; }
+
+// Whether candidate (v, i) beats (w, j); v and w are argmax_key values.
+SIRI_HOST_DEVICE bool argmax_better(float v, int64_t i, float w, int64_t j) {
+  return i >= 0 && (j < 0 || v > w || (v == w && i < j));
+}
+
 SIRI_HOST_DEVICE float load_logit(const float* row, int64_t i) { return row[i]; }
 // bf16 stored as its raw 16 bits: the fp32 with the same top half.
 SIRI_HOST_DEVICE float load_logit(const uint16_t* row, int64_t i) {
