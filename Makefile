@@ -26,7 +26,7 @@ sanitize: setup
 
 ## nvcc compile check of every CUDA kernel file for sm_80 and sm_90 (no GPU needed)
 cuda-check:
-	bash scripts/check_cuda_compile.sh "80;90"
+	bash scripts/check_cuda_compile.sh "80;90a;100"
 
 ## on a GPU machine: CUDA build + all tests + benchmarks, results in bench_results/
 gpu-suite:

@@ -8,7 +8,8 @@ Install without build isolation so the build compiles against the torch you alre
 Environment variables:
     SIRI_CUDA=0|1         force the CUDA kernels off/on (default: on when torch is a CUDA
                           build and nvcc is found)
-    SIRI_CUDA_ARCHS="80;90"  CUDA architectures to build for
+    SIRI_CUDA_ARCHS="80;90;100"  CUDA architectures to build for (90, 9.0, sm_90, 90a, ...;
+                             the newest without an a/f suffix also embeds PTX)
     SIRI_SANITIZE=1       AddressSanitizer + UBSan build of the extension
     MAX_JOBS=N            parallel compile jobs (default: number of CPUs)
     CMAKE_BUILD_TYPE      Release (default) or Debug / RelWithDebInfo
@@ -120,7 +121,7 @@ class CMakeBuild(build_ext):
 
         build_type = os.environ.get("CMAKE_BUILD_TYPE", "Release")
         sanitize = os.environ.get("SIRI_SANITIZE", "0") == "1"
-        archs = os.environ.get("SIRI_CUDA_ARCHS", "80;90").replace(",", ";")
+        archs = os.environ.get("SIRI_CUDA_ARCHS", "80;90;100").replace(",", ";")
         args = [
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={ext_path.parent}",
             f"-DCMAKE_PREFIX_PATH={';'.join(prefix_path)}",

@@ -15,12 +15,25 @@ build="$(realpath -m "${BUILD_DIR:-build/cuda-ext-check}")"
 out="$build/out/siri"
 mkdir -p "$out"
 prefix="$("$py" -c 'import torch, pybind11; print(torch.utils.cmake_prefix_path + ";" + pybind11.get_cmake_dir())')"
-PATH="$VENV/bin:$PATH" cmake -S . -B "$build" -G Ninja -DSIRI_CUDA=ON -DSIRI_CUDA_ARCHS="80;90" \
+# the spellings users write (90a is Hopper's arch-specific target); 100 is the newest portable
+# arch, so its PTX must be embedded
+ARCHS="${SIRI_CUDA_ARCHS:-80;sm_90a;10.0}"
+PATH="$VENV/bin:$PATH" cmake -S . -B "$build" -G Ninja -DSIRI_CUDA=ON -DSIRI_CUDA_ARCHS="$ARCHS" \
   -DCMAKE_PREFIX_PATH="$prefix" -DPython_EXECUTABLE="$py" -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$out" \
   -DCMAKE_CUDA_COMPILER="$CUDA_HOME/bin/nvcc" -DCUDAToolkit_ROOT="$CUDA_HOME" \
   -DCUDA_TOOLKIT_ROOT_DIR="$CUDA_HOME" ${nvrtc:+-DCUDA_nvrtc_LIBRARY="$nvrtc"} -DCAFFE2_USE_CUDNN=OFF \
   -DSIRI_VERSION="$(sed -n 's/__version__ = "\(.*\)"/\1/p' siri/version.py)" >/dev/null
 PATH="$VENV/bin:$PATH" cmake --build "$build" --parallel "${MAX_JOBS:-2}"
+# Every architecture's SASS is in the library, and the newest portable one's PTX too: without it
+# a GPU newer than the list (B200 from an 80;90 build, RTX 50) fails with "no kernel image".
+so="$(ls "$out"/_C*.so | head -n1)"
+elves="$("$CUDA_HOME/bin/cuobjdump" --list-elf "$so")"
+ptx="$("$CUDA_HOME/bin/cuobjdump" --list-ptx "$so")"
+for sm in sm_80 sm_90a sm_100; do
+  grep -q "\.${sm}\." <<<"$elves" || { echo "check_cuda_extension: no ${sm} SASS in $so" >&2; exit 1; }
+done
+grep -q "sm_100" <<<"$ptx" || { echo "check_cuda_extension: no compute_100 PTX in $so" >&2; exit 1; }
+echo "check_cuda_extension: SASS for $(grep -o 'sm_[0-9]*a\?' <<<"$elves" | sort -u | tr '\n' ' ')and PTX for $(grep -o 'sm_[0-9]*a\?' <<<"$ptx" | sort -u | tr '\n' ' ')"
 # Import the CUDA build: copy the Python sources next to the freshly linked _C.
 (cd siri && find . -name "*.py" -exec install -D -m 644 {} "$out/{}" \;)
 (cd "$build/out" && "$py" - <<'PYEOF'
