@@ -27,8 +27,15 @@ PATH="$VENV/bin:$PATH" cmake --build "$build" --parallel "${MAX_JOBS:-2}"
 # Every architecture's SASS is in the library, and the newest portable one's PTX too: without it
 # a GPU newer than the list (B200 from an 80;90 build, RTX 50) fails with "no kernel image".
 so="$(ls "$out"/_C*.so | head -n1)"
-elves="$("$CUDA_HOME/bin/cuobjdump" --list-elf "$so")"
-ptx="$("$CUDA_HOME/bin/cuobjdump" --list-ptx "$so")"
+# cuobjdump: the toolkit's, else one on PATH, else the copy triton ships in the CUDA torch venv
+cuobjdump=""
+for candidate in "$CUDA_HOME/bin/cuobjdump" "$(command -v cuobjdump || true)" \
+                 "$site/triton/backends/nvidia/bin/cuobjdump"; do
+  if [[ -n "$candidate" && -x "$candidate" ]]; then cuobjdump="$candidate"; break; fi
+done
+[[ -n "$cuobjdump" ]] || { echo "check_cuda_extension: cuobjdump not found (CUDA_HOME/bin, PATH, triton)" >&2; exit 1; }
+elves="$("$cuobjdump" --list-elf "$so")"
+ptx="$("$cuobjdump" --list-ptx "$so")"
 for sm in sm_80 sm_90a sm_100; do
   grep -q "\.${sm}\." <<<"$elves" || { echo "check_cuda_extension: no ${sm} SASS in $so" >&2; exit 1; }
 done
