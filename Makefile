@@ -24,9 +24,11 @@ bench: setup
 sanitize: setup
 	bash scripts/check_sanitizers.sh $(abspath $(PY))
 
-## nvcc compile check of every CUDA kernel file for sm_80 and sm_90 (no GPU needed)
+## nvcc compile check of every CUDA kernel file for sm_80, sm_90a, sm_100 (+ PTX), then the
+## ptxas registers/spills table for sm_90 with its budget check (no GPU needed)
 cuda-check:
 	bash scripts/check_cuda_compile.sh "80;90a;100"
+	python3 scripts/cuda_resource_usage.py --arch sm_90
 
 ## on a GPU machine: CUDA build + all tests + benchmarks, results in bench_results/
 gpu-suite:

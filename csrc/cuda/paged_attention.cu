@@ -1,8 +1,12 @@
-// CUDA paged attention, flash-decoding style. One block per (query, KV head, split): the block's
-// thread groups (LANES threads per token, 16-byte loads) stride over the split's tokens, each
-// group keeping an online-softmax state for every query head of the GQA group, so a K/V row is
-// read once for the whole group. The groups' states are combined in shared memory; a query
-// whose kv_len spans several splits writes (o, lse) partials that merge_kernel combines.
+// CUDA paged attention, flash-decoding style. One block per (query, KV head, block of query
+// heads, split): the block's thread groups (LANES threads per token, 16-byte loads) stride over
+// the split's tokens, kUnroll tokens per trip with every load issued before any math, each group
+// keeping an online-softmax state for every query head of its head block, so a K/V row is read
+// once for up to kHeads heads. The head-block size is a template parameter chosen from the GQA
+// group size (1, 2, 4 or 8: decode_heads_per_block): registers hold q and the accumulator for kHeads heads, so a
+// group of 2 does not pay for 8 (fewer registers, more resident blocks). The groups' states
+// are combined in shared memory; a query whose kv_len spans several splits writes (o, lse)
+// partials that merge_kernel combines.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -13,7 +17,11 @@ namespace siri::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kMaxHeads = 8;  // query heads per block; larger GQA groups use several blocks
+
+// Tokens each thread group loads per loop trip before using any: a single K/V load pair per
+// trip leaves the loop waiting on memory latency. Two pairs in flight at 8 heads, where the
+// registers are already taken by q and the accumulators.
+__host__ __device__ constexpr int tokens_in_flight(int heads) { return heads <= 2 ? 4 : 2; }
 
 constexpr int next_pow2(int x) { return x <= 1 ? 1 : 2 * next_pow2((x + 1) / 2); }
 
@@ -46,17 +54,18 @@ __device__ __forceinline__ void load_row(const T* row, int lane, float (&dst)[La
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, int kHeads>
 __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p) {
   using L = Layout<T, D>;
+  constexpr int kUnroll = tokens_in_flight(kHeads);
   const int64_t query = blockIdx.x;
   const int64_t split = blockIdx.z;
   const int64_t group_size = p.num_q_heads / p.num_kv_heads;
-  const int64_t head_blocks = (group_size + kMaxHeads - 1) / kMaxHeads;
+  const int64_t head_blocks = (group_size + kHeads - 1) / kHeads;
   const int64_t kv_head = blockIdx.y / head_blocks;
-  const int64_t head0 = kv_head * group_size + (blockIdx.y % head_blocks) * kMaxHeads;
+  const int64_t head0 = kv_head * group_size + (blockIdx.y % head_blocks) * kHeads;
   const int64_t heads_left = kv_head * group_size + group_size - head0;
-  const int heads = static_cast<int>(heads_left < kMaxHeads ? heads_left : kMaxHeads);
+  const int heads = static_cast<int>(heads_left < kHeads ? heads_left : kHeads);
   const int64_t kv_len = p.kv_lens[query];
   const int64_t splits = num_splits(kv_len, p.chunk_tokens);
   if (split >= splits) return;
@@ -64,12 +73,13 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p
   const int64_t end = min(kv_len, begin + p.chunk_tokens);
   const int lane = threadIdx.x % L::kLanes, group = threadIdx.x / L::kLanes;
   const int32_t* pages = p.block_table + (p.query_seq ? p.query_seq[query] : query) * p.max_pages;
+  const int32_t page_size = static_cast<int32_t>(p.page_size);
 
-  float q[kMaxHeads][L::kPerThread];
-  float acc[kMaxHeads][L::kPerThread];
-  SoftmaxState state[kMaxHeads];
+  float q[kHeads][L::kPerThread];
+  float acc[kHeads][L::kPerThread];
+  SoftmaxState state[kHeads];
 #pragma unroll
-  for (int g = 0; g < kMaxHeads; ++g) {
+  for (int g = 0; g < kHeads; ++g) {
     const int64_t head = head0 + (g < heads ? g : 0);  // heads past the group: unused copies
     load_row<T, D>(static_cast<const T*>(p.q) + (query * p.num_q_heads + head) * D, lane, q[g]);
 #pragma unroll
@@ -80,39 +90,51 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p
     state[g] = softmax_init();
   }
 
-  // Every thread runs the same number of iterations so the shuffles see the whole warp.
-  for (int64_t base = begin; base < end; base += L::kGroups) {
-    const int64_t t = base + group;
-    const bool valid = t < end;
-    float k[L::kPerThread] = {}, v[L::kPerThread] = {};
-    if (valid) {
-      const int64_t slot = static_cast<int64_t>(pages[t / p.page_size]) * p.page_size + t % p.page_size;
-      const int64_t offset = (slot * p.num_kv_heads + kv_head) * D;
-      load_row<T, D>(static_cast<const T*>(p.k_cache) + offset, lane, k);
-      load_row<T, D>(static_cast<const T*>(p.v_cache) + offset, lane, v);
+  // Every thread runs the same number of trips so the shuffles see the whole warp. A trip
+  // covers kUnroll * kGroups tokens; this group's are base + u * kGroups + group, in the
+  // order a one-token loop would visit them.
+  for (int64_t base = begin; base < end; base += kUnroll * L::kGroups) {
+    float k[kUnroll][L::kPerThread], v[kUnroll][L::kPerThread];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int32_t t = static_cast<int32_t>(base) + u * L::kGroups + group;  // kv_lens are int32
+      if (t < end) {
+        // 32-bit division: the 64-bit one is a called routine (stack, and spills around it)
+        const int64_t slot = static_cast<int64_t>(pages[t / page_size]) * page_size + t % page_size;
+        const int64_t offset = (slot * p.num_kv_heads + kv_head) * D;
+        load_row<T, D>(static_cast<const T*>(p.k_cache) + offset, lane, k[u]);
+        load_row<T, D>(static_cast<const T*>(p.v_cache) + offset, lane, v[u]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < L::kPerThread; ++i) k[u][i] = v[u][i] = 0.0f;
+      }
     }
 #pragma unroll
-    for (int g = 0; g < kMaxHeads; ++g) {
-      if (g >= heads) break;
-      float s = 0.0f;
+    for (int u = 0; u < kUnroll; ++u) {
+      const bool valid = base + u * L::kGroups + group < end;
 #pragma unroll
-      for (int i = 0; i < L::kPerThread; ++i) s += q[g][i] * k[i];
+      for (int g = 0; g < kHeads; ++g) {
+        if (g >= heads) break;
+        float s = 0.0f;
 #pragma unroll
-      for (int offset = L::kLanes / 2; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset, L::kLanes);
-      if (valid) {
-        const float alpha = softmax_rescale(state[g], s);
-        const float w = softmax_weight(state[g], s);
+        for (int i = 0; i < L::kPerThread; ++i) s += q[g][i] * k[u][i];
 #pragma unroll
-        for (int i = 0; i < L::kPerThread; ++i) acc[g][i] = acc[g][i] * alpha + w * v[i];
+        for (int offset = L::kLanes / 2; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset, L::kLanes);
+        if (valid) {
+          const float alpha = softmax_rescale(state[g], s);
+          const float w = softmax_weight(state[g], s);
+#pragma unroll
+          for (int i = 0; i < L::kPerThread; ++i) acc[g][i] = acc[g][i] * alpha + w * v[u][i];
+        }
       }
     }
   }
 
   // Combine the thread groups' states.
-  __shared__ float sm_acc[L::kGroups][kMaxHeads][D];
-  __shared__ SoftmaxState sm_state[L::kGroups][kMaxHeads];
+  __shared__ float sm_acc[L::kGroups][kHeads][D];
+  __shared__ SoftmaxState sm_state[L::kGroups][kHeads];
 #pragma unroll
-  for (int g = 0; g < kMaxHeads; ++g) {  // unrolled, so the register arrays stay in registers
+  for (int g = 0; g < kHeads; ++g) {  // unrolled, so the register arrays stay in registers
     if (g >= heads) break;
     if (lane == 0) sm_state[group][g] = state[g];
 #pragma unroll
@@ -164,13 +186,23 @@ __global__ void merge_kernel(PagedAttentionParams p) {
   }
 }
 
-template <typename T, int D>
-cudaError_t launch_decode(const PagedAttentionParams& p, cudaStream_t stream) {
+template <typename T, int D, int kHeads>
+void launch_decode_blocks(const PagedAttentionParams& p, cudaStream_t stream) {
   const int64_t group_size = p.num_q_heads / p.num_kv_heads;
   const dim3 grid(static_cast<unsigned>(p.num_queries),
-                  static_cast<unsigned>(p.num_kv_heads * ((group_size + kMaxHeads - 1) / kMaxHeads)),
+                  static_cast<unsigned>(p.num_kv_heads * ((group_size + kHeads - 1) / kHeads)),
                   static_cast<unsigned>(p.max_splits));
-  decode_kernel<T, D><<<grid, kThreads, 0, stream>>>(p);
+  decode_kernel<T, D, kHeads><<<grid, kThreads, 0, stream>>>(p);
+}
+
+template <typename T, int D>
+cudaError_t launch_decode(const PagedAttentionParams& p, cudaStream_t stream) {
+  switch (decode_heads_per_block(p.num_q_heads / p.num_kv_heads)) {
+    case 1: launch_decode_blocks<T, D, 1>(p, stream); break;
+    case 2: launch_decode_blocks<T, D, 2>(p, stream); break;
+    case 4: launch_decode_blocks<T, D, 4>(p, stream); break;
+    default: launch_decode_blocks<T, D, 8>(p, stream); break;
+  }
   if (p.max_splits > 1) {
     merge_kernel<T><<<static_cast<unsigned>(p.num_queries * p.num_q_heads), D, 0, stream>>>(p);
   }
