@@ -63,4 +63,5 @@ void register_header_probes(py::module_& m) {
         "Test probe: the CUDA sampler's greedy index of `values` with `threads` strided threads, "
         "by the shared argmax_key / argmax_better rule",
         py::arg("values"), py::arg("threads"));
+  register_attention_probes(m);
 }

@@ -4,3 +4,6 @@
 #include <pybind11/pybind11.h>
 
 void register_header_probes(pybind11::module_& m);
+
+// The split planner probe (attention_probes.cpp); called by register_header_probes.
+void register_attention_probes(pybind11::module_& m);

@@ -97,7 +97,6 @@ PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_ca
   p.chunk_tokens = 1;
   p.max_splits = 1;
   if (p.num_queries > 0) {
-    const int64_t heads_per_item = policy.item_spans_kv_heads ? 1 : p.num_kv_heads;
     if (!facts) {
       const at::Tensor lens_host = kv_lens.cpu();
       const int32_t* lens = lens_host.data_ptr<int32_t>();
@@ -107,9 +106,10 @@ PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_ca
         facts->longest = std::max<int64_t>(facts->longest, lens[i]);
       }
     }
-    p.chunk_tokens = plan_chunk_tokens_from(facts->total, facts->longest, p.num_queries, heads_per_item,
-                                            policy.parallel_units, policy.min_chunk);
-    p.max_splits = num_splits(facts->longest, p.chunk_tokens);
+    const SplitPlan plan = plan_attention_splits(facts->total, facts->longest, p.num_queries, p.num_q_heads,
+                                                 p.num_kv_heads, D, policy.item_spans_kv_heads, policy.limits);
+    p.chunk_tokens = plan.chunk_tokens;
+    p.max_splits = plan.max_splits;
   }
   const auto f32 = q.options().dtype(at::kFloat);
   if (p.max_splits > 1) {
@@ -272,7 +272,10 @@ AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const
 
 namespace {
 
-SplitPolicy cpu_policy() { return {4 * static_cast<int64_t>(at::get_num_threads()), 512, true}; }
+// Work items are handed out dynamically, longest first, so chunks need no upper bound.
+SplitPolicy cpu_policy() {
+  return {cpu_split_limits(at::get_num_threads()), true};
+}
 
 at::Tensor paged_decode_attention_cpu(const at::Tensor& q, const at::Tensor& k_cache,
                                       const at::Tensor& v_cache, const at::Tensor& block_table,

@@ -11,12 +11,12 @@
 
 namespace siri::bind {
 
-// What the device's planner needs: how many independent workers to fill, and the shortest
-// chunk worth a split.
+// What the device's planner needs: its limits (siri/paged_attention.h), and how many work
+// items one query makes there.
 struct SplitPolicy {
-  int64_t parallel_units;
-  int64_t min_chunk;
-  bool item_spans_kv_heads;  // one work item covers every KV head of a query (the CPU kernel)
+  SplitLimits limits;
+  bool item_spans_kv_heads;  // one work item covers every KV head of a query (the CPU kernel);
+                             // otherwise one per (KV head, block of query heads) (the CUDA kernel)
 };
 
 // The kernel parameters plus the tensors they point into (kept alive by the caller).

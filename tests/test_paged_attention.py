@@ -48,7 +48,9 @@ def check_decode(seq_lens, group, d, dtype, device, gen, page_size=16, hkv=2, sc
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("group", [1, 2, 4, 7, 8, 12])  # 12: the CPU kernel's second block of 8 lanes
+# CUDA head blocks of 1, 2, 4 (3: one unused head), 8 (7: one unused; 12: a block of 8 and one
+# of 4); 12 is also the CPU kernel's second block of 8 lanes
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 7, 8, 12])
 def test_decode_gqa_groups_mixed_lengths(device, gen, dtype, group):
     batch = int(torch.randint(1, 17, (), generator=gen))
     seq_lens = torch.randint(1, 700, (batch,), generator=gen).tolist()
@@ -67,6 +69,14 @@ def test_decode_long_and_short_sequences_split(device, gen, dtype):
     # Few sequences and long contexts: the planner splits them and merges (o, lse) partials.
     check_decode([8192, 1, 2999, 17], 8, 128, dtype, device, gen, page_size=64, hkv=1)
     check_decode([8192], 7, 64, dtype, device, gen, page_size=16, hkv=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_skewed_batch_splits_the_long_sequence(device, gen, dtype):
+    """One long sequence among many short ones: the planner splits it by total work (the old
+    planner did not once queries x KV heads filled the device), the partials merge exactly."""
+    short = torch.randint(1, 200, (47,), generator=gen).tolist()
+    check_decode([6000] + short, 6, 128, dtype, device, gen, page_size=16, hkv=2)
 
 
 def test_decode_large_batch(device, gen):

@@ -17,7 +17,7 @@ SplitPolicy cuda_policy(const at::Tensor& t) {
   int sms = 0;
   check_cuda_launch(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, t.get_device()),
                     "paged attention planner");
-  return {2 * static_cast<int64_t>(sms), 256, false};
+  return {cuda_split_limits(sms), false};
 }
 
 void run(const PagedAttentionCall& call, const char* op) {

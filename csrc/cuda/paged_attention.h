@@ -1,6 +1,6 @@
 // Host-side launchers of the paged-attention CUDA kernels (raw pointers only; included by the
 // CUDA binding, which sees torch, and by the kernel file, which must not). Arguments are
-// validated by the binding; params.chunk_tokens / max_splits come from plan_chunk_tokens.
+// validated by the binding; params.chunk_tokens / max_splits come from plan_splits.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -27,15 +27,21 @@ def batch_buckets(max_rows: int) -> list[int]:
     return buckets + [max_rows]
 
 
+#: Bound of one attention call's split partials on CUDA (``cuda_split_limits`` in
+#: csrc/include/siri/paged_attention.h; a test keeps the two equal).
+ATTENTION_PARTIAL_BYTES = 32 << 20
+
+
 def graph_memory_bytes(shape: ModelShape, element_bytes: int, max_rows: int) -> int:
     """Upper estimate of the graphs' private memory: the activations of one decode forward at
     the largest bucket (one layer's worth live at a time, plus the logits and their fp32
-    copy), doubled for the allocator's rounding. The engine takes it out of the KV pool's
-    budget; ``siri train --dry-run`` lists it."""
+    copy), doubled for the allocator's rounding, plus one layer's attention split partials
+    (the graphs are planned for the block table's full width, so they split). The engine takes
+    it out of the KV pool's budget; ``siri train --dry-run`` lists it."""
     q_dim = shape.num_heads * shape.head_dim
     width = 4 * shape.hidden_size + 2 * q_dim + 2 * shape.kv_dim + 3 * shape.intermediate_size
     logits = shape.vocab_size * (element_bytes + 4)
-    return 2 * max_rows * (width * element_bytes + logits)
+    return 2 * max_rows * (width * element_bytes + logits) + ATTENTION_PARTIAL_BYTES
 
 
 class DecodeGraphs:

@@ -51,30 +51,76 @@ SIRI_HOST_DEVICE int64_t num_splits(int64_t kv_len, int64_t chunk_tokens) {
   return (kv_len + chunk_tokens - 1) / chunk_tokens;
 }
 
-// Chooses the split length, like flashinfer's plan step: no split while (query, KV head) pairs
-// alone fill `parallel_units` workers; otherwise chunks of about total work / parallel_units
-// tokens (at least min_chunk, a multiple of 16), so long sequences are split more than short
-// ones and every chunk costs about the same.
-// From the two facts it needs (total and longest kv_len), which a caller that built the
-// batch knows on the host without reading device memory.
-inline int64_t plan_chunk_tokens_from(int64_t total, int64_t longest, int64_t num_queries, int64_t num_kv_heads,
-                                      int64_t parallel_units, int64_t min_chunk) {
-  longest = longest > 1 ? longest : 1;
-  if (num_queries * num_kv_heads >= parallel_units || longest <= min_chunk) return longest;
-  int64_t chunk = (total * num_kv_heads + parallel_units - 1) / parallel_units;
-  chunk = chunk < min_chunk ? min_chunk : chunk;
-  chunk = (chunk + 15) / 16 * 16;
-  return chunk < longest ? chunk : longest;
+// Query heads one CUDA decode block serves for a GQA group of `group_size` heads: the smallest
+// of 1, 2, 4, 8 that holds the group (larger groups take several blocks of 8). The kernel keeps
+// q and the accumulator of every head of its block in registers, so a small group must not
+// pay for 8. The planner counts blocks with it too.
+SIRI_HOST_DEVICE constexpr int decode_heads_per_block(int64_t group_size) {
+  return group_size <= 1 ? 1 : group_size <= 2 ? 2 : group_size <= 4 ? 4 : 8;
 }
 
-inline int64_t plan_chunk_tokens(const int32_t* kv_lens, int64_t num_queries, int64_t num_kv_heads,
-                                 int64_t parallel_units, int64_t min_chunk) {
-  int64_t total = 0, longest = 1;
-  for (int64_t i = 0; i < num_queries; ++i) {
-    total += kv_lens[i];
-    longest = kv_lens[i] > longest ? kv_lens[i] : longest;
+// What the split planner may do on one kind of device.
+struct SplitLimits {
+  int64_t parallel_units;     // workers to keep busy (2 blocks per SM; 4 work items per CPU thread)
+  int64_t min_chunk;          // shortest chunk worth a split (each costs a partial write and a merge)
+  int64_t max_chunk;          // longest chunk: bounds one block's serial work
+  int64_t max_partial_bytes;  // bound of the (o, lse) partial buffers, num_queries * max_splits rows
+};
+
+// The CUDA kernel's limits on a GPU with `sms` SMs: two blocks per SM to fill; chunks of
+// 256-2048 tokens (a longer one would make the whole batch wait for its block); partial
+// buffers of at most 32 MiB, which the engine's CUDA-graph memory estimate counts.
+inline SplitLimits cuda_split_limits(int64_t sms) { return {2 * sms, 256, 2048, int64_t{32} << 20}; }
+
+// The CPU kernel's limits with `threads` threads: four work items per thread; chunks of at
+// least 512 tokens and no upper bound (items are handed out dynamically, longest first).
+inline SplitLimits cpu_split_limits(int64_t threads) {
+  return {4 * threads, 512, int64_t{1} << 40, int64_t{32} << 20};
+}
+
+struct SplitPlan {
+  int64_t chunk_tokens;  // a query is split into chunks of this many tokens
+  int64_t max_splits;    // chunks of the longest query (the partial buffers' second dimension)
+};
+
+// Plans the split length by total work, like flashinfer's plan step: a chunk is about one
+// parallel unit's share of all the batch's tokens (total * items_per_query / parallel_units),
+// within [min_chunk, max_chunk] and a multiple of 16, so one long sequence among short ones
+// is split into about-average pieces instead of running serially in one block, while a batch
+// that already fills the device with even lengths is not split. The partial buffers hold
+// num_queries * max_splits rows of `bytes_per_partial`; when that passes max_partial_bytes
+// the chunks grow until it fits.
+// From host facts only (total and longest kv_len, upper bounds are fine), which a caller that
+// built the batch knows without reading device memory.
+inline SplitPlan plan_splits(int64_t total, int64_t longest, int64_t num_queries, int64_t items_per_query,
+                             int64_t bytes_per_partial, const SplitLimits& limits) {
+  longest = longest > 1 ? longest : 1;
+  total = total > longest ? total : longest;
+  const auto round16 = [](int64_t x) { return (x + 15) / 16 * 16; };
+  int64_t chunk = (total * items_per_query + limits.parallel_units - 1) / limits.parallel_units;
+  chunk = chunk < limits.min_chunk ? limits.min_chunk : chunk;
+  chunk = round16(chunk > limits.max_chunk ? limits.max_chunk : chunk);
+  if (chunk >= longest) return {longest, 1};
+  const int64_t rows = num_queries > 1 ? num_queries : 1;
+  const int64_t fit = limits.max_partial_bytes / (rows * (bytes_per_partial > 1 ? bytes_per_partial : 1));
+  if (num_splits(longest, chunk) > fit) {  // fewer, longer chunks
+    if (fit <= 1) return {longest, 1};
+    chunk = round16((longest + fit - 1) / fit);
+    if (chunk >= longest) return {longest, 1};
   }
-  return plan_chunk_tokens_from(total, longest, num_queries, num_kv_heads, parallel_units, min_chunk);
+  return {chunk, num_splits(longest, chunk)};
+}
+
+// The plan of one attention call: Hq query heads over Hkv KV heads of head_dim D. A work item
+// is a whole query on the CPU (item_spans_kv_heads), one (KV head, head block) on CUDA; a
+// partial row holds Hq outputs of D floats and Hq lse values.
+inline SplitPlan plan_attention_splits(int64_t total, int64_t longest, int64_t num_queries, int64_t num_q_heads,
+                                       int64_t num_kv_heads, int64_t head_dim, bool item_spans_kv_heads,
+                                       const SplitLimits& limits) {
+  const int64_t group = num_q_heads / num_kv_heads, per_block = decode_heads_per_block(group);
+  const int64_t items_per_query = item_spans_kv_heads ? 1 : num_kv_heads * ((group + per_block - 1) / per_block);
+  const int64_t bytes_per_partial = num_q_heads * (head_dim + 1) * static_cast<int64_t>(sizeof(float));
+  return plan_splits(total, longest, num_queries, items_per_query, bytes_per_partial, limits);
 }
 
 // Running state of a softmax over a stream of scores: max m and sum l of exp(score - m).

@@ -1,0 +1,57 @@
+// Host probe of the paged-attention split planner (csrc/include/siri/paged_attention.h), for
+// tests only: the plan the CPU and CUDA bindings make, computed for any device size, so a CPU
+// test can check the CUDA plan for a skewed batch on an H200's 132 SMs. A separate file from
+// header_probes.cpp because the attention and log-prob headers both name a SoftmaxState.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "header_probes.h"
+#include "siri/paged_attention.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// The attention split plan the binding makes for a batch with these kv_lens, on `device`
+// ("cuda": `units` SMs; "cpu": `units` threads): chunk_tokens, max_splits, and the longest
+// serial run of tokens any one work item gets (the batch's critical path).
+py::dict attention_plan(const std::vector<int64_t>& kv_lens, int64_t num_q_heads, int64_t num_kv_heads,
+                        int64_t head_dim, const std::string& device, int64_t units) {
+  if (kv_lens.empty()) throw py::value_error("kv_lens must not be empty");
+  if (num_kv_heads < 1 || num_q_heads % num_kv_heads != 0) {
+    throw py::value_error("num_q_heads must be a positive multiple of num_kv_heads");
+  }
+  if (device != "cuda" && device != "cpu") throw py::value_error("device must be 'cuda' or 'cpu', got '" + device + "'");
+  if (units < 1) throw py::value_error("units must be >= 1");
+  int64_t total = 0, longest = 1;
+  for (const int64_t len : kv_lens) {
+    if (len < 1) throw py::value_error("kv_lens must be >= 1");
+    total += len;
+    longest = len > longest ? len : longest;
+  }
+  const bool cuda = device == "cuda";
+  const siri::SplitLimits limits = cuda ? siri::cuda_split_limits(units) : siri::cpu_split_limits(units);
+  const siri::SplitPlan plan = siri::plan_attention_splits(total, longest, static_cast<int64_t>(kv_lens.size()),
+                                                           num_q_heads, num_kv_heads, head_dim, !cuda, limits);
+  py::dict out;
+  out["chunk_tokens"] = plan.chunk_tokens;
+  out["max_splits"] = plan.max_splits;
+  out["longest_item_tokens"] = longest < plan.chunk_tokens ? longest : plan.chunk_tokens;
+  out["heads_per_block"] = siri::decode_heads_per_block(num_q_heads / num_kv_heads);
+  out["max_partial_bytes"] = limits.max_partial_bytes;
+  return out;
+}
+
+}  // namespace
+
+void register_attention_probes(py::module_& m) {
+  m.def("_attention_plan", &attention_plan,
+        "Test probe: the paged-attention split plan (siri/paged_attention.h) for a batch of kv_lens on "
+        "'cuda' with `units` SMs or 'cpu' with `units` threads: chunk_tokens, max_splits, "
+        "longest_item_tokens, heads_per_block, max_partial_bytes",
+        py::arg("kv_lens"), py::arg("num_q_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
+        py::arg("device"), py::arg("units"));
+}
