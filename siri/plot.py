@@ -26,7 +26,7 @@ __all__ = ["plot_comparison", "plot_pareto", "plot_run", "trajectory_points"]
 
 # training.png panels: title -> metric keys drawn on it (absent keys are skipped)
 _PANELS = {
-    "reward": ["reward_mean", "accuracy"],
+    "training rollout reward": ["reward_mean", "accuracy"],
     "response length (tokens)": ["response_len_mean", "response_len_p50", "response_len_max"],
     "truncation rate": ["truncation_rate"],
     "loss": ["loss"],
@@ -68,11 +68,13 @@ def plot_comparison(runs: dict[str, str | os.PathLike], out_path: str | os.PathL
         axes[0].step(*_series(records, "cap"), where="post", color=color, label=name)
         axes[1].plot(*_series(records, "response_len_mean"), color=color, label=name)
         axes[2].plot(*_series(records, "reward_mean"), color=color, label=name)
-    for ax, title in zip(axes, ("cap (tokens)", "mean response length (tokens)", "mean reward")):
+    for ax, title in zip(axes, ("cap (tokens)", "mean response length\n(tokens)", "training rollout\nreward (mean)")):
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[0].legend()
     axes[-1].set_xlabel("step")
+    # one legend above the panels: inside one it would cover a curve (SIRI's rising cap)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=min(len(data), 5),
+               fontsize=8, frameon=False)
     return _save(fig, out_path)
 
 
@@ -104,16 +106,15 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
         for p in pts:
             ax.annotate(p["label"], (p["mean_tokens"], p["accuracy"]), xytext=(4, 4),
                         textcoords="offset points", fontsize=8, color=color)
-    ax.annotate("better", xy=(0.03, 0.97), xytext=(0.13, 0.85), xycoords="axes fraction",
-                ha="center", va="center", fontsize=9, color="0.4",
-                arrowprops=dict(arrowstyle="->", color="0.4"))
+    # above the axes, where no point can be
+    ax.set_title("upper left is better: more accurate, fewer tokens", fontsize=9, color="0.4", loc="left")
     ax.set_xlabel("mean response length (tokens)")
     ax.set_ylabel("accuracy (pass@1)")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.margins(0.15)
     ax.grid(alpha=0.3)
-    if len(series) > 1:
-        ax.legend(fontsize=8, loc="best")      # wherever it covers no point
+    if len(series) > 1:  # outside the axes, right: inside, "best" still covered points or labels
+        fig.legend(loc="outside right center", fontsize=8, frameon=False)
     return _save(fig, out_path)
 
 
@@ -133,11 +134,12 @@ def _plot_schedule(records: list[dict], eval_steps: list[int], path: Path) -> Pa
     ax.set_ylabel("tokens")
     ax.set_ylim(bottom=0)
     reward = ax.twinx()
-    reward.plot(*_series(records, "reward_mean"), color="C2", label="mean reward")
-    reward.set_ylabel("mean reward")
+    reward.plot(*_series(records, "reward_mean"), color="C2", label="training rollout reward (mean)")
+    reward.set_ylabel("training rollout reward (mean)")
     handles, labels = ax.get_legend_handles_labels()
     more_handles, more_labels = reward.get_legend_handles_labels()
-    ax.legend(handles + more_handles, labels + more_labels, fontsize=8, loc="lower left")
+    fig.legend(handles + more_handles, labels + more_labels, fontsize=8, loc="outside lower center",
+               ncols=len(labels) + len(more_labels), frameon=False)
     ax.grid(alpha=0.3)
     ax.set_title("length schedule")
     return _save(fig, path)
@@ -148,6 +150,8 @@ def _plot_training(records: list[dict], path: Path) -> Path:
     fractions (every numeric key containing "clip"); compress phases shaded."""
     present = {k for r in records for k, v in r.items() if _is_number(v)}
     panels = {title: [k for k in keys if k in present] for title, keys in _PANELS.items()}
+    if "accuracy" in panels["training rollout reward"] and _same_series(records, "reward_mean", "accuracy"):
+        panels["training rollout reward"].remove("accuracy")  # 0/1 rewards: one line, not two on top
     panels["clip fractions"] = sorted(k for k in present if "clip" in k)
     panels = {title: keys for title, keys in panels.items() if keys}
     if not panels:
@@ -162,8 +166,8 @@ def _plot_training(records: list[dict], path: Path) -> Path:
             ax.plot(*_series(records, key), label=key, lw=1.2)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        if len(keys) > 1:
-            ax.legend(fontsize=7)
+        if len(keys) > 1:  # right of the panel, off the curves
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     for ax in axes[max(0, len(panels) - cols):len(panels)]:  # the lowest visible panel of each column
@@ -221,6 +225,11 @@ def _pareto_points(reports: list[dict]) -> list[dict]:
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+def _same_series(records: list[dict], a: str, b: str) -> bool:
+    """Whether metrics ``a`` and ``b`` have the same value (to 1e-9) at every step."""
+    return all(math.isclose(r[a], r[b], abs_tol=1e-9) for r in records if _is_number(r.get(a)) and _is_number(r.get(b)))
+
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)

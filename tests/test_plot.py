@@ -108,3 +108,65 @@ def test_plot_comparison_and_pareto(tmp_path):
     points = [{"label": "base", "accuracy": 0.3, "mean_tokens": 50.0}, {"label": "siri", "accuracy": 0.4,
                                                                          "mean_tokens": 30.0}]
     assert_png(plot_pareto(points, tmp_path / "pareto.png"))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib Figures siri.plot saves, in order (their PNGs are still written)."""
+    import siri.plot
+
+    saved, real_save = [], siri.plot._save
+
+    def capture(fig, path):
+        saved.append(fig)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(siri.plot, "_save", capture)
+    return saved
+
+
+def legends_over_axes(fig):
+    """Legends whose drawn box overlaps the data area of an axes (after the figure was saved)."""
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    renderer = fig._get_renderer()
+    return [(legend, ax) for legend in legends for ax in fig.axes if ax.get_visible()
+            and legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))]
+
+
+def test_no_legend_or_arrow_inside_the_axes(tmp_path, figures):
+    """Legends sit outside the data area (a legend inside a panel covered SIRI's rising cap) and
+    the Pareto plot's 'better' note is its title, not an arrow among the points."""
+    runs = {name: write_run(tmp_path / name, kind=kind) for name, kind in (("siri", "cosine"), ("baseline", "constant"))}
+    plot_comparison(runs, tmp_path / "cmp.png")
+    plot_pareto([{"label": "a", "series": "x", "accuracy": 0.5, "mean_tokens": 10.0},
+                 {"label": "b", "series": "y", "accuracy": 0.6, "mean_tokens": 12.0}], tmp_path / "p.png")
+    plot_run(runs["siri"])
+    for fig in figures:
+        assert not legends_over_axes(fig), "a legend over an axes can cover data"
+        for ax in fig.axes:
+            assert not [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    comparison, pareto = figures[0], figures[1]
+    assert [t.get_text() for t in comparison.legends[0].get_texts()] == ["siri", "baseline"]
+    assert "better" in pareto.axes[0].get_title(loc="left")
+    assert "training rollout" in comparison.axes[2].get_ylabel()
+
+
+def test_training_plot_draws_reward_and_accuracy_once_when_they_coincide(tmp_path, figures):
+    run = write_run(tmp_path / "run", steps=6)
+    lines = (run / "metrics.jsonl").read_text().split("\n")
+    records = [json.loads(line) for line in lines if line]
+    for r in records:  # 0/1 rewards: accuracy is the reward
+        if "reward_mean" in r:
+            r["accuracy"] = r["reward_mean"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot_run(run)
+    reward_panel = next(ax for ax in figures[1].axes if ax.get_title() == "training rollout reward")
+    assert [line.get_label() for line in reward_panel.get_lines()] == ["reward_mean"]
+    figures.clear()
+    for r in records:  # shaped rewards: two different series, both drawn
+        if "reward_mean" in r:
+            r["accuracy"] = r["reward_mean"] / 2
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot_run(run)
+    reward_panel = next(ax for ax in figures[1].axes if ax.get_title() == "training rollout reward")
+    assert [line.get_label() for line in reward_panel.get_lines()] == ["reward_mean", "accuracy"]
