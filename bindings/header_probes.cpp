@@ -5,11 +5,16 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "header_probes.h"
 #include "siri/logprobs.h"
+#include "siri/numeric.h"
 #include "siri/sampling.h"
+#include "siri/vector_split.h"
 
 namespace py = pybind11;
 
@@ -52,6 +57,118 @@ int64_t greedy_argmax(const std::vector<float>& values, int64_t threads) {
   return winner;
 }
 
+// ---- rows at a chosen alignment -------------------------------------------------------------
+
+// A row of `values` stored as `dtype` ("float32", "bfloat16" or "float64") `offset` elements
+// after a 16-byte boundary, as row r of a [rows, V] tensor with odd V lies. bfloat16 is stored
+// as raw bits (uint16_t, what the sampler reads) rounded to nearest even.
+struct AlignedRow {
+  std::vector<unsigned char> storage;
+  unsigned char* row;
+  int64_t elem_bytes;
+
+  AlignedRow(const std::vector<double>& values, const std::string& dtype, int64_t offset) {
+    if (dtype == "float32") elem_bytes = 4;
+    else if (dtype == "bfloat16") elem_bytes = 2;
+    else if (dtype == "float64") elem_bytes = 8;
+    else throw py::value_error("dtype must be float32, bfloat16 or float64, got " + dtype);
+    if (offset < 0 || offset * elem_bytes >= siri::kVectorBytes) {
+      throw py::value_error("offset must be in [0, 16 / element size)");
+    }
+    storage.resize(values.size() * elem_bytes + 2 * siri::kVectorBytes);
+    const uintptr_t start = reinterpret_cast<uintptr_t>(storage.data());
+    row = storage.data() + ((siri::kVectorBytes - start % siri::kVectorBytes) % siri::kVectorBytes) +
+          offset * elem_bytes;
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (elem_bytes == 4) {
+        const float v = static_cast<float>(values[i]);
+        memcpy(row + 4 * i, &v, 4);
+      } else if (elem_bytes == 2) {
+        const siri::bf16_t v = siri::float_to_bf16(static_cast<float>(values[i]));
+        memcpy(row + 2 * i, &v, 2);
+      } else {
+        memcpy(row + 8 * i, &values[i], 8);
+      }
+    }
+  }
+
+  // Calls fn(typed row pointer): const float*, const uint16_t* (bf16 bits) or const double*.
+  template <typename Fn>
+  auto visit(Fn&& fn) const {
+    if (elem_bytes == 4) return fn(reinterpret_cast<const float*>(row));
+    if (elem_bytes == 2) return fn(reinterpret_cast<const uint16_t*>(row));
+    return fn(reinterpret_cast<const double*>(row));
+  }
+};
+
+// The sampler's loads for float32 / bf16 bits, the log-prob loads for float64.
+struct ProbeLoad {
+  SIRI_HOST_DEVICE float operator()(const float* p, int64_t i) const { return siri::load_logit(p, i); }
+  SIRI_HOST_DEVICE float operator()(const uint16_t* p, int64_t i) const { return siri::load_logit(p, i); }
+  SIRI_HOST_DEVICE double operator()(const double* p, int64_t i) const { return siri::load_acc(p, i); }
+};
+
+py::tuple vector_split(uint64_t address, int64_t size, int64_t elem_bytes) {
+  if (elem_bytes < 1 || siri::kVectorBytes % elem_bytes != 0) throw py::value_error("elem_bytes must divide 16");
+  const siri::VectorSplit s = siri::split_for_vectors(static_cast<uintptr_t>(address), size, elem_bytes);
+  return py::make_tuple(s.head, s.body_end, s.size);
+}
+
+bool same_vector_phase(uint64_t a, uint64_t b) {
+  return siri::same_vector_phase(reinterpret_cast<const void*>(static_cast<uintptr_t>(a)),
+                                 reinterpret_cast<const void*>(static_cast<uintptr_t>(b)));
+}
+
+// for_each_strided as `threads` threads run it: (thread, index, value, through a vector, vector
+// address 16-byte aligned) per visit, from the element/vector form; and (thread, index, value)
+// from the element-only form.
+py::tuple strided_visits(const std::vector<double>& values, const std::string& dtype, int64_t offset, int64_t threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1");
+  const AlignedRow data(values, dtype, offset);
+  py::list split_visits, element_visits;
+  const int64_t size = static_cast<int64_t>(values.size());
+  data.visit([&](const auto* row) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(row)>>;
+    constexpr int kWidth = siri::Vector16<T>::kSize;
+    using Value = decltype(ProbeLoad()(row, 0));
+    for (int64_t t = 0; t < threads; ++t) {
+      siri::for_each_strided(
+          row, size, t, threads, ProbeLoad(),
+          [&](int64_t j, Value v) { split_visits.append(py::make_tuple(t, j, v, false, false)); },
+          [&](int64_t j, const Value (&v)[kWidth]) {
+            const bool aligned = reinterpret_cast<uintptr_t>(row + j) % siri::kVectorBytes == 0;
+            for (int k = 0; k < kWidth; ++k) split_visits.append(py::make_tuple(t, j + k, v[k], true, aligned));
+          });
+      siri::for_each_strided(row, size, t, threads, ProbeLoad(),
+                             [&](int64_t j, Value v) { element_visits.append(py::make_tuple(t, j, v)); });
+    }
+    return 0;
+  });
+  return py::make_tuple(split_visits, element_visits);
+}
+
+// The contiguous_share of each of `threads` threads over a row stored as `dtype` at `offset`,
+// and the (index, value) pairs for_each_in_order visits in each share.
+py::tuple contiguous_shares(const std::vector<double>& values, const std::string& dtype, int64_t offset, int64_t threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1");
+  const AlignedRow data(values, dtype, offset);
+  py::list shares, visits;
+  data.visit([&](const auto* row) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(row)>>;
+    const int64_t size = static_cast<int64_t>(values.size());
+    const siri::VectorSplit s = siri::split_for_vectors(row, size);
+    for (int64_t t = 0; t < threads; ++t) {
+      const siri::IndexRange r = siri::contiguous_share(s, siri::Vector16<T>::kSize, t, threads);
+      shares.append(py::make_tuple(r.begin, r.end));
+      py::list order;
+      siri::for_each_in_order(row, r, ProbeLoad(), [&](int64_t j, auto v) { order.append(py::make_tuple(j, v)); });
+      visits.append(order);
+    }
+    return 0;
+  });
+  return py::make_tuple(shares, visits);
+}
+
 }  // namespace
 
 void register_header_probes(py::module_& m) {
@@ -63,4 +180,19 @@ void register_header_probes(py::module_& m) {
         "Test probe: the CUDA sampler's greedy index of `values` with `threads` strided threads, "
         "by the shared argmax_key / argmax_better rule",
         py::arg("values"), py::arg("threads"));
+  m.def("_vector_split", &vector_split,
+        "Test probe: split_for_vectors -> (head, body_end, size) for `size` elements of `elem_bytes` "
+        "bytes at `address`",
+        py::arg("address"), py::arg("size"), py::arg("elem_bytes"));
+  m.def("_same_vector_phase", &same_vector_phase, "Test probe: same_vector_phase of two addresses",
+        py::arg("a"), py::arg("b"));
+  m.def("_strided_visits", &strided_visits,
+        "Test probe: for_each_strided by `threads` threads over a row stored as `dtype` `offset` elements "
+        "after a 16-byte boundary -> ([(thread, index, value, via_vector, vector_aligned)], "
+        "[(thread, index, value)] from the element-only form)",
+        py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("threads"));
+  m.def("_contiguous_shares", &contiguous_shares,
+        "Test probe: contiguous_share of each of `threads` threads and the (index, value) for_each_in_order "
+        "visits in it -> ([(begin, end)], [[(index, value)]])",
+        py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("threads"));
 }

@@ -1,0 +1,118 @@
+"""The row traversals and index math of the CUDA sampling and log-prob kernels (issue 21, items
+7-8), run on the host through siri._C's probes: the same __host__ __device__ code
+(csrc/include/siri/vector_split.h, sampling.h, logprobs.h, numeric.h) the kernels run with
+thread = threadIdx.x, checked against plain Python references for every alignment a row of an
+odd vocabulary can start at."""
+import math
+
+import pytest
+import torch
+
+from siri import _C
+
+ELEM_BYTES = {"float32": 4, "bfloat16": 2, "float64": 8}
+TORCH_DTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+FLT_MAX = torch.finfo(torch.float32).max
+
+
+def stored(values, dtype):
+    """The values as the probe stores them (bf16: round to nearest even), as Python floats."""
+    return torch.tensor(values, dtype=torch.float64).to(TORCH_DTYPE[dtype]).double().tolist()
+
+
+def same_float(a, b):
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def offsets(dtype):
+    """Every element offset from a 16-byte boundary a row of this dtype can start at."""
+    return range(16 // ELEM_BYTES[dtype])
+
+
+def max_aligned_vectors(address, size, elem_bytes):
+    """Brute force: how many disjoint 16-byte-aligned vectors of whole elements fit in the row."""
+    if address % elem_bytes:
+        return 0
+    end = address + size * elem_bytes
+    return sum(1 for a in range(address - address % 16, end, 16) if a >= address and a + 16 <= end)
+
+
+# ---- split_for_vectors ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("elem_bytes", [2, 4, 8])
+def test_vector_split_covers_the_row_with_the_most_aligned_vectors(elem_bytes):
+    width = 16 // elem_bytes
+    for address in range(0, 64):
+        for size in range(0, 45):
+            head, body_end, total = _C._vector_split(address, size, elem_bytes)
+            assert total == size and 0 <= head <= body_end <= size, (address, size)
+            assert (body_end - head) % width == 0, (address, size)
+            if body_end > head:
+                assert (address + head * elem_bytes) % 16 == 0, (address, size)
+            assert (body_end - head) // width == max_aligned_vectors(address, size, elem_bytes), (address, size)
+            if address % elem_bytes == 0:  # the head stops at the first boundary, the tail is short
+                assert head < width or head == size, (address, size)
+                assert size - body_end < width or body_end == head, (address, size)
+            else:
+                assert head == size, (address, size)
+
+
+def test_vector_split_of_large_addresses_and_rows():
+    assert _C._vector_split(2**47 + 6, 50257, 2) == (5, 5 + (50257 - 5) // 8 * 8, 50257)
+    assert _C._vector_split(2**47, 151936, 4) == (0, 151936, 151936)
+
+
+def test_same_vector_phase():
+    assert _C._same_vector_phase(1024 + 4, 4096 + 4)
+    assert _C._same_vector_phase(1024, 1024)
+    assert not _C._same_vector_phase(1024 + 4, 4096 + 8)
+    assert not _C._same_vector_phase(1024, 1024 + 2)
+
+
+# ---- block-strided traversal (logits passes of both kernels) ----------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+@pytest.mark.parametrize("threads", [1, 3, 256])
+def test_strided_traversal_reads_every_element_once_with_aligned_vectors(dtype, threads):
+    g = torch.Generator().manual_seed(threads)
+    width = 16 // ELEM_BYTES[dtype]
+    for size in list(range(0, 40)) + [257, 1001]:
+        values = (torch.randn(size, generator=g, dtype=torch.float64) * 5).tolist()
+        expected = stored(values, dtype)
+        for offset in offsets(dtype):
+            split_visits, element_visits = _C._strided_visits(values, dtype, offset, threads)
+            assert sorted(v[1] for v in split_visits) == list(range(size)), (size, offset)
+            for thread, index, value, via_vector, aligned in split_visits:
+                assert same_float(value, expected[index]), (size, offset, index)
+                assert aligned or not via_vector, (size, offset, index)
+            vectors = sum(v[3] for v in split_visits) // width
+            address = offset * ELEM_BYTES[dtype]
+            assert vectors == max_aligned_vectors(address, size, ELEM_BYTES[dtype]), (size, offset)
+            assert sorted(element_visits) == sorted(v[:3] for v in split_visits), (size, offset)
+
+
+# ---- contiguous shares (one thread's in-order walk) --------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("threads", [1, 2, 7, 256])
+def test_contiguous_shares_cover_the_row_in_order(dtype, threads):
+    g = torch.Generator().manual_seed(threads)
+    elem = ELEM_BYTES[dtype]
+    for size in [0, 1, 5, 8, 9, 31, 64, 100, 2049, 50257 // 7]:
+        values = torch.randn(size, generator=g, dtype=torch.float64).tolist()
+        expected = stored(values, dtype)
+        for offset in offsets(dtype):
+            shares, visits = _C._contiguous_shares(values, dtype, offset, threads)
+            assert len(shares) == threads and shares[0][0] == 0 and shares[-1][1] == size
+            for (_, end), (begin, _) in zip(shares, shares[1:]):
+                assert end == begin
+            head, body_end, _ = _C._vector_split(offset * elem, size, elem)
+            width = 16 // elem
+            for begin, end in shares[1:]:  # interior boundaries sit on vector boundaries
+                assert head <= begin <= body_end and (begin == body_end or (begin - head) % width == 0)
+            # balanced: no share holds more than its run of vectors plus the head and the tail
+            run = -(-(body_end - head) // width // threads) * width
+            assert max(end - begin for begin, end in shares) <= run + 2 * (width - 1), (size, offset)
+            walk = [v for share in visits for v in share]
+            assert [i for i, _ in walk] == list(range(size)), (size, offset)
+            assert all(same_float(v, expected[i]) for i, v in walk)
