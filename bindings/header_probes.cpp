@@ -169,6 +169,68 @@ py::tuple contiguous_shares(const std::vector<double>& values, const std::string
   return py::make_tuple(shares, visits);
 }
 
+// The CUDA sampler's top-p tie scan (nth_index_with_key in csrc/cuda/sampling.cu) run by
+// `threads` threads: per-share counts, their exclusive prefix sum, the walk of the one share
+// holding the n-th match. The key is order_key(key_value); vocab - 1 if there are fewer than n.
+int64_t nth_index_with_key(const std::vector<double>& values, const std::string& dtype, int64_t offset,
+                           double key_value, uint32_t n, int64_t threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1");
+  if (dtype == "float64") throw py::value_error("the sampler reads float32 or bfloat16");
+  const AlignedRow data(values, dtype, offset);
+  const int64_t vocab = static_cast<int64_t>(values.size());
+  return data.visit([&](const auto* row) -> int64_t {
+    if constexpr (std::is_same_v<std::remove_cv_t<std::remove_pointer_t<decltype(row)>>, double>) {
+      return -1;
+    } else {
+      using T = std::remove_cv_t<std::remove_pointer_t<decltype(row)>>;
+      const float key_float = static_cast<float>(key_value);
+      const uint32_t key = siri::order_key(std::is_same_v<T, float> ? key_float
+                                                                    : siri::bf16_to_float(siri::float_to_bf16(key_float)));
+      const siri::VectorSplit s = siri::split_for_vectors(row, vocab);
+      uint32_t before = 0;
+      int64_t found = vocab - 1;
+      for (int64_t t = 0; t < threads; ++t) {
+        const siri::IndexRange share = siri::contiguous_share(s, siri::Vector16<T>::kSize, t, threads);
+        const uint32_t here = siri::count_key_in(row, share, key);
+        if (before < n && n <= before + here) found = siri::nth_key_in(row, share, key, n - before);
+        before += here;
+      }
+      return found;
+    }
+  });
+}
+
+// The Philox groups the CUDA race visits: (thread, group, its 4 logits) per visit.
+py::list noise_groups(const std::vector<double>& values, const std::string& dtype, int64_t offset, int64_t threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1");
+  if (dtype == "float64") throw py::value_error("the sampler reads float32 or bfloat16");
+  const AlignedRow data(values, dtype, offset);
+  py::list visits;
+  data.visit([&](const auto* row) {
+    if constexpr (!std::is_same_v<std::remove_cv_t<std::remove_pointer_t<decltype(row)>>, double>) {
+      for (int64_t t = 0; t < threads; ++t) {
+        siri::for_each_noise_group(row, static_cast<int64_t>(values.size()), t, threads,
+                                   [&](int64_t g, const float (&v)[4]) {
+                                     visits.append(py::make_tuple(t, g, py::make_tuple(v[0], v[1], v[2], v[3])));
+                                   });
+      }
+    }
+    return 0;
+  });
+  return visits;
+}
+
+// A warp's sum of fixed-point masses as the level-0 histogram aggregates it: low and high
+// parts each summed in uint32 arithmetic (wrapping like __reduce_add_sync), then joined.
+uint64_t warp_mass_sum(const std::vector<uint64_t>& masses) {
+  uint32_t low = 0, high = 0;
+  for (const uint64_t m : masses) {
+    low += siri::mass_low_part(m);
+    high += siri::mass_high_part(m);
+  }
+  return siri::join_mass_parts(low, high);
+}
+
 }  // namespace
 
 void register_header_probes(py::module_& m) {
@@ -195,4 +257,15 @@ void register_header_probes(py::module_& m) {
         "Test probe: contiguous_share of each of `threads` threads and the (index, value) for_each_in_order "
         "visits in it -> ([(begin, end)], [[(index, value)]])",
         py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("threads"));
+  m.def("_nth_index_with_key", &nth_index_with_key,
+        "Test probe: the CUDA sampler's parallel top-p tie scan, the index of the n-th (1-based) token "
+        "whose order_key equals that of key_value (vocab - 1 if fewer)",
+        py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("key_value"), py::arg("n"),
+        py::arg("threads"));
+  m.def("_noise_groups", &noise_groups,
+        "Test probe: for_each_noise_group by `threads` threads -> [(thread, group, (4 logits))]",
+        py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("threads"));
+  m.def("_warp_mass_sum", &warp_mass_sum,
+        "Test probe: a warp's mass sum from uint32 sums of mass_low_part / mass_high_part, joined",
+        py::arg("masses"));
 }

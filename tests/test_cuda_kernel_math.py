@@ -116,3 +116,75 @@ def test_contiguous_shares_cover_the_row_in_order(dtype, threads):
             walk = [v for share in visits for v in share]
             assert [i for i, _ in walk] == list(range(size)), (size, offset)
             assert all(same_float(v, expected[i]) for i, v in walk)
+
+
+# ---- the top-p tie scan -----------------------------------------------------------------------
+
+def reference_nth(values, key_value, n):
+    """Index of the n-th value equal to key_value (NaN matches NaN, -0 matches 0), else len - 1."""
+    hits = [i for i, v in enumerate(values)
+            if (math.isnan(key_value) and math.isnan(v)) or v == key_value]
+    return hits[n - 1] if n <= len(hits) else len(values) - 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("threads", [1, 5, 256])
+def test_nth_index_with_key_on_random_rows_with_many_ties(dtype, threads):
+    g = torch.Generator().manual_seed(10 + threads)
+    for _ in range(60):
+        size = int(torch.randint(1, 3000, (), generator=g))
+        row = torch.randint(-2, 3, (size,), generator=g).double() * 0.5
+        row[torch.rand(size, generator=g) < 0.05] = -math.inf
+        row[torch.rand(size, generator=g) < 0.02] = math.nan
+        values = stored(row.tolist(), dtype)
+        key_value = values[int(torch.randint(0, size, (), generator=g))]
+        count = sum(1 for v in values if same_float(v, key_value))
+        offset = int(torch.randint(0, 16 // ELEM_BYTES[dtype], (), generator=g))
+        for n in {1, count, int(torch.randint(1, count + 1, (), generator=g))}:
+            expected = reference_nth(values, key_value, n)
+            assert _C._nth_index_with_key(values, dtype, offset, key_value, n, threads) == expected, (size, n)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nth_index_with_key_edge_cases(dtype):
+    for offset in offsets(dtype):
+        for threads in (1, 3, 256):
+            nth = lambda values, key, n: _C._nth_index_with_key(values, dtype, offset, key, n, threads)  # noqa: E731
+            assert nth([2.0], 2.0, 1) == 0                                  # V = 1
+            for size in (7, 8, 9, 255, 256, 257, 2051):                     # all equal
+                assert [nth([1.0] * size, 1.0, n) for n in (1, 2, size)] == [0, 1, size - 1]
+                assert nth([1.0] * size, 1.0, size + 1) == size - 1         # fewer: the last index
+            row = [0.0] * 300
+            row[299] = 3.0
+            assert nth(row, 3.0, 1) == 299                                  # the match is last
+            row[0] = -0.0
+            assert nth(row, 0.0, 1) == 0 and nth(row, -0.0, 299) == 298     # -0 and +0 share a key
+
+
+# ---- Philox groups of the race ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("threads", [1, 3, 256])
+def test_noise_groups_visit_every_group_once_with_its_logits(dtype, threads):
+    g = torch.Generator().manual_seed(20 + threads)
+    for size in list(range(1, 41)) + [1003, 50257 // 3]:
+        values = torch.randn(size, generator=g, dtype=torch.float64).tolist()
+        expected = stored(values, dtype) + [-math.inf] * 3
+        for offset in offsets(dtype):
+            visits = _C._noise_groups(values, dtype, offset, threads)
+            assert sorted(group for _, group, _ in visits) == list(range((size + 3) // 4)), (size, offset)
+            for _, group, logits in visits:
+                assert list(logits) == expected[4 * group: 4 * group + 4], (size, offset, group)
+
+
+# ---- level-0 histogram: warp-aggregated masses -------------------------------------------------
+
+def test_warp_mass_sum_is_exact_for_32_maximal_masses():
+    top = 1 << 40  # fixed_mass(1.0), the largest mass a token can have
+    assert _C._warp_mass_sum([top] * 32) == 32 * top
+    assert _C._warp_mass_sum([top - 1] * 32) == 32 * (top - 1)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(200):
+        count = int(torch.randint(1, 33, (), generator=g))
+        masses = [int(m) for m in torch.randint(0, top + 1, (count,), generator=g)]
+        assert _C._warp_mass_sum(masses) == sum(masses)
