@@ -231,6 +231,71 @@ uint64_t warp_mass_sum(const std::vector<uint64_t>& masses) {
   return siri::join_mass_parts(low, high);
 }
 
+// exp_approx_nonpositive against exp_approx on every `stride`-th float bit pattern of
+// [0x80000000, 0xFFFFFFFF] (-0 down to -inf, then NaNs) plus every pattern within `dense` of
+// -87.3 and of -0: (checked, first mismatching bit pattern or -1).
+py::tuple exp_nonpositive_mismatch(uint32_t stride, uint32_t dense) {
+  if (stride == 0) throw py::value_error("stride must be >= 1");
+  int64_t checked = 0, first_bad = -1;
+  const auto check = [&](uint32_t bits) {
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    const float a = siri::exp_approx(x), b = siri::exp_approx_nonpositive(x);
+    uint32_t ba, bb;
+    memcpy(&ba, &a, sizeof ba);
+    memcpy(&bb, &b, sizeof bb);
+    const bool both_nan = a != a && b != b;
+    if (ba != bb && !both_nan && first_bad < 0) first_bad = bits;
+    ++checked;
+  };
+  for (uint64_t bits = 0x80000000u; bits <= 0xFFFFFFFFu; bits += stride) check(static_cast<uint32_t>(bits));
+  float boundary = -87.3f;
+  uint32_t boundary_bits;
+  memcpy(&boundary_bits, &boundary, sizeof boundary_bits);
+  for (uint32_t d = 0; d <= dense; ++d) {
+    check(boundary_bits + d);
+    check(boundary_bits - d);
+    check(0x80000000u + d);
+  }
+  check(0x00000000u);  // +0
+  return py::make_tuple(checked, first_bad);
+}
+
+// The CUDA log-prob forward's softmax state (csrc/cuda/logprobs.cu) with `threads` threads:
+// each builds its state with for_each_strided (add() on head and tail elements, add_run() on
+// vectors) over a row stored as `dtype` at `offset`; the states are merged in thread order.
+// (max, log_norm, entropy or None without entropy).
+py::tuple forward_softmax_state(const std::vector<double>& values, const std::string& dtype, int64_t offset,
+                                double inv_temp, int64_t threads, bool entropy) {
+  if (threads < 1) throw py::value_error("threads must be >= 1");
+  const AlignedRow data(values, dtype, offset);
+  return data.visit([&](const auto* row) -> py::tuple {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(row)>>;
+    using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    constexpr int kWidth = siri::Vector16<T>::kSize;
+    const A inv = static_cast<A>(inv_temp);
+    const auto run = [&](auto with_entropy) {
+      constexpr bool kEntropy = decltype(with_entropy)::value;
+      auto total = siri::SoftmaxState<A>::empty();
+      for (int64_t t = 0; t < threads; ++t) {
+        auto state = siri::SoftmaxState<A>::empty();
+        siri::for_each_strided(
+            row, static_cast<int64_t>(values.size()), t, threads, ProbeLoad(),
+            [&](int64_t, A v) { state.template add<kEntropy>(v, inv); },
+            [&](int64_t, const A (&v)[kWidth]) { state.template add_run<kEntropy>(v, inv); });
+        total.template merge<kEntropy>(state, inv);
+      }
+      return total;
+    };
+    if (entropy) {
+      const auto s = run(std::true_type());
+      return py::make_tuple(double(s.max), double(s.log_norm()), double(s.entropy()));
+    }
+    const auto s = run(std::false_type());
+    return py::make_tuple(double(s.max), double(s.log_norm()), py::none());
+  });
+}
+
 }  // namespace
 
 void register_header_probes(py::module_& m) {
@@ -268,4 +333,13 @@ void register_header_probes(py::module_& m) {
   m.def("_warp_mass_sum", &warp_mass_sum,
         "Test probe: a warp's mass sum from uint32 sums of mass_low_part / mass_high_part, joined",
         py::arg("masses"));
+  m.def("_exp_nonpositive_mismatch", &exp_nonpositive_mismatch,
+        "Test probe: exp_approx_nonpositive vs exp_approx bit for bit on non-positive floats -> "
+        "(checked, first mismatching bit pattern or -1)",
+        py::arg("stride"), py::arg("dense"));
+  m.def("_forward_softmax_state", &forward_softmax_state,
+        "Test probe: the CUDA log-prob forward's per-thread softmax states (for_each_strided, add/add_run) "
+        "merged -> (max, log_norm, entropy or None)",
+        py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("inv_temp"), py::arg("threads"),
+        py::arg("entropy"));
 }

@@ -188,3 +188,59 @@ def test_warp_mass_sum_is_exact_for_32_maximal_masses():
         count = int(torch.randint(1, 33, (), generator=g))
         masses = [int(m) for m in torch.randint(0, top + 1, (count,), generator=g)]
         assert _C._warp_mass_sum(masses) == sum(masses)
+
+
+# ---- log-prob forward ------------------------------------------------------------------------
+
+def test_exp_approx_nonpositive_is_exp_approx_bit_for_bit():
+    checked, first_bad = _C._exp_nonpositive_mismatch(97, 200_000)
+    assert checked > 20_000_000
+    assert first_bad == -1, f"differs at bits {first_bad:#010x}"
+
+
+def reference_softmax(values, inv_temp):
+    x = torch.tensor(values, dtype=torch.float64) * inv_temp
+    logp = torch.log_softmax(x, 0)
+    entropy = float(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum())
+    return float(torch.logsumexp(x, 0)), entropy
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+@pytest.mark.parametrize("threads", [1, 4, 256])
+def test_forward_softmax_state_on_rows_at_every_alignment(dtype, threads):
+    """Head peeling, add_run on the vectors, and the no-entropy specialisation: log_norm and
+    entropy match float64, and without entropy max and log_norm are bit-for-bit the same."""
+    g = torch.Generator().manual_seed(30 + threads)
+    tol = 1e-10 if dtype == "float64" else 2e-5
+    for size in [1, 2, 7, 9, 33, 50, 1001]:
+        for offset in offsets(dtype):
+            row = torch.randn(size, generator=g, dtype=torch.float64) * 4
+            masked = torch.rand(size, generator=g) < 0.3
+            row[masked] = torch.where(torch.rand(int(masked.sum()), generator=g) < 0.5,
+                                      torch.tensor(-math.inf, dtype=torch.float64),
+                                      torch.tensor(-FLT_MAX, dtype=torch.float64))
+            row[int(torch.randint(0, size, (), generator=g))] = 1.5  # at least one real logit
+            values = stored(row.tolist(), dtype)
+            inv_temp = float(torch.empty(()).uniform_(0.5, 2.0, generator=g))
+            max_, log_norm, entropy = _C._forward_softmax_state(values, dtype, offset, inv_temp, threads, True)
+            expected_log_norm, expected_entropy = reference_softmax(values, inv_temp)
+            assert max_ == max(values)
+            assert max_ * inv_temp + log_norm == pytest.approx(expected_log_norm, abs=tol), (size, offset)
+            assert entropy == pytest.approx(expected_entropy, abs=10 * tol), (size, offset)
+            assert _C._forward_softmax_state(values, dtype, offset, inv_temp, threads, False) == (max_, log_norm, None)
+
+
+@pytest.mark.parametrize("entropy", [True, False])
+def test_forward_softmax_state_keeps_nan_and_all_masked_rows(entropy):
+    """add_run skips -inf while nothing finite has been seen, but a NaN still makes the row NaN,
+    as add() does element by element."""
+    for threads in (1, 2, 256):
+        for size in (4, 8, 13):
+            for position in range(size):
+                values = [-math.inf] * size
+                values[position] = math.nan
+                assert math.isnan(_C._forward_softmax_state(values, "float32", 0, 1.0, threads, entropy)[1])
+                values[(position + 1) % size] = 2.0
+                assert math.isnan(_C._forward_softmax_state(values, "float32", 0, 1.0, threads, entropy)[1])
+            # all -inf: an empty sum, as element by element
+            assert _C._forward_softmax_state([-math.inf] * size, "float32", 0, 1.0, threads, entropy)[1] == -math.inf
