@@ -87,6 +87,42 @@ def test_gradient_matches_reference(device, gen, dtype):
     torch.testing.assert_close(x.grad.cpu().double(), xr.grad, atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [7, 50257])
+@pytest.mark.parametrize("return_entropy", [False, True])
+def test_odd_vocabulary_rows_at_every_alignment(device, gen, dtype, vocab, return_entropy):
+    """Rows of an odd vocabulary start at every offset from a 16-byte boundary: the CUDA kernels
+    peel a scalar head before their 16-byte loads (forward), and the backward vectorises where
+    the logits and the gradient share an offset. The forward without entropy is its own kernel."""
+    full = _logits((9, vocab + 1), dtype, gen).to(device).requires_grad_()
+    logits = full[:, 1:]  # rows start at r * (V + 1) + 1 elements: every alignment
+    targets = torch.randint(0, vocab, (9,), generator=gen)
+    weights = torch.randn(9, generator=gen, dtype=torch.float64)
+    out = token_logprobs(logits, targets.to(device), temperature=0.8, return_entropy=return_entropy)
+    logp = out[0] if return_entropy else out
+    (logp.double() * weights.to(device)).sum().backward()
+
+    reference = full.detach().cpu().double()[:, 1:].requires_grad_()
+    ref_logp, ref_entropy = token_logprobs_reference(reference, targets, 0.8)
+    (ref_logp * weights).sum().backward()
+    tol = TOL[dtype] * max(1.0, ref_logp.abs().max().item())
+    torch.testing.assert_close(logp.detach().cpu().double(), ref_logp.detach(), atol=tol, rtol=0)
+    if return_entropy:
+        torch.testing.assert_close(out[1].cpu().double(), ref_entropy.detach(), atol=TOL[dtype] * 10, rtol=0)
+    grad = full.grad.cpu().double()
+    assert torch.all(grad[:, 0] == 0)
+    atol = 1e-5 if dtype == torch.float32 else 2e-2 * reference.grad.abs().max().item()
+    torch.testing.assert_close(grad[:, 1:], reference.grad, atol=atol, rtol=0)
+
+    # in place (logits and gradient share every offset) and into a fresh tensor: the same values
+    _, stats, _ = torch.ops.siri.token_logprobs(logits.detach(), targets.to(device), None, 0.8, False)
+    scale = weights.to(device=device, dtype=stats.dtype)
+    fresh = torch.ops.siri.logits_grad(logits.detach(), targets.to(device), stats, scale, 0.8)
+    in_place = logits.detach().clone()
+    torch.ops.siri.logits_grad_(in_place, targets.to(device), stats, scale, 0.8)
+    torch.testing.assert_close(in_place, fresh)
+
+
 def test_gradcheck_float64(device, gen):
     logits = _logits((4, 6), torch.float64, gen).to(device).requires_grad_()
     targets = torch.randint(0, 6, (4,), generator=gen).to(device)

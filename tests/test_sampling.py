@@ -1,6 +1,8 @@
 """siri.ops.sample_tokens: exact distribution (chi-square against the float64 reference),
 greedy, reproducibility, logprobs, stop bookkeeping, errors and op registration, on every
 backend. Statistical tests use fixed seeds, so they are deterministic."""
+import math
+
 import pytest
 import torch
 
@@ -124,6 +126,63 @@ def test_random_filters_on_tied_logits_keep_the_reference_set(device):
                              **params)
         assert torch.equal(counts > 0, probs > 0), (row.tolist(), params)
         assert chi2_pvalue(counts, probs) > 1e-4, (row.tolist(), params)
+
+
+def sample_odd_rows(logits, device, gen, **overrides):
+    """sample_tokens on `logits` (moved to `device`) with random per-row temperature, top-k,
+    top-p, seeds and positions; the same arguments for every device."""
+    batch = logits.shape[0]
+    params = dict(temperature=torch.rand(batch, generator=gen) + 0.5,
+                  top_k=torch.randint(0, 3, (batch,), generator=gen) * 20,
+                  top_p=torch.tensor([1.0, 0.9, 0.5])[torch.randint(0, 3, (batch,), generator=gen)],
+                  seeds=torch.randint(0, 2**62, (batch,), generator=gen),
+                  positions=torch.randint(0, 2**40, (batch,), generator=gen))
+    params.update(overrides)
+    return sample_tokens(**make_args(logits.to(device), **params)), params
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [7, 50257])
+@pytest.mark.parametrize("layout", ["contiguous", "offset_view"])
+def test_odd_vocabulary_rows_at_every_alignment(device, dtype, vocab, layout):
+    """Rows of an odd vocabulary start at every offset from a 16-byte boundary (the CUDA kernel
+    peels a scalar head before its 16-byte loads, and reads the race's Philox groups through
+    vectors only where they line up); logits rounded to integers tie a lot, so top-p cuts fall
+    inside tie groups. Every draw is in the reference's kept set; on CUDA every draw and
+    logprob is the CPU kernel's."""
+    gen = torch.Generator().manual_seed(vocab)
+    batch = 24  # 8 bf16 row alignments (4 for fp32), three times
+    full = (torch.randn(batch, vocab + 1, generator=gen) * 2).round().to(dtype)
+    logits = full[:, :vocab].contiguous() if layout == "contiguous" else full[:, 1:]
+    out, params = sample_odd_rows(logits, device, gen)
+    probs = sampling_probs_reference(logits.float(), params["temperature"], params["top_k"], params["top_p"])
+    assert (probs.gather(1, out.tokens.cpu()[:, None]) > 0).all()
+    if device.type == "cuda":
+        cpu, _ = sample_odd_rows(logits, torch.device("cpu"), gen, **params)
+        assert torch.equal(out.tokens.cpu(), cpu.tokens)
+        torch.testing.assert_close(out.logprobs.cpu(), cpu.logprobs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [7, 4099, 50257])
+def test_top_p_cut_inside_one_big_tie_group_keeps_the_lowest_indices(device, dtype, vocab):
+    """All logits equal: top-p keeps the first ceil(p * V) indices, found by the tie scan (the
+    CUDA kernel's parallel per-thread counts and prefix sum)."""
+    batch = 400
+    logits = torch.zeros(batch, vocab, dtype=dtype)
+    top_p = torch.tensor([0.3, 0.77])[torch.arange(batch) % 2]
+    gen = torch.Generator().manual_seed(vocab)
+    out, params = sample_odd_rows(logits, device, gen, top_k=torch.zeros(batch, dtype=torch.int32), top_p=top_p,
+                                  temperature=torch.ones(batch))
+    kept = torch.ceil(top_p.double() * vocab).long()  # (j - 1) / V < p for the j-th index kept
+    tokens = out.tokens.cpu()
+    assert (tokens < kept).all()
+    if vocab > 7:  # the draws reach the end of the kept range: it is not cut short
+        for p in (0.3, 0.77):
+            assert tokens[top_p == p].max() >= 0.9 * math.ceil(p * vocab)
+    if device.type == "cuda":
+        cpu, _ = sample_odd_rows(logits, torch.device("cpu"), gen, **params)
+        assert torch.equal(tokens, cpu.tokens)
 
 
 def hf_top_p_mask(scores, top_p):

@@ -1,8 +1,11 @@
 // CUDA selective log-softmax. Forward: one block per row; each thread keeps an online
-// (max, sum-exp, entropy) state over 16-byte vector loads, then the block merges the states.
+// (max, sum-exp[, entropy]) state over 16-byte vector loads, then the block merges the states.
+// The entropy sum is compiled in only when the entropy is asked for.
 // Backward: a 2-D grid (row, chunk of the vocabulary) recomputes softmax from the saved (max, log_norm)
 // and writes dlogits (possibly into the logits themselves: each element is read, then
 // written, by the same thread).
+// Both read rows through 16-byte vectors after a scalar head up to the first 16-byte boundary
+// (siri/vector_split.h): rows of an odd vocabulary start at any alignment.
 #include "cuda/logprobs.h"
 #include "cuda/vector_load.cuh"
 
@@ -20,45 +23,37 @@ __device__ SoftmaxState<A> shfl_down(const SoftmaxState<A>& s, int offset) {
 }
 
 // Merges the states of all threads of the block; the result is valid in thread 0.
-template <typename A>
+template <bool kEntropy, typename A>
 __device__ SoftmaxState<A> block_merge(SoftmaxState<A> s, A inv_temp) {
   __shared__ SoftmaxState<A> warp_states[kForwardThreads / 32];
-  for (int offset = 16; offset > 0; offset >>= 1) s.merge(shfl_down(s, offset), inv_temp);
+  for (int offset = 16; offset > 0; offset >>= 1) s.template merge<kEntropy>(shfl_down(s, offset), inv_temp);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) warp_states[warp] = s;
   __syncthreads();
   if (warp == 0) {
     s = lane < kForwardThreads / 32 ? warp_states[lane] : SoftmaxState<A>::empty();
-    for (int offset = 16; offset > 0; offset >>= 1) s.merge(shfl_down(s, offset), inv_temp);
+    for (int offset = 16; offset > 0; offset >>= 1) s.template merge<kEntropy>(shfl_down(s, offset), inv_temp);
   }
   return s;
 }
 
-template <typename T>
+// kEntropy: whether p.entropy is set; without it `weighted` is neither summed nor written.
+template <typename T, bool kEntropy>
 __global__ void __launch_bounds__(kForwardThreads) token_logprobs_kernel(LogprobParams<T> p) {
   using A = acc_t<T>;
-  using V = Vec16<T>;
   const int64_t row = blockIdx.x;
   if (row_is_skipped(p, row)) {
     if (threadIdx.x == 0) write_skipped_row(p, row);
     return;
   }
   const T* x = p.logits + p.layout.offset(row);
+  const A inv_temp = p.inv_temperature;
   SoftmaxState<A> state = SoftmaxState<A>::empty();
-  int64_t vector_end = 0;
-  if (V::aligned(x)) {
-    vector_end = p.vocab / V::kSize * V::kSize;
-    for (int64_t j = int64_t(threadIdx.x) * V::kSize; j < vector_end; j += int64_t(blockDim.x) * V::kSize) {
-      A v[V::kSize];
-      V::load(x + j, v);
-#pragma unroll
-      for (int k = 0; k < V::kSize; ++k) state.add(v[k], p.inv_temperature);
-    }
-  }
-  for (int64_t j = vector_end + threadIdx.x; j < p.vocab; j += blockDim.x) {
-    state.add(load_acc(x, j), p.inv_temperature);
-  }
-  state = block_merge(state, p.inv_temperature);
+  for_each_strided(
+      x, p.vocab, threadIdx.x, kForwardThreads, AccLoad(),
+      [&](int64_t, A v) { state.template add<kEntropy>(v, inv_temp); },
+      [&](int64_t, const A (&v)[Vec16<T>::kSize]) { state.template add_run<kEntropy>(v, inv_temp); });
+  state = block_merge<kEntropy>(state, inv_temp);
   if (threadIdx.x == 0) write_row_outputs(p, row, x, state);
 }
 
@@ -78,26 +73,33 @@ __global__ void __launch_bounds__(kBackwardThreads) logits_grad_kernel(LogitsGra
   };
   const int64_t chunk = int64_t(kBackwardThreads) * kBackwardElemsPerThread;
   const int64_t begin = int64_t(blockIdx.y) * chunk;
-  const int64_t end = begin + chunk < p.vocab ? begin + chunk : p.vocab;
-  if (V::aligned(x) && V::aligned(g) && (begin % V::kSize) == 0) {
-    const int64_t vector_end = begin + (end - begin) / V::kSize * V::kSize;
-    for (int64_t j = begin + int64_t(threadIdx.x) * V::kSize; j < vector_end; j += int64_t(blockDim.x) * V::kSize) {
-      A v[V::kSize];
-      V::load(x + j, v);
+  const int64_t size = (begin + chunk < p.vocab ? begin + chunk : p.vocab) - begin;
+  const T* xc = x + begin;
+  T* gc = g + begin;
+  // Vectors need the logits and the gradient at the same offset from a 16-byte boundary (always
+  // so in place); otherwise the chunk is read and written element by element.
+  const VectorSplit s = same_vector_phase(xc, gc) ? split_for_vectors(xc, size) : scalar_split(size);
+  for (int64_t j = threadIdx.x; j < s.head; j += kBackwardThreads) store_acc(gc, j, grad_of(load_acc(xc, j), begin + j));
+  for (int64_t j = s.head + int64_t(threadIdx.x) * V::kSize; j < s.body_end; j += int64_t(kBackwardThreads) * V::kSize) {
+    A v[V::kSize];
+    V::load(xc + j, v);
 #pragma unroll
-      for (int k = 0; k < V::kSize; ++k) v[k] = grad_of(v[k], j + k);
-      V::store(g + j, v);
-    }
-    for (int64_t j = vector_end + threadIdx.x; j < end; j += blockDim.x) store_acc(g, j, grad_of(load_acc(x, j), j));
-  } else {
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) store_acc(g, j, grad_of(load_acc(x, j), j));
+    for (int k = 0; k < V::kSize; ++k) v[k] = grad_of(v[k], begin + j + k);
+    V::store(gc + j, v);
+  }
+  for (int64_t j = s.body_end + threadIdx.x; j < size; j += kBackwardThreads) {
+    store_acc(gc, j, grad_of(load_acc(xc, j), begin + j));
   }
 }
 
 template <typename T>
 cudaError_t launch_forward(const LogprobParams<T>& p, cudaStream_t stream) {
   if (p.rows == 0) return cudaSuccess;
-  token_logprobs_kernel<T><<<static_cast<unsigned>(p.rows), kForwardThreads, 0, stream>>>(p);
+  if (p.entropy != nullptr) {
+    token_logprobs_kernel<T, true><<<static_cast<unsigned>(p.rows), kForwardThreads, 0, stream>>>(p);
+  } else {
+    token_logprobs_kernel<T, false><<<static_cast<unsigned>(p.rows), kForwardThreads, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "siri/numeric.h"
+#include "siri/vector_split.h"
 
 namespace siri {
 
@@ -65,6 +66,12 @@ template <> SIRI_HOST_DEVICE float min_log_weight<float>() { return -104.0f; }
 // below it, so e^d * d is unchanged, but d * count can no longer overflow to -inf.
 template <typename A> SIRI_HOST_DEVICE A clamp_log_weight(A d) { return d > min_log_weight<A>() ? d : min_log_weight<A>(); }
 
+// load_acc as a functor, for the row traversals of siri/vector_split.h.
+struct AccLoad {
+  template <typename T>
+  SIRI_HOST_DEVICE acc_t<T> operator()(const T* row, int64_t i) const { return load_acc(row, i); }
+};
+
 // Running state of part of a row: max raw logit, sum of exp(d) and sum of exp(d) * d with
 // d = (x - max) / T. The last gives the entropy; -inf logits add nothing to either sum.
 template <typename A>
@@ -75,7 +82,9 @@ struct SoftmaxState {
 
   SIRI_HOST_DEVICE static SoftmaxState empty() { return {-INFINITY, A(0), A(0)}; }
 
-  // Merge another partial state (of disjoint elements) into this one.
+  // Merge another partial state (of disjoint elements) into this one. kEntropy = false leaves
+  // `weighted` meaningless (the GPU forward when no entropy is asked for).
+  template <bool kEntropy = true>
   SIRI_HOST_DEVICE void merge(const SoftmaxState& o, A inv_temp) {
     if (o.sum == A(0)) return;
     if (sum == A(0)) { *this = o; return; }
@@ -84,27 +93,62 @@ struct SoftmaxState {
     const A ea = exp_approx(da), eb = exp_approx(db);
     // The log-weights are clamped like add()'s: for a max near -FLT_MAX, da * sum overflows
     // to -inf while ea is 0, and 0 * -inf would make the entropy NaN.
-    weighted = ea * (weighted + clamp_log_weight(da) * sum) + eb * (o.weighted + clamp_log_weight(db) * o.sum);
+    if constexpr (kEntropy) {
+      weighted = ea * (weighted + clamp_log_weight(da) * sum) + eb * (o.weighted + clamp_log_weight(db) * o.sum);
+    }
     sum = ea * sum + eb * o.sum;
     max = m;
   }
 
   // Add one raw logit x with a single exp in the common case (no new max); used by the
-  // GPU kernels, where exp throughput matters.
+  // GPU kernels, where exp throughput matters. kEntropy = false skips the entropy sum.
+  template <bool kEntropy = true>
   SIRI_HOST_DEVICE void add(A x, A inv_temp) {
     if (x == -INFINITY) return;
     if (x > max) {
-      const A delta = (max - x) * inv_temp;  // < 0; -inf on the first element
-      const A scale = sum == A(0) ? A(0) : exp_approx(delta);
-      weighted = sum == A(0) ? A(0) : scale * (weighted + clamp_log_weight(delta) * sum);
-      sum = scale * sum + A(1);
-      max = x;
+      raise_max<kEntropy>(x, inv_temp);
+      sum += A(1);  // x itself: e^0, and 0 in `weighted`
     } else {
-      const A d = (x - max) * inv_temp;
-      const A e = exp_approx(d);
-      sum += e;
-      weighted += e * clamp_log_weight(d);
+      add_below_max<kEntropy>(x, inv_temp);
     }
+  }
+
+  // Add N raw logits (a 16-byte vector on the GPU) with one max update for all of them, so
+  // the per-element work is the exp and the sums, without add()'s branches. Equal to N add()
+  // calls up to rounding; a NaN still makes the state NaN.
+  template <bool kEntropy = true, int N>
+  SIRI_HOST_DEVICE void add_run(const A (&x)[N], A inv_temp) {
+    A run_max = x[0];
+    SIRI_UNROLL
+    for (int k = 1; k < N; ++k) run_max = fmax(run_max, x[k]);  // one instruction; NaN is caught below
+    if (run_max > max) raise_max<kEntropy>(run_max, inv_temp);
+    if (max == -INFINITY) {  // nothing but -inf and NaN so far: (x - max) would be NaN for -inf
+      for (int k = 0; k < N; ++k) {
+        if (x[k] != x[k]) sum = weighted = x[k];
+      }
+      return;
+    }
+    SIRI_UNROLL
+    for (int k = 0; k < N; ++k) add_below_max<kEntropy>(x[k], inv_temp);
+  }
+
+  // Rescale the sums to a new maximum m > max.
+  template <bool kEntropy>
+  SIRI_HOST_DEVICE void raise_max(A m, A inv_temp) {
+    const A delta = (max - m) * inv_temp;  // < 0; -inf on the first element
+    const A scale = sum == A(0) ? A(0) : exp_approx_nonpositive(delta);
+    if constexpr (kEntropy) weighted = sum == A(0) ? A(0) : scale * (weighted + clamp_log_weight(delta) * sum);
+    sum = scale * sum;
+    max = m;
+  }
+
+  // Add x <= max, or NaN; not -inf while max is -inf ((x - max) would be NaN).
+  template <bool kEntropy>
+  SIRI_HOST_DEVICE void add_below_max(A x, A inv_temp) {
+    const A d = (x - max) * inv_temp;
+    const A e = exp_approx_nonpositive(d);
+    sum += e;
+    if constexpr (kEntropy) weighted += e * clamp_log_weight(d);
   }
 
   SIRI_HOST_DEVICE A log_norm() const { return log(sum); }

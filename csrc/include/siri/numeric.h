@@ -47,10 +47,9 @@ SIRI_HOST_DEVICE void store_acc(bf16_t* p, int64_t i, float v) { p[i] = float_to
 // the CPU without -ffast-math (no floorf/fminf calls, which GCC keeps scalar): 2^n * p(r)
 // with n = round(x / ln2) by the 1.5 * 2^23 shift trick, |r| <= ln2/2, and Cephes' degree-5
 // minimax polynomial. Relative error below 1e-7 on [-80, 80]; 0 below -87.3 (fp32 underflow).
-SIRI_HOST_DEVICE float exp_approx(float x) {
+// exp_approx_in_range is the polynomial alone, for c already in [-87.3, 88.7].
+SIRI_HOST_DEVICE float exp_approx_in_range(float c) {
   constexpr float kShift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float c = x < -87.3f ? -87.3f : x;
-  c = c > 88.7f ? 88.7f : c;
   const float shifted = c * 1.44269504088896341f + kShift;
   const float n = shifted - kShift;
   const float r = fmaf(n, -1.428606765330187e-06f, fmaf(n, -0.693145751953125f, c));
@@ -66,8 +65,23 @@ SIRI_HOST_DEVICE float exp_approx(float x) {
   const int32_t bits = (shifted_bits - 0x4B400000 + 127) << 23;  // 2^n
   float scale;
   memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.3f ? 0.0f : p * scale;
+  return p * scale;
 }
+
+SIRI_HOST_DEVICE float exp_approx(float x) {
+  float c = x < -87.3f ? -87.3f : x;
+  c = c > 88.7f ? 88.7f : c;
+  return x < -87.3f ? 0.0f : exp_approx_in_range(c);
+}
+
+// exp_approx(x) for x <= 0 (and NaN), bit for bit, without the upper clamp: for log-weights
+// (x - max) / T, which are never positive. The underflow to 0 is a multiplication by 0 or 1
+// (exact: the clamped polynomial is finite), which nvcc keeps branch-free and fuses into
+// a following sum; written as a select it branches around the polynomial.
+SIRI_HOST_DEVICE float exp_approx_nonpositive(float x) {
+  return exp_approx_in_range(x < -87.3f ? -87.3f : x) * (x < -87.3f ? 0.0f : 1.0f);
+}
+SIRI_HOST_DEVICE double exp_approx_nonpositive(double x) { return exp(x); }
 SIRI_HOST_DEVICE double exp_approx(double x) { return exp(x); }
 
 }  // namespace siri

@@ -32,6 +32,7 @@
 
 #include "siri/common.h"
 #include "siri/philox.h"
+#include "siri/vector_split.h"
 
 namespace siri {
 
@@ -104,6 +105,12 @@ SIRI_HOST_DEVICE float load_logit(const uint16_t* row, int64_t i) {
   return bits_float(static_cast<uint32_t>(row[i]) << 16);
 }
 
+// load_logit as a functor, for the row traversals of siri/vector_split.h.
+struct LogitLoad {
+  template <typename T>
+  SIRI_HOST_DEVICE float operator()(const T* row, int64_t i) const { return load_logit(row, i); }
+};
+
 // A uint32 that orders like the float; -0 and +0 map to the same key, NaN to 0 (below -inf).
 SIRI_HOST_DEVICE uint32_t order_key(float x) {
   const uint32_t b = float_bits(x + 0.0f);
@@ -172,6 +179,57 @@ SIRI_HOST_DEVICE Philox4x32 vocab_noise_bits(uint64_t seed, uint64_t position, u
 
 SIRI_HOST_DEVICE uint64_t fixed_mass(float e) { return static_cast<uint64_t>(e * kMassScale); }
 
+// A fixed-point mass (<= 2^40, as e <= 1) cut into two 32-bit parts that a warp can sum with
+// 32-bit reductions (__reduce_add_sync) without overflow: 32 low parts sum below 2^29, 32 high
+// parts below 2^22 (exact for masses below 2^51). Sums of parts join back into the exact sum.
+constexpr int kMassLowBits = 24;
+SIRI_HOST_DEVICE uint32_t mass_low_part(uint64_t m) { return static_cast<uint32_t>(m & ((uint64_t(1) << kMassLowBits) - 1)); }
+SIRI_HOST_DEVICE uint32_t mass_high_part(uint64_t m) { return static_cast<uint32_t>(m >> kMassLowBits); }
+SIRI_HOST_DEVICE uint64_t join_mass_parts(uint32_t low_sum, uint32_t high_sum) {
+  return (static_cast<uint64_t>(high_sum) << kMassLowBits) + low_sum;
+}
+
+// Calls fn(g, v) for each Philox group g (entries 4g .. 4g+3; v[j] the logit of entry 4g + j,
+// -inf past the end of the row) owned by `thread` of `threads`, so that every group's Philox
+// draw is computed once. When the groups line up with the row's 16-byte vectors (head a
+// multiple of 4 entries: every row of a vocabulary that is a multiple of 8) the whole groups
+// inside the vectors are read through them; otherwise the row is read entry by entry (the race
+// is bound by Philox, exp and log, not by loads, so a vector that splits a group and needed two
+// Philox draws would cost more than it saves).
+template <typename T, typename Fn>
+SIRI_HOST_DEVICE void for_each_noise_group(const T* row, int64_t vocab, int64_t thread, int64_t threads, Fn&& fn) {
+  constexpr int64_t kGroup = 4;
+  constexpr int kWidth = Vector16<T>::kSize;
+  static_assert(kWidth % kGroup == 0, "a vector must hold whole Philox groups");
+  const VectorSplit s = split_for_vectors(row, vocab);
+  const bool lined_up = s.head % kGroup == 0;
+  const int64_t groups = (vocab + kGroup - 1) / kGroup;
+  const auto scalar_groups = [&](int64_t first, int64_t last) {
+    for (int64_t g = first + thread; g < last; g += threads) {
+      float v[kGroup];
+      SIRI_UNROLL
+      for (int j = 0; j < kGroup; ++j) v[j] = kGroup * g + j < vocab ? load_logit(row, kGroup * g + j) : -INFINITY;
+      fn(g, v);
+    }
+  };
+  if (!lined_up) {
+    scalar_groups(0, groups);
+    return;
+  }
+  scalar_groups(0, s.head / kGroup);
+  for (int64_t j = s.head + thread * kWidth; j < s.body_end; j += threads * kWidth) {
+    const Vector16<T> vec = load_vector16(row + j);
+    SIRI_UNROLL
+    for (int q = 0; q < kWidth / kGroup; ++q) {
+      float v[kGroup];
+      SIRI_UNROLL
+      for (int k = 0; k < kGroup; ++k) v[k] = load_logit(vec.elems, kGroup * q + k);
+      fn(j / kGroup + q, v);
+    }
+  }
+  scalar_groups(s.body_end / kGroup, groups);
+}
+
 // ---- thresholds ---------------------------------------------------------------------------
 
 constexpr int kRadixBits = 8;
@@ -226,6 +284,30 @@ SIRI_HOST_DEVICE uint32_t top_p_ties_kept(const RadixSelect& s, double target) {
   const double needed = ceil((target - static_cast<double>(s.above)) / each);
   if (!(needed >= 1.0)) return 1;
   return needed >= static_cast<double>(s.tie_count) ? s.tie_count : static_cast<uint32_t>(needed);
+}
+
+// The top-p tie scan (the n-th token with a given key) as `threads` threads run it: each
+// counts the matches in its contiguous_share of the row, an exclusive prefix sum of the counts
+// tells every thread how many matches precede its share, and the one thread whose share holds
+// the n-th match walks it again. count_key_in and nth_key_in are the per-thread parts.
+
+// Number of tokens in row[r.begin, r.end) whose key equals `key`.
+template <typename T>
+SIRI_HOST_DEVICE uint32_t count_key_in(const T* row, IndexRange r, uint32_t key) {
+  uint32_t count = 0;
+  for_each_in_order(row, r, LogitLoad(), [&](int64_t, float v) { count += order_key(v) == key ? 1u : 0u; });
+  return count;
+}
+
+// Index of the n-th (1-based) token of row[r.begin, r.end) whose key equals `key`; -1 if fewer.
+template <typename T>
+SIRI_HOST_DEVICE int64_t nth_key_in(const T* row, IndexRange r, uint32_t key, uint32_t n) {
+  uint32_t seen = 0;
+  int64_t found = -1;
+  for_each_in_order(row, r, LogitLoad(), [&](int64_t i, float v) {
+    if (order_key(v) == key && ++seen == n) found = i;
+  });
+  return found;
 }
 
 // 1 / T, capped at FLT_MAX so that a denormal T (1 / T = inf) gives (max - max) / T = 0,
