@@ -85,7 +85,7 @@ def violations(row: dict) -> list[str]:
     """What breaks the budget. Spills count in every kernel but the float64 ones (a precision
     reference path, not a hot one: their spills are listed, not failed)."""
     problems = []
-    if row["spill"] and "<double>" not in row["kernel"]:
+    if row["spill"] and not re.search(r"<double[,>]", row["kernel"]):
         problems.append(f"{row['spill']} bytes spilled")
     decode = _DECODE.search(row["kernel"])
     if decode and decode.group(1) == "__nv_bfloat16" and int(decode.group(3)) <= 4 \

@@ -25,6 +25,8 @@ def test_budget_rules():
     assert usage.violations(row("decode_kernel<float, 128, 2>", 200)) == []          # bf16 only
     assert usage.violations(row("sample_tokens_kernel<float>", 64, spill=8)) == ["8 bytes spilled"]
     assert usage.violations(row("token_logprobs_kernel<double>", 48, spill=32)) == []  # float64: listed only
+    assert usage.violations(row("token_logprobs_kernel<double, true>", 48, spill=32)) == []
+    assert usage.violations(row("token_logprobs_kernel<float, true>", 48, spill=32)) == ["32 bytes spilled"]
 
 
 def test_demangled_names_lose_namespaces_and_parameters():
