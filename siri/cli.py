@@ -170,15 +170,20 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """SIRI in miniature: base model, three RL arms, eval, summary and plots."""
+    """SIRI in miniature: base model, RL arms, eval, summary, verdict and plots."""
+    from dataclasses import replace
+
     from siri.demo.run import SMOKE_CONFIG, DemoSettings, run_demo
 
     _quiet_transformers()
-    config, settings = args.config, None
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    config, settings = args.config, DemoSettings.study() if args.study else DemoSettings()
     if args.smoke:
-        config, settings = config or SMOKE_CONFIG, DemoSettings.smoke()
-    run_demo(args.out, seed=args.seed, config=config, settings=settings, overrides=args.overrides,
-             progress=not args.quiet)
+        config = config or SMOKE_CONFIG
+        settings = replace(DemoSettings.smoke(), arms=settings.arms, seeds=settings.seeds)
+    run_demo(args.out, seed=args.seed, config=config, settings=replace(settings, jobs=args.jobs),
+             overrides=args.overrides, progress=not args.quiet)
     return 0
 
 
@@ -243,14 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.set_defaults(func=cmd_eval, parser=p_eval)
 
     p_demo = sub.add_parser("demo", formatter_class=with_defaults,
-                            help="SIRI vs a fixed-cap baseline in miniature, offline, on the CPU or GPU")
+                            help="SIRI vs other length-control methods in miniature, offline, on the CPU or GPU")
     p_demo.add_argument("--out", default="siri-demo", help="output directory (data, base model, runs, eval, plots)")
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--config", help="RL config of the arms (default: the package's siri/demo/demo.yaml)")
     p_demo.add_argument("overrides", nargs="*", help="key=value overrides of that config, e.g. schedule.period=10")
     p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
     p_demo.add_argument("--smoke", action="store_true",
-                        help="every stage at the smallest size (about a minute; the numbers mean nothing)")
+                        help="every stage at the smallest size (a few minutes; the numbers mean nothing)")
+    p_demo.add_argument("--study", action="store_true",
+                        help="every arm (adds ThinkPrune's staged cap and Kimi's length reward) over 3 seeds, "
+                             "with mean and spread")
+    p_demo.add_argument("--jobs", type=int, help="runs side by side (default: one per core)")
     p_demo.set_defaults(func=cmd_demo, parser=p_demo)
 
     p_plot = sub.add_parser("plot", formatter_class=with_defaults,

@@ -22,7 +22,7 @@ from pathlib import Path
 from siri.eval import load_eval_reports
 from siri.metrics import read_run_metrics
 
-__all__ = ["plot_comparison", "plot_pareto", "plot_run", "trajectory_points"]
+__all__ = ["plot_comparison", "plot_pareto", "plot_run", "run_schedule", "trajectory_points"]
 
 # training.png panels: title -> metric keys drawn on it (absent keys are skipped)
 _PANELS = {
@@ -47,7 +47,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     paths = [_plot_schedule(records, [r["step"] for r in reports if r.get("step") is not None],
                             out / "schedule.png"),
              _plot_training(records, out / "training.png")]
-    trajectory = trajectory_points(records, _run_schedule(run_dir))
+    trajectory = trajectory_points(records, run_schedule(run_dir))
     if trajectory:
         paths.append(plot_pareto(trajectory, out / "trajectory.png"))
     points = _pareto_points(reports)
@@ -85,13 +85,21 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
         points: dicts with ``label`` (str, written next to the marker), ``accuracy`` (a
             fraction in [0, 1]), ``mean_tokens`` (float) and optionally ``series`` (str):
             points of one series share a colour and marker and are joined in list order
-            (e.g. one benchmark across checkpoints); a legend names the series.
+            (e.g. one benchmark across checkpoints); a legend names the series. Optional
+            ``accuracy_err`` (a fraction, like ``accuracy``) and ``tokens_err`` (tokens):
+            non-negative half-widths drawn as error bars in the series colour (e.g. the
+            spread over seeds, ``siri.demo.verdict.spread``); a point without them (or with
+            None) has none.
         out_path: the PNG to write (parent directories created).
 
-    Returns ``out_path`` as a Path. Raises ValueError when ``points`` is empty.
+    Returns ``out_path`` as a Path. Raises ValueError when ``points`` is empty or an error
+    is negative.
     """
     if not points:
         raise ValueError("plot_pareto needs at least one point")
+    negative = [p["label"] for p in points if any((p.get(k) or 0.0) < 0 for k in ("accuracy_err", "tokens_err"))]
+    if negative:
+        raise ValueError(f"plot_pareto: accuracy_err / tokens_err must be >= 0, not at {negative}")
     from matplotlib.ticker import PercentFormatter
 
     series: dict[str, list[dict]] = {}
@@ -103,6 +111,11 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
         x, y = [p["mean_tokens"] for p in pts], [p["accuracy"] for p in pts]
         ax.plot(x, y, color=color, alpha=0.4, lw=1)
         ax.scatter(x, y, color=color, marker=marker, s=50, zorder=3, label=name or None)
+        yerr, xerr = ([p.get(k) or 0.0 for p in pts] if any(p.get(k) is not None for p in pts) else None
+                      for k in ("accuracy_err", "tokens_err"))
+        if yerr is not None or xerr is not None:
+            ax.errorbar(x, y, yerr=yerr, xerr=xerr, fmt="none", ecolor=color, elinewidth=1, capsize=3,
+                        alpha=0.8, zorder=2, label="_nolegend_")
         for p in pts:
             ax.annotate(p["label"], (p["mean_tokens"], p["accuracy"]), xytext=(4, 4),
                         textcoords="offset points", fontsize=8, color=color)
@@ -198,7 +211,7 @@ def trajectory_points(records: list[dict], schedule=None) -> list[dict]:
     return points
 
 
-def _run_schedule(run_dir: Path):
+def run_schedule(run_dir: Path):
     """The length schedule of the run's ``config.yaml``, or None when there is none usable."""
     from siri.config import ConfigError, load_config
 

@@ -1,6 +1,6 @@
 """`siri demo --smoke`: every stage of the demo at the smallest size, its outputs, caching and
-determinism. (The full demo's claims are checked by scripts/verify_demo.py, not here: they
-need minutes.)"""
+determinism, and that it trains something. (The full demo's numbers are checked by
+scripts/verify_demo.py, not here: they need minutes.)"""
 import json
 import os
 import subprocess
@@ -11,39 +11,76 @@ import pytest
 import transformers
 
 from siri.data import PromptFormatter
-from siri.demo.run import CHECKPOINTS, SMOKE_CONFIG, DemoSettings, run_demo
-from siri.demo.task import INSTRUCTION
+from siri.demo.report import checkpoint_names
+from siri.demo.run import SMOKE_CONFIG, DemoSettings, run_demo
+from siri.demo.task import INSTRUCTION, TIERS
 from siri.metrics import read_run_metrics
+
+SEED = 5
+CHECKPOINTS = checkpoint_names(DemoSettings().arms)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    summary = run_demo(out, seed=5, config=SMOKE_CONFIG, settings=DemoSettings.smoke(), progress=False)
+    summary = run_demo(out, seed=SEED, config=SMOKE_CONFIG, settings=DemoSettings.smoke(), progress=False)
     return out, summary
 
 
-def without_paths(summary):
-    drop = {"checkpoint", "eval_file", "runs"}
-    return {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if isinstance(v, dict) else v)
-            for k, v in summary.items() if k not in drop}
+def without_paths(value):
+    """The summary with every absolute path (checkpoints, runs, the eval file) dropped."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items() if k not in ("checkpoint", "eval_file", "runs")}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    return value
 
 
 def test_summary_has_every_checkpoint_and_they_load_with_transformers(demo):
     out, summary = demo
     saved = json.loads((out / "summary.json").read_text())
     assert saved == summary
+    assert summary["checkpoints"] == CHECKPOINTS == ["base", "siri_low", "siri_high", "baseline", "compress_only"]
+    per_seed = summary["per_seed"][str(SEED)]
     for name in CHECKPOINTS:
-        entry = summary[name]
+        entry = per_seed[name]
         assert 0 <= entry["accuracy"] <= 1 and entry["mean_tokens"] > 0
+        assert set(entry["tiers"]) == set(TIERS) and sum(t["num_prompts"] for t in entry["tiers"].values()) == 12
+        assert summary["results"][name]["accuracy"]["mean"] == entry["accuracy"]  # one seed: the mean is it
         model = transformers.AutoModelForCausalLM.from_pretrained(entry["checkpoint"])
         tokenizer = transformers.AutoTokenizer.from_pretrained(entry["checkpoint"])
         assert model.config.model_type == "qwen2" and tokenizer.eos_token == "<|im_end|>"
     assert Path(summary["eval_file"]) == out / "data" / "eval.jsonl"
     assert summary["eval_settings"]["temperature"] == 0.6 and summary["eval_settings"]["n"] >= 2
     assert summary["eval_settings"]["max_tokens"] == 3 * summary["l_max"]
-    for plot in ("pareto.png", "training_comparison.png"):
+    assert summary["verdict"]["lines"] and set(summary["verdict"]["pareto_front"]) <= set(CHECKPOINTS)
+    for plot in ("pareto.png", "training_comparison.png", "siri_trajectory.png"):
         assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert "seconds" in json.loads((out / "timing.json").read_text())
+
+
+def test_smoke_trains_something(demo):
+    """Every arm sees rewards above 0 and takes non-zero gradients: a smoke run whose base cannot
+    answer (every reward 0, every advantage 0) would exercise nothing."""
+    out, _ = demo
+    for arm in ("siri", "baseline", "compress_only"):
+        metrics = read_run_metrics(out / "runs" / f"seed{SEED}" / arm)
+        assert max(m["reward_mean"] for m in metrics) > 0, arm
+        assert max(m["grad_norm"] for m in metrics) > 0, arm
+
+
+def test_siri_evaluates_itself_at_every_peak_and_trough(demo):
+    out, summary = demo
+    from siri.config import load_config
+
+    run_dir = out / "runs" / f"seed{SEED}" / "siri"
+    schedule = load_config(run_dir / "config.yaml", validate=False).length_schedule()
+    steps = len(read_run_metrics(run_dir))
+    expected = sorted(set(schedule.peaks(steps)) | set(schedule.troughs(steps)))
+    evaluated = [m["step"] for m in read_run_metrics(run_dir) if "eval_accuracy" in m]
+    assert evaluated == expected and len(expected) >= 4
+    labels = [p["label"] for p in summary["trajectory"][str(SEED)]]
+    assert len(labels) == len(expected) and any("peak" in x for x in labels) and any("trough" in x for x in labels)
 
 
 def test_eval_inputs_are_exactly_what_the_engine_saw(demo):
@@ -59,34 +96,43 @@ def test_eval_inputs_are_exactly_what_the_engine_saw(demo):
         assert tokenizer.decode(tokenizer(r["input"])["input_ids"]) == r["input"]
 
 
-def test_arms_use_their_caps(demo):
+def test_caps_separate_the_tiers_and_arms_use_them(demo):
     out, summary = demo
     l_max, l_min = summary["l_max"], summary["l_min"]
-    assert l_min == round(0.55 * l_max)
-    siri = [m["cap"] for m in read_run_metrics(out / "runs" / "siri")]
+    concise = summary["caps"]["concise_tokens"]
+    assert concise["medium"]["max"] < l_min < concise["hard"]["min"] <= concise["hard"]["max"] < l_max
+    runs = out / "runs" / f"seed{SEED}"
+    siri = [m["cap"] for m in read_run_metrics(runs / "siri")]
     assert siri[0] == l_max and min(siri) == l_min and siri[-1] == l_max, siri
-    assert {m["cap"] for m in read_run_metrics(out / "runs" / "baseline")} == {l_max}
-    assert {m["cap"] for m in read_run_metrics(out / "runs" / "compress_only")} == {l_min}
+    assert {m["cap"] for m in read_run_metrics(runs / "baseline")} == {l_max}
+    assert {m["cap"] for m in read_run_metrics(runs / "compress_only")} == {l_min}
+    lengths = summary["caps"]["base_lengths"]
+    assert set(lengths) == set(TIERS) and all(t["all"]["count"] > 0 for t in lengths.values())
 
 
-def test_same_seed_same_numbers_and_a_rerun_reuses_the_base(demo, tmp_path):
+def test_same_seed_same_summary_and_a_rerun_reuses_the_base(demo, tmp_path):
     out, summary = demo
     marker = (out / "base" / "demo_base.json").stat().st_mtime_ns
-    again = run_demo(out, seed=5, config=SMOKE_CONFIG, settings=DemoSettings.smoke(), progress=False)
+    again = run_demo(out, seed=SEED, config=SMOKE_CONFIG, settings=DemoSettings.smoke(), progress=False)
     assert (out / "base" / "demo_base.json").stat().st_mtime_ns == marker, "the cached base model was rebuilt"
     assert again == summary
-    fresh = run_demo(tmp_path, seed=5, config=SMOKE_CONFIG, settings=DemoSettings.smoke(), progress=False)
+    fresh = run_demo(tmp_path, seed=SEED, config=SMOKE_CONFIG, settings=DemoSettings.smoke(), progress=False)
     assert without_paths(fresh) == without_paths(summary)
 
 
-def test_cli_smoke_prints_table_and_final_line(tmp_path):
+def test_cli_smoke_prints_table_verdict_and_final_line(demo):
+    """The CLI on the fixture's directory: everything cached is reused (base, runs), the evals run
+    again and give the same summary."""
+    out, summary = demo
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    out = subprocess.run([sys.executable, "-m", "siri", "demo", "--smoke", "--quiet", "--out", str(tmp_path)],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-m", "siri", "demo", "--smoke", "--quiet", "--seed", str(SEED),
+                             "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
     for name in CHECKPOINTS:
-        assert name in out.stdout
-    assert "demo done" in out.stdout and str(tmp_path / "summary.json") in out.stdout.replace("\n", "")
+        assert name in result.stdout
+    assert "verdict" in result.stdout and "Pareto front" in result.stdout
+    assert "demo done" in result.stdout and str(out / "summary.json") in result.stdout.replace("\n", "")
+    assert json.loads((out / "summary.json").read_text()) == summary
 
 
 def test_siri_eval_defaults_to_the_prompt_format_the_model_was_trained_with(demo, tmp_path, capsys):
@@ -100,7 +146,7 @@ def test_siri_eval_defaults_to_the_prompt_format_the_model_was_trained_with(demo
     out, summary = demo
     base = out / "base"
     assert saved_prompt_format(base).instruction == INSTRUCTION
-    checkpoint = Path(summary["siri_low"]["checkpoint"])
+    checkpoint = Path(summary["per_seed"][str(SEED)]["siri_low"]["checkpoint"])
     trained = saved_prompt_format(checkpoint)
     assert trained.instruction == INSTRUCTION and trained.use_chat_template
     s = summary["eval_settings"]
@@ -118,5 +164,5 @@ def test_siri_eval_defaults_to_the_prompt_format_the_model_was_trained_with(demo
     assert reports["deepscaler"]["prompt"]["instruction"] == DEEPSCALER_INSTRUCTION
     assert reports["deepscaler"]["prompt"]["source"].startswith("command line")
     default_result = reports["default"]["benchmarks"]["eval"]
-    assert default_result["accuracy"] == summary["base"]["accuracy"]
-    assert default_result["mean_tokens"] == summary["base"]["mean_tokens"]
+    assert default_result["accuracy"] == summary["per_seed"][str(SEED)]["base"]["accuracy"]
+    assert default_result["mean_tokens"] == summary["per_seed"][str(SEED)]["base"]["mean_tokens"]

@@ -6,6 +6,12 @@ Each step is a copy and an increment, which a model of a few hundred thousand pa
 learns in minutes on a CPU; a skipped or doubled item makes the answer wrong, so the walk
 has to be right at every step.
 
+Difficulty comes in tiers of list length (``TIERS``): the shortest correct trace grows by
+about 4 tokens per item, so a hard problem's *necessary* reasoning is long. The demo puts
+L_min between the medium tier's longest concise trace and the hard tier's shortest one: a
+short cap alone cannot be met on hard problems without cutting needed steps, which is the
+situation SIRI's expansion phases are meant for.
+
 The *verbose* traces the base model is fine-tuned on add what R1-distilled models do:
 "wait, let me re-check." loops that redo the whole count, and self-corrections (a skipped
 or doubled item in the first pass, followed by a re-check that fixes it). The answer is
@@ -22,9 +28,15 @@ RECHECK = " wait, let me re-check."
 INSTRUCTION = "Put the answer in \\boxed{}."
 
 
+#: The demo's difficulty tiers: name -> (fewest, most) list items.
+TIERS: dict[str, tuple[int, int]] = {"easy": (3, 5), "medium": (6, 9), "hard": (12, 15)}
+
+
 @dataclass(frozen=True)
 class Problem:
     items: tuple[int, ...]
+    tier: str = ""
+    """The difficulty tier the problem was drawn in (a key of the tiers it was made with)."""
 
     @property
     def prompt(self) -> str:
@@ -35,12 +47,17 @@ class Problem:
         return str(len(self.items))
 
 
-def make_problems(count: int, rng: random.Random, exclude: set[str] = frozenset(), min_items: int = 3,
-                  max_items: int = 9) -> list[Problem]:
-    """``count`` distinct random problems whose prompts are not in ``exclude``."""
+def make_problems(count: int, rng: random.Random, exclude: set[str] = frozenset(),
+                  tiers: dict[str, tuple[int, int]] = TIERS) -> list[Problem]:
+    """``count`` distinct random problems whose prompts are not in ``exclude``, the tiers in
+    turn (easy, medium, hard, easy, ...), so every prefix of the list is balanced across
+    tiers; the length is uniform within the tier."""
+    names = list(tiers)
     problems, seen = [], set(exclude)
     while len(problems) < count:
-        problem = Problem(tuple(rng.randrange(10) for _ in range(rng.randint(min_items, max_items))))
+        tier = names[len(problems) % len(names)]
+        low, high = tiers[tier]
+        problem = Problem(tuple(rng.randrange(10) for _ in range(rng.randint(low, high))), tier)
         if problem.prompt not in seen:
             seen.add(problem.prompt)
             problems.append(problem)

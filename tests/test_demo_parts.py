@@ -1,0 +1,86 @@
+"""The demo's parts on their own: tiers, caps, arms and the parallel job runner (the whole
+demo runs in test_demo.py)."""
+import random
+
+import pytest
+
+from siri.config import load_config
+from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
+from siri.demo.caps import choose_caps, distribution
+from siri.demo.parallel import run_jobs
+from siri.demo.run import DEFAULT_CONFIG, DemoSettings
+from siri.demo.task import TIERS, make_problems
+
+
+def test_problems_take_the_tiers_in_turn_and_respect_exclusions():
+    train = make_problems(90, random.Random(0))
+    assert [p.tier for p in train[:6]] == ["easy", "medium", "hard"] * 2
+    for p in train:
+        low, high = TIERS[p.tier]
+        assert low <= len(p.items) <= high and p.answer == str(len(p.items))
+    held_out = make_problems(30, random.Random(1), exclude={p.prompt for p in train})
+    assert not {p.prompt for p in held_out} & {p.prompt for p in train}
+    assert len({p.prompt for p in train}) == 90
+
+
+def test_caps_separate_medium_from_hard():
+    l_max, l_min = choose_caps({"easy": [10, 14], "medium": [20, 31], "hard": [40, 50]})
+    assert 31 < l_min < 40 and l_max == 80  # 1.6 x 50
+    with pytest.raises(ValueError, match="no L_min separates them"):
+        choose_caps({"medium": [20, 45], "hard": [40, 50]})
+
+
+def test_length_distribution():
+    d = distribution(list(range(1, 11)), threshold=7)
+    assert (d["count"], d["min"], d["p10"], d["median"], d["p90"], d["max"]) == (10, 1, 1, 5.5, 9, 10)
+    assert d["fraction_above"] == 0.3
+    assert distribution([], 3) == {"count": 0}
+
+
+@pytest.mark.parametrize("arm,caps,reward", [
+    ("siri", [116, 49, 116, 49, 116, 116], "none"),
+    ("baseline", [116] * 6, "none"),
+    ("compress_only", [49] * 6, "none"),
+    ("thinkprune", [116, 116, 82, 82, 49, 49], "none"),
+    ("length_penalty", [116] * 6, "kimi"),
+])
+def test_each_arm_is_its_schedule_and_reward(arm, caps, reward):
+    cfg = load_config(DEFAULT_CONFIG, [*ARMS[arm].overrides(116, 49, 30), "model.path=/m", "data.train=/d.jsonl"],
+                      validate=False)
+    schedule = cfg.length_schedule()
+    assert [schedule(t) for t in (0, 15, 30, 45, 60, 90)] == caps
+    assert cfg.reward.length_reward == reward
+
+
+def test_arm_sets_and_checkpoints():
+    assert DEFAULT_ARMS == ("siri", "baseline", "compress_only") and set(STUDY_ARMS) == set(ARMS)
+    assert checkpoints_of("siri") == {"siri_low": "trough", "siri_high": "peak"}
+    assert checkpoints_of("thinkprune") == {"thinkprune": "final"}
+    assert DemoSettings.study().seeds == 3 and DemoSettings.study().arms == STUDY_ARMS
+    with pytest.raises(ValueError, match="arms must include 'siri'"):
+        DemoSettings(arms=("baseline",))
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        DemoSettings(seeds=0)
+
+
+def square(x):
+    return x * x
+
+
+def fail(x):
+    raise RuntimeError(f"task {x} failed")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_jobs_keeps_the_task_order_and_reports_each(jobs):
+    done = []
+    results = run_jobs(square, {f"t{i}": (i,) for i in range(5)}, jobs, on_done=lambda name, s: done.append(name))
+    assert list(results) == [f"t{i}" for i in range(5)] and list(results.values()) == [0, 1, 4, 9, 16]
+    assert sorted(done) == sorted(results)
+
+
+def test_run_jobs_raises_a_task_error_and_rejects_bad_jobs():
+    with pytest.raises(RuntimeError, match="task 3 failed"):
+        run_jobs(fail, {"a": (3,)}, 2)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_jobs(square, {"a": (1,)}, 0)
