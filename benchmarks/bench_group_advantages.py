@@ -1,5 +1,7 @@
 """siri.ops.group_advantages vs the torch eager composition (view / mean / std) used by
-verl and TRL. Reports median times, the median ratio, and the fraction of copy bandwidth."""
+verl and TRL. Reports median times, the median ratio, and the fraction of the memory-copy
+bandwidth measured in the same run; the bytes counted are the op's compulsory traffic: the
+float32 rewards read once and the float32 advantages written once (8 bytes per element)."""
 import sys
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def main() -> None:
         row = dict(batch=batch, group_size=group_size, siri_us=siri_s * 1e6,
                    torch_us=common.median(times["torch"]) * 1e6,
                    speedup=common.median_ratio(times["torch"], times["siri"]),
-                   bandwidth_fraction=bytes_moved / siri_s / bandwidth)
+                   bandwidth_fraction=common.bandwidth_fraction(bytes_moved, siri_s, bandwidth))
         rows.append(row)
         print(f"B={batch:>8} G={group_size:>2}  siri {row['siri_us']:9.1f} us   torch "
               f"{row['torch_us']:9.1f} us   speedup x{row['speedup']:.2f}   "

@@ -1,5 +1,6 @@
 """Shared benchmark helpers: interleaved repeated timing, median ratios, the machine's
-memory-copy bandwidth measured in the same run, and a JSON results file.
+memory-copy bandwidth measured in the same run, optional third-party baselines, and a JSON
+results file.
 
 Every benchmark times siri and its baseline alternately in one process (so load from other
 jobs on a shared machine hits both alike) and reports the median over repeats.
@@ -7,11 +8,13 @@ jobs on a shared machine hits both alike) and reports the median over repeats.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import torch
@@ -67,6 +70,42 @@ def copy_bandwidth(device, nbytes: int = 1 << 28, repeats: int = 5) -> float:
     dst.copy_(src)
     best = min(time_once(lambda: dst.copy_(src), device) for _ in range(repeats))
     return 2 * nbytes / best
+
+
+def bandwidth_fraction(nbytes: int, seconds: float, copy_bandwidth_bps: float) -> float:
+    """Fraction of the memory-copy bandwidth achieved by a kernel that moves `nbytes` (its
+    compulsory reads + writes) in `seconds`. Copy bandwidth counts reads + writes alike, so a
+    kernel as fast as a copy of its own traffic scores 1."""
+    return nbytes / seconds / copy_bandwidth_bps
+
+
+def optional_baseline(module_name: str, device, cuda_only: bool = True) -> tuple[ModuleType | None, str]:
+    """A third-party baseline (flashinfer, liger_kernel) when it can run here: ``(module,
+    "used")``, else ``(None, reason)`` with the reason printed, for the results JSON. Packages
+    that are not installed are the usual case; a wheel that is installed but fails to import
+    (built for another torch or CUDA) is reported with its error rather than stopping the run."""
+    if cuda_only and torch.device(device).type != "cuda":
+        reason = f"{module_name} runs on CUDA only: baseline skipped on {torch.device(device).type}"
+    else:
+        try:
+            return importlib.import_module(module_name), "used"
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name.split(".")[0]:
+                reason = f"{module_name} failed to import ({exc}): baseline skipped"
+            else:
+                reason = f"{module_name} not installed: baseline skipped"
+        except Exception as exc:  # noqa: BLE001  (a broken wheel raises anything at import)
+            reason = f"{module_name} failed to import ({type(exc).__name__}: {exc}): baseline skipped"
+    print(reason)
+    return None, reason
+
+
+def baseline_failure(name: str, exc: Exception) -> str:
+    """One line for a baseline that is installed but cannot run (or disagrees with siri on) a
+    case: printed, and returned for the row's ``<name>_error`` field."""
+    message = f"{name} baseline failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    print(message)
+    return message
 
 
 class PeakMemory:
