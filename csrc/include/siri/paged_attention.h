@@ -219,6 +219,13 @@ inline f32x16 load16(const BFloat16Bits* p) {
 
 inline void store16(float* p, f32x16 v) { memcpy(p, &v, sizeof(v)); }
 
+// dst[0, n) = src[0, n) as fp32, n a multiple of 16: a copy, or bf16 widened.
+inline void widen_row(const float* src, float* dst, int64_t n) { memcpy(dst, src, n * sizeof(float)); }
+
+inline void widen_row(const BFloat16Bits* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) store16(dst + i, load16(src + i));
+}
+
 inline float hsum(f32x16 v) {
   f32x16 s = v + __builtin_shuffle(v, i32x16{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
   s += __builtin_shuffle(s, i32x16{4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
@@ -242,6 +249,12 @@ struct Row {
     for (int c = 0; c < D / 16; ++c) v[c] *= a;
   }
 };
+
+// dst[i] = src[i] * factor for i < n, rounded to T (float or BFloat16Bits).
+template <typename T>
+inline void store_row(const float* src, float factor, T* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) from_float(src[i] * factor, dst[i]);
+}
 
 // out[i * out_stride] = rows[i] . x for N rows in registers; x is loaded once for all N, which
 // halves the loads per FMA for N = 2.
