@@ -6,6 +6,7 @@ that the tiled path is the one taken (SIRI_PREFILL_TILED=0 selects the per-query
 import pytest
 import torch
 
+import siri
 from siri.ops import (paged_attention_run, paged_decode_attention_reference, paged_prefill_attention,
                       paged_prefill_attention_reference)
 from test_paged_attention import TOL, make_paged, poison
@@ -132,6 +133,14 @@ def test_large_magnitude_values(device, gen, dtype):
     assert torch.isfinite(out).all()
     ref = paged_prefill_attention_reference(q, k_cache, v_cache, block_table, seq_lens, cu)
     torch.testing.assert_close(out.cpu().double() / 1e30, ref / 1e30, atol=TOL[dtype], rtol=0)
+
+
+@pytest.mark.skipif(not (siri.has_cuda_kernels() and torch.cuda.is_available()),
+                    reason="float16 kernels are CUDA-only (needs a CUDA build and a visible device)")
+def test_float16_cuda(gen):
+    device = torch.device("cuda")
+    cached, new = [0, 30], [130, 64]
+    check_prefill(*prefill_case(cached, new, 16, 2, 6, 128, torch.float16, device, gen), torch.float16)
 
 
 def test_the_tiled_path_is_taken(device, gen, monkeypatch):

@@ -98,8 +98,8 @@ struct TileBuffers {
 
   std::vector<float> q_t;     // [D, rows]: the tile's queries, transposed and pre-scaled
   std::vector<float> o_t;     // [kDimsPadded, rows]: unnormalised outputs, transposed
-  std::vector<float> scores;  // [keys, rows]: scores, then probabilities (past the tile: padding)
-  std::vector<float> keys;    // [keys, D]: the key tile in fp32 (zero padding past the tile)
+  std::vector<float> scores;  // [keys, rows]: scores, then probabilities
+  std::vector<float> keys;    // [keys, D]: the key tile in fp32, then rows whose scores go unread
   std::vector<float> values;  // [keys, kDimsPadded]: the value tile in fp32 (columns past D stay 0)
   std::vector<int32_t> limits;                  // [rows]: row r sees keys t < limits[r]
   std::vector<SoftmaxStateOf<Lanes>> states;  // [rows / kLanes]: kLanes rows' (m, l) per vector
@@ -117,14 +117,17 @@ inline Lanes tile_softmax(float* s, int64_t stride, int64_t n, int64_t t0, LaneI
   Lanes tile_max = neg_inf;
   for (int64_t j = 0; j < n; ++j) {
     Lanes sj = load_vec<Lanes>(s + j * stride);
-    if constexpr (kMasked) sj = visible(j) ? sj : neg_inf;
+    if constexpr (kMasked) {
+      sj = visible(j) ? sj : neg_inf;
+      store_vec(s + j * stride, sj);
+    }
     tile_max = softmax_max(tile_max, sj);
   }
   const Lanes alpha = softmax_rescale(state, tile_max);
   Lanes sum = {};
   for (int64_t j = 0; j < n; ++j) {
     Lanes pj = exp_nonpositive(load_vec<Lanes>(s + j * stride) - state.m);
-    if constexpr (kMasked) pj = visible(j) ? pj : Lanes{};
+    if constexpr (kMasked) pj = visible(j) ? pj : Lanes{};  // exp_nonpositive(-inf) is 1.6e-38
     store_vec(s + j * stride, pj);
     sum += pj;
   }
