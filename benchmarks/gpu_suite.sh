@@ -35,7 +35,8 @@ run "tests (CPU + CUDA)" "$PY" -m pytest -q -rs tests --junitxml="$RESULTS/pytes
 # shared-memory races (racecheck); only the CUDA variants (-k cuda), the CPU ones ran above
 SANITIZER="$CUDA_HOME/bin/compute-sanitizer"
 OP_TESTS=(tests/test_group_advantages.py tests/test_logprobs.py tests/test_grpo_loss.py tests/test_sampling.py
-          tests/test_paged_attention.py tests/test_paged_attention_run.py tests/test_rotary.py)
+          tests/test_paged_attention.py tests/test_paged_attention_run.py tests/test_paged_prefill.py
+          tests/test_rotary.py)
 if [[ -x "$SANITIZER" ]]; then
   for tool in memcheck racecheck; do
     run "compute-sanitizer --tool $tool (CUDA op tests)" "$SANITIZER" --tool "$tool" --error-exitcode 1 \
