@@ -16,10 +16,11 @@ namespace py = pybind11;
 namespace {
 
 // The attention split plan the binding makes for a batch with these kv_lens, on `device`
-// ("cuda": `units` SMs; "cpu": `units` threads): chunk_tokens, max_splits, and the longest
+// ("cuda": `units` SMs; "cpu": `units` threads; `prefill`: one query per prompt token, with
+// block-table rows): chunk_tokens, max_splits, and the longest
 // serial run of tokens any one work item gets (the batch's critical path).
 py::dict attention_plan(const std::vector<int64_t>& kv_lens, int64_t num_q_heads, int64_t num_kv_heads,
-                        int64_t head_dim, const std::string& device, int64_t units) {
+                        int64_t head_dim, const std::string& device, int64_t units, bool prefill) {
   if (kv_lens.empty()) throw py::value_error("kv_lens must not be empty");
   if (num_kv_heads < 1 || num_q_heads % num_kv_heads != 0) {
     throw py::value_error("num_q_heads must be a positive multiple of num_kv_heads");
@@ -33,7 +34,7 @@ py::dict attention_plan(const std::vector<int64_t>& kv_lens, int64_t num_q_heads
     longest = len > longest ? len : longest;
   }
   const bool cuda = device == "cuda";
-  const siri::SplitLimits limits = cuda ? siri::cuda_split_limits(units) : siri::cpu_split_limits(units);
+  const siri::SplitLimits limits = cuda ? siri::cuda_split_limits(units, prefill) : siri::cpu_split_limits(units);
   const siri::SplitPlan plan = siri::plan_attention_splits(total, longest, static_cast<int64_t>(kv_lens.size()),
                                                            num_q_heads, num_kv_heads, head_dim, !cuda, limits);
   py::dict out;
@@ -53,5 +54,5 @@ void register_attention_probes(py::module_& m) {
         "'cuda' with `units` SMs or 'cpu' with `units` threads: chunk_tokens, max_splits, "
         "longest_item_tokens, heads_per_block, max_partial_bytes",
         py::arg("kv_lens"), py::arg("num_q_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
-        py::arg("device"), py::arg("units"));
+        py::arg("device"), py::arg("units"), py::arg("prefill") = false);
 }

@@ -15,8 +15,8 @@ H200_SMS = 132
 CUDA_MAX_CHUNK = 2048  # cuda_split_limits: the longest chunk one block serves
 
 
-def plan(kv_lens, hq, hkv, d=128, device="cuda", units=H200_SMS):
-    return _C._attention_plan(kv_lens, hq, hkv, d, device, units)
+def plan(kv_lens, hq, hkv, d=128, device="cuda", units=H200_SMS, prefill=False):
+    return _C._attention_plan(kv_lens, hq, hkv, d, device, units, prefill)
 
 
 def average_work(kv_lens, hq, hkv, units=H200_SMS):
@@ -116,3 +116,12 @@ def test_plan_invariants(kv_lens, hkv, group, d, device, units):
     else:
         assert chunk % 16 == 0 and chunk >= (256 if device == "cuda" else 512)
         assert len(kv_lens) * splits * hkv * group * (d + 1) * 4 <= p["max_partial_bytes"]
+
+
+def test_cuda_prefill_is_split_only_when_it_has_too_few_queries():
+    """A 2,500-token prompt (one query per token) stays unsplit, so the tiled prefill kernel
+    serves it; a 3-token tail after a 30K prefix has too few queries and is split."""
+    prompt = list(range(1, 2501))
+    assert plan(prompt, 12, 2, device="cuda", prefill=True)["max_splits"] == 1
+    assert plan(prompt, 12, 2, device="cuda")["max_splits"] > 1  # the decode bound would split it
+    assert plan([30000, 30001, 30002], 12, 2, device="cuda", prefill=True)["max_splits"] > 1

@@ -13,11 +13,12 @@ void check_aligned(const at::Tensor& t, const char* name) {
                     " must start at a 16-byte aligned address on CUDA (a fresh tensor or .clone())");
 }
 
-SplitPolicy cuda_policy(const at::Tensor& t) {
+// prefill: the queries carry block-table rows (see cuda_split_limits).
+SplitPolicy cuda_policy(const at::Tensor& t, bool prefill) {
   int sms = 0;
   check_cuda_launch(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, t.get_device()),
                     "paged attention planner");
-  return {cuda_split_limits(sms), false};
+  return {cuda_split_limits(sms, prefill), false};
 }
 
 void run(const PagedAttentionCall& call, const char* op) {
@@ -29,7 +30,7 @@ at::Tensor paged_decode_attention_cuda(const at::Tensor& q, const at::Tensor& k_
                                        const at::Tensor& seq_lens, std::optional<double> scale) {
   const c10::cuda::CUDAGuard guard(q.device());
   const PagedAttentionCall call =
-      prepare_decode(q, k_cache, v_cache, block_table, seq_lens, scale, cuda_policy(k_cache));
+      prepare_decode(q, k_cache, v_cache, block_table, seq_lens, scale, cuda_policy(k_cache, false));
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
   run(call, "paged_decode_attention");
   return call.out;
@@ -41,7 +42,7 @@ at::Tensor paged_prefill_attention_cuda(const at::Tensor& q, const at::Tensor& k
                                         std::optional<double> scale) {
   const c10::cuda::CUDAGuard guard(q.device());
   const PagedAttentionCall call = prepare_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens,
-                                                  scale, cuda_policy(k_cache));
+                                                  scale, cuda_policy(k_cache, true));
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
   run(call, "paged_prefill_attention");
   return call.out;
@@ -53,7 +54,8 @@ at::Tensor paged_attention_run_cuda(const at::Tensor& q, const at::Tensor& k_cac
                                     int64_t total_kv_len, std::optional<double> scale) {
   const c10::cuda::CUDAGuard guard(q.device());
   const PagedAttentionCall call = prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
-                                                        max_kv_len, total_kv_len, scale, cuda_policy(k_cache));
+                                                        max_kv_len, total_kv_len, scale,
+                                                        cuda_policy(k_cache, query_seq.has_value()));
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
   run(call, "paged_attention_run");
   return call.out;

@@ -6,10 +6,12 @@
 // softmax runs for all heads at once. The AXPYs then add each probability-weighted V row to
 // per-head fp32 accumulators, two heads per V load, and prefetch the next tile as they go.
 // Items are sorted by cost and handed out dynamically, so mixed lengths keep both cores busy;
-// split queries are merged from their (o, lse) partials afterwards.
+// split queries are merged from their (o, lse) partials afterwards. Runs of prefill queries
+// (one sequence, kv_len rising by one) go to the query-tiled kernel, cpu/paged_prefill.cpp.
 #include "cpu/paged_attention.h"
 
 #include "cpu/bf16_dot.h"
+#include "cpu/paged_prefill.h"
 
 #include <ATen/Parallel.h>
 
@@ -91,13 +93,8 @@ struct WorkItem {
 inline const float* row_as_float(const float* src, float*, int64_t) { return src; }
 
 inline const float* row_as_float(const BFloat16Bits* src, float* buf, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16) store16(buf + i, load16(src + i));
+  widen_row(src, buf, n);
   return buf;
-}
-
-template <typename T>
-void store_row(const float* src, float factor, T* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) from_float(src[i] * factor, dst[i]);
 }
 
 // s[j][h] = sum_d qt[d][h] * k_rows[j][d] for kScoreRows rows. qt is [D, kHeadLanes]: the
@@ -426,13 +423,25 @@ void merge_splits(const PagedAttentionParams& p, int64_t query, int64_t head, fl
 
 template <typename T>
 void run(const PagedAttentionParams& p) {
+  // Runs of prefill queries are attended a tile of queries at a time (cpu/paged_prefill.h),
+  // every other query on its own.
+  const std::vector<QueryRun> runs = runs_to_tile(p);
+  attend_query_runs(p, runs);
   std::vector<WorkItem> items;
-  for (int64_t i = 0; i < p.num_queries; ++i) {
-    const int64_t len = p.kv_lens[i];
-    for (int64_t s = 0, begin = 0; begin < len; ++s, begin += p.chunk_tokens) {
-      items.push_back({i, s, begin, std::min(len, begin + p.chunk_tokens)});
+  int64_t query = 0;
+  const auto add_queries_before = [&](int64_t end) {
+    for (; query < end; ++query) {
+      const int64_t len = p.kv_lens[query];
+      for (int64_t s = 0, begin = 0; begin < len; ++s, begin += p.chunk_tokens) {
+        items.push_back({query, s, begin, std::min(len, begin + p.chunk_tokens)});
+      }
     }
+  };
+  for (const QueryRun& run : runs) {
+    add_queries_before(run.first);
+    query = run.first + run.count;
   }
+  add_queries_before(p.num_queries);
   // Longest first, then dynamic hand-out: near-optimal balance for mixed lengths.
   std::stable_sort(items.begin(), items.end(), [](const WorkItem& a, const WorkItem& b) {
     return a.end - a.begin > b.end - b.begin;

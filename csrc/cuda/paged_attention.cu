@@ -12,6 +12,7 @@
 
 #include "cuda/element_convert.cuh"
 #include "cuda/paged_attention.h"
+#include "cuda/paged_prefill.h"
 
 namespace siri::cuda {
 namespace {
@@ -237,6 +238,7 @@ __global__ void append_kv_kernel(AppendKVParams p) {
 
 cudaError_t launch_paged_attention(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_queries == 0) return cudaSuccess;
+  if (use_paged_prefill(params)) return launch_paged_prefill(params, stream);  // runs of prefill queries
   switch (params.dtype) {
     case AttnDType::kFloat32: return launch_typed<float>(params, stream);
     case AttnDType::kBFloat16: return launch_typed<__nv_bfloat16>(params, stream);

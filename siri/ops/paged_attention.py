@@ -69,9 +69,12 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     Returns:
         ``[T, Hq, D]`` in the dtype of ``q``.
 
-    Each query streams its visible keys once (the kernel is the decode kernel with one query
-    per new token), so the cost is O(sum of visible lengths), meant for short prompts and
-    recompute on CPU; long prompts on GPU are better served by a tiled prefill kernel.
+    A sequence's new tokens are attended a tile of queries at a time (CPU: 64 query rows, a
+    row being one token's query head; CUDA: 64 tokens, 32 for head_dim 256), each K/V tile read
+    once per query tile. Setting ``SIRI_PREFILL_TILED=0`` in the environment (read per call)
+    selects the per-query path instead, which streams every query's visible keys on its own
+    (O(sum of visible lengths) reads), for comparison; on CUDA that path also serves calls
+    whose plan splits the keys (a few new tokens after a long prefix).
     """
     return torch.ops.siri.paged_prefill_attention(q, k_cache, v_cache, block_table, seq_lens,
                                                   cu_seqlens, _float_or_none(scale))
@@ -94,7 +97,10 @@ def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         kv_lens: ``[N]`` int32: query ``i`` attends to the first ``kv_lens[i]`` tokens of its
             sequence's pages (for a prefill token: its causal prefix, itself included).
         query_seq: ``[N]`` int32, the ``block_table`` row of each query, or None for one query
-            per row (decode).
+            per row (decode). Consecutive queries on one row whose ``kv_lens`` rise by one (a
+            prefill's tokens, as the engine packs them) are attended together by the
+            query-tiled kernel (see :func:`paged_prefill_attention`); any other order is
+            correct too.
         max_kv_len: an upper bound of ``kv_lens`` in ``[1, max_pages * page_size]``.
         total_kv_len: the sum of ``kv_lens`` (or an upper bound; it only sizes the splits).
         scale: softmax scale, default ``1 / sqrt(D)``.

@@ -67,10 +67,16 @@ struct SplitLimits {
   int64_t max_partial_bytes;  // bound of the (o, lse) partial buffers, num_queries * max_splits rows
 };
 
-// The CUDA kernel's limits on a GPU with `sms` SMs: two blocks per SM to fill; chunks of
+// The CUDA kernels' limits on a GPU with `sms` SMs: two blocks per SM to fill; chunks of
 // 256-2048 tokens (a longer one would make the whole batch wait for its block); partial
 // buffers of at most 32 MiB, which the engine's CUDA-graph memory estimate counts.
-inline SplitLimits cuda_split_limits(int64_t sms) { return {2 * sms, 256, 2048, int64_t{32} << 20}; }
+// `prefill` (the queries carry block-table rows, one per prompt token): no upper chunk bound.
+// The tiled prefill kernel serves only unsplit calls and gets its parallelism from query
+// tiles, so a prefill is split only when it has too few queries to fill the GPU (a short tail
+// after a long prefix), not merely because its context passes 2048 tokens.
+inline SplitLimits cuda_split_limits(int64_t sms, bool prefill = false) {
+  return {2 * sms, 256, prefill ? int64_t{1} << 40 : 2048, int64_t{32} << 20};
+}
 
 // The CPU kernel's limits with `threads` threads: four work items per thread; chunks of at
 // least 512 tokens and no upper bound (items are handed out dynamically, longest first).
@@ -265,6 +271,13 @@ inline f32x16 load16(const BFloat16Bits* p) {
 
 inline void store16(float* p, f32x16 v) { memcpy(p, &v, sizeof(v)); }
 
+// dst[0, n) = src[0, n) as fp32, n a multiple of 16: a copy, or bf16 widened.
+inline void widen_row(const float* src, float* dst, int64_t n) { memcpy(dst, src, n * sizeof(float)); }
+
+inline void widen_row(const BFloat16Bits* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) store16(dst + i, load16(src + i));
+}
+
 inline float hsum(f32x16 v) {
   f32x16 s = v + __builtin_shuffle(v, i32x16{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
   s += __builtin_shuffle(s, i32x16{4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
@@ -288,6 +301,12 @@ struct Row {
     for (int c = 0; c < D / 16; ++c) v[c] *= a;
   }
 };
+
+// dst[i] = src[i] * factor for i < n, rounded to T (float or BFloat16Bits).
+template <typename T>
+inline void store_row(const float* src, float factor, T* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) from_float(src[i] * factor, dst[i]);
+}
 
 // out[i * out_stride] = rows[i] . x for N rows in registers; x is loaded once for all N, which
 // halves the loads per FMA for N = 2.
