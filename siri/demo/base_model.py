@@ -23,6 +23,8 @@ class BaseModelSettings:
     vocab_size: int = 400
     hidden_size: int = 128
     layers: int = 2
+    heads: int = 2
+    kv_heads: int = 2
     max_positions: int = 1024
     sft: SftSettings = field(default_factory=SftSettings)
 
@@ -66,6 +68,7 @@ def build_base_model(directory: Path, problems: list[Problem], format_prompt, se
     tokenizer = build_tokenizer([f"user\n{p.prompt} {INSTRUCTION}\nassistant\n" for p in problems] + traces,
                                 settings.vocab_size)
     model = build_model(len(tokenizer), hidden_size=settings.hidden_size, layers=settings.layers,
+                        heads=settings.heads, kv_heads=settings.kv_heads,
                         max_positions=settings.max_positions, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id, seed=seed)
     examples = [(tokenizer(format_prompt(tokenizer, p), add_special_tokens=False)["input_ids"],

@@ -17,9 +17,9 @@ from siri.progress import TrainProgress
 
 @dataclass
 class SftSettings:
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 6e-3
+    steps: int = 400
+    batch_size: int = 16
+    lr: float = 2e-3
     warmup_steps: int = 30
     weight_decay: float = 0.0
     seed: int = 0

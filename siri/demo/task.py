@@ -1,13 +1,17 @@
 """The demo's synthetic reasoning task: counting a list, with verbose traces.
 
-A problem is "Count the digits: 3 7 2 5 8." and the answer is how many there are. A trace
-walks the list and numbers each item ("1:3 2:7 3:2 4:5 5:8"); the last number is the answer.
-Each step is a copy and an increment, which a model of a few hundred thousand parameters
-learns in minutes on a CPU; a skipped or doubled item makes the answer wrong, so the walk
-has to be right at every step.
+A problem is "Count the letters: q f k a m." (distinct letters) and the answer is how many
+there are. A trace walks the list and numbers each item (" q1 f2 k3 a4 m5"); the last number
+is the answer. A skipped or doubled item makes the answer wrong, so the walk has to be right
+at every step.
+
+The tiny base model does not learn to copy the letters (its walks' letters match the
+prompt's at about the chance level), but it learns to number the walk and stop at the list's
+length: the walk is its counter. Whether RL finds a shorter way to count is part of what the
+demo measures; the base's correct answers per tier and their lengths are in its summary.
 
 Difficulty comes in tiers of list length (``TIERS``): the shortest correct trace grows by
-about 4 tokens per item, so a hard problem's *necessary* reasoning is long. The demo puts
+2-3 tokens per item, so a hard problem's *necessary* reasoning is long. The demo puts
 L_min between the medium tier's longest concise trace and the hard tier's shortest one: a
 short cap alone cannot be met on hard problems without cutting needed steps, which is the
 situation SIRI's expansion phases are meant for.
@@ -25,22 +29,23 @@ import random
 from dataclasses import dataclass
 
 RECHECK = " wait, let me re-check."
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 INSTRUCTION = "Put the answer in \\boxed{}."
 
 
 #: The demo's difficulty tiers: name -> (fewest, most) list items.
-TIERS: dict[str, tuple[int, int]] = {"easy": (3, 5), "medium": (6, 9), "hard": (12, 15)}
+TIERS: dict[str, tuple[int, int]] = {"easy": (3, 6), "medium": (7, 11), "hard": (16, 22)}
 
 
 @dataclass(frozen=True)
 class Problem:
-    items: tuple[int, ...]
+    items: tuple[str, ...]
     tier: str = ""
     """The difficulty tier the problem was drawn in (a key of the tiers it was made with)."""
 
     @property
     def prompt(self) -> str:
-        return "Count the digits: " + " ".join(map(str, self.items)) + "."
+        return "Count the letters: " + " ".join(self.items) + "."
 
     @property
     def answer(self) -> str:
@@ -57,7 +62,7 @@ def make_problems(count: int, rng: random.Random, exclude: set[str] = frozenset(
     while len(problems) < count:
         tier = names[len(problems) % len(names)]
         low, high = tiers[tier]
-        problem = Problem(tuple(rng.randrange(10) for _ in range(rng.randint(low, high))), tier)
+        problem = Problem(tuple(rng.sample(LETTERS, rng.randint(low, high))), tier)
         if problem.prompt not in seen:
             seen.add(problem.prompt)
             problems.append(problem)
@@ -74,8 +79,8 @@ def _pass(problem: Problem, rng: random.Random, error_rate: float) -> tuple[str,
             repeats = rng.choice([0, 2])
         for _ in range(repeats):
             n += 1
-            parts.append(f"{n}:{item}")
-    return " ".join(parts), n == len(problem.items)
+            parts.append(f" {item}{n}")
+    return "".join(parts), n == len(problem.items)
 
 
 def verbose_trace(problem: Problem, rng: random.Random, *, max_rechecks: int = 3, error_rate: float = 0.05) -> str:
@@ -88,8 +93,8 @@ def verbose_trace(problem: Problem, rng: random.Random, *, max_rechecks: int = 3
     text, right = _pass(problem, rng, error_rate)
     pieces = [text]
     for _ in range(rng.randint(0 if right else 1, max_rechecks)):
-        pieces.append(RECHECK + " " + _pass(problem, rng, 0.0)[0])
-    return " ".join(pieces) + f" \\boxed{{{problem.answer}}}"
+        pieces.append(RECHECK + _pass(problem, rng, 0.0)[0])
+    return "".join(pieces) + f" \\boxed{{{problem.answer}}}"
 
 
 def concise_trace(problem: Problem) -> str:
