@@ -170,3 +170,15 @@ def test_training_plot_draws_reward_and_accuracy_once_when_they_coincide(tmp_pat
     plot_run(run)
     reward_panel = next(ax for ax in figures[1].axes if ax.get_title() == "training rollout reward")
     assert [line.get_label() for line in reward_panel.get_lines()] == ["reward_mean", "accuracy"]
+
+
+def test_pareto_joins_a_series_unless_its_points_say_not(tmp_path, figures):
+    """A trajectory's points are joined in order; unrelated checkpoints sharing a series (the
+    trajectory plot's "final checkpoints") are not, since a line between them means nothing."""
+    path = [{"label": f"{s} peak", "series": "cycle 1", "accuracy": a, "mean_tokens": t}
+            for s, a, t in ((1, 0.5, 40.0), (16, 0.6, 30.0))]
+    finals = [{"label": name, "series": "final checkpoints", "join": False, "accuracy": a, "mean_tokens": t}
+              for name, a, t in (("base", 0.4, 50.0), ("baseline", 0.7, 20.0))]
+    plot_pareto(path + finals, tmp_path / "p.png")
+    joined = [line for line in figures[0].axes[0].get_lines() if len(line.get_xdata()) > 1]
+    assert [list(line.get_xdata()) for line in joined] == [[40.0, 30.0]]

@@ -21,10 +21,20 @@ def default_jobs(num_tasks: int) -> int:
     return max(1, min(cores, num_tasks))
 
 
-def _single_threaded() -> None:
+def quiet_transformers() -> None:
+    """No transformers progress bars ("Loading weights", "Writing model shards"): the demo
+    loads and saves many tiny checkpoints, several processes at once, and its own bars and
+    stage lines say what is happening."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
+    quiet_transformers()
 
 
 def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
@@ -49,7 +59,7 @@ def run_jobs(fn: Callable[..., Any], tasks: dict[str, tuple], jobs: int,
                 on_done(name, seconds)
         return results
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_single_threaded) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init) as pool:
         futures = {pool.submit(_timed, fn, args): name for name, args in tasks.items()}
         try:
             for future in as_completed(futures):

@@ -41,7 +41,7 @@ from siri.data import PromptFormatter
 from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
 from siri.demo.base_model import BaseModelSettings, build_base_model, fingerprint, load_cached
 from siri.demo.caps import base_lengths, choose_caps, concise_lengths
-from siri.demo.parallel import default_jobs, run_jobs
+from siri.demo.parallel import default_jobs, quiet_transformers, run_jobs
 from siri.demo.sft import SftSettings
 from siri.demo.task import INSTRUCTION, TIERS, Problem, make_problems
 from siri.eval import EvalExample, EvalSettings
@@ -107,6 +107,7 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
     from siri.progress import make_console
 
     console = make_console()
+    quiet_transformers()
     settings = settings or DemoSettings()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
