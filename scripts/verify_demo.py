@@ -60,6 +60,7 @@ def main() -> int:
     parser.add_argument("--seed-index", type=int, default=0, help="which of the demo's seeds to re-evaluate")
     parser.add_argument("--seed", type=int, default=1234, help="torch seed of the HF sampling")
     args = parser.parse_args()
+    transformers.utils.logging.disable_progress_bar()   # one "Loading weights" bar per checkpoint
     out = Path(args.demo_dir)
     summary = json.loads((out / "summary.json").read_text())
     settings = summary["eval_settings"]

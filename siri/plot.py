@@ -127,6 +127,10 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
     ax.set_ylabel("accuracy (pass@1)")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.margins(0.15)
+    # accuracy lies in [0, 1]; an error bar (a std) may reach past it, the axis need not
+    bottom, top = ax.get_ylim()
+    pad = 0.05 * (min(top, 1.0) - max(bottom, 0.0))
+    ax.set_ylim(max(bottom, -pad), min(top, 1.0 + pad))
     ax.grid(alpha=0.3)
     if len(series) > 1:  # outside the axes, right: inside, "best" still covered points or labels
         fig.legend(loc="outside right center", fontsize=8, frameon=False)

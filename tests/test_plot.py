@@ -182,3 +182,13 @@ def test_pareto_joins_a_series_unless_its_points_say_not(tmp_path, figures):
     plot_pareto(path + finals, tmp_path / "p.png")
     joined = [line for line in figures[0].axes[0].get_lines() if len(line.get_xdata()) > 1]
     assert [list(line.get_xdata()) for line in joined] == [[40.0, 30.0]]
+
+
+def test_pareto_axis_stays_near_the_accuracy_range(tmp_path, figures):
+    """A std over seeds can reach past 100% (or below 0%); the axis stops just beyond the range
+    accuracy can take, so the plot never shows an impossible 105%."""
+    plot_pareto([{"label": "a", "accuracy": 0.99, "mean_tokens": 30.0, "accuracy_err": 0.3},
+                 {"label": "b", "accuracy": 0.02, "mean_tokens": 40.0, "accuracy_err": 0.3}], tmp_path / "p.png")
+    bottom, top = figures[0].axes[0].get_ylim()
+    assert top <= 1.0 + 0.05 * 1.1 and bottom >= -0.05 * 1.1
+    assert top > 0.99 and bottom < 0.02
