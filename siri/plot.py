@@ -85,8 +85,9 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
         points: dicts with ``label`` (str, written next to the marker), ``accuracy`` (a
             fraction in [0, 1]), ``mean_tokens`` (float) and optionally ``series`` (str):
             points of one series share a colour and marker and are joined in list order
-            (e.g. one benchmark across checkpoints) unless a point has ``join`` False (for
-            a series of unrelated points); a legend names the series. Optional
+            (e.g. one benchmark across checkpoints); a legend names the series (when there
+            are several) and a point's label is written beside it unless the legend already
+            says it (a one-point series named like its point). Optional
             ``accuracy_err`` (a fraction, like ``accuracy``) and ``tokens_err`` (tokens):
             non-negative half-widths drawn as error bars in the series colour (e.g. the
             spread over seeds, ``siri.demo.verdict.spread``); a point without them (or with
@@ -110,8 +111,7 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
     ax = fig.subplots()
     for (name, pts), color, marker in zip(series.items(), _colors(len(series)), _markers()):
         x, y = [p["mean_tokens"] for p in pts], [p["accuracy"] for p in pts]
-        if all(p.get("join", True) for p in pts):
-            ax.plot(x, y, color=color, alpha=0.4, lw=1)
+        ax.plot(x, y, color=color, alpha=0.4, lw=1)
         ax.scatter(x, y, color=color, marker=marker, s=50, zorder=3, label=name or None)
         yerr, xerr = ([p.get(k) or 0.0 for p in pts] if any(p.get(k) is not None for p in pts) else None
                       for k in ("accuracy_err", "tokens_err"))
@@ -119,6 +119,8 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
             ax.errorbar(x, y, yerr=yerr, xerr=xerr, fmt="none", ecolor=color, elinewidth=1, capsize=3,
                         alpha=0.8, zorder=2, label="_nolegend_")
         for p in pts:
+            if len(series) > 1 and len(pts) == 1 and p["label"] == name:
+                continue  # the legend names it; a label beside it would only crowd nearby points
             ax.annotate(p["label"], (p["mean_tokens"], p["accuracy"]), xytext=(4, 4),
                         textcoords="offset points", fontsize=8, color=color)
     # above the axes, where no point can be

@@ -172,16 +172,19 @@ def test_training_plot_draws_reward_and_accuracy_once_when_they_coincide(tmp_pat
     assert [line.get_label() for line in reward_panel.get_lines()] == ["reward_mean", "accuracy"]
 
 
-def test_pareto_joins_a_series_unless_its_points_say_not(tmp_path, figures):
-    """A trajectory's points are joined in order; unrelated checkpoints sharing a series (the
-    trajectory plot's "final checkpoints") are not, since a line between them means nothing."""
+def test_pareto_labels_only_what_the_legend_does_not_name(tmp_path, figures):
+    """A trajectory's points carry their step beside them; a checkpoint that is its own series
+    is named by the legend, so no text beside it crowds the points near it."""
     path = [{"label": f"{s} peak", "series": "cycle 1", "accuracy": a, "mean_tokens": t}
             for s, a, t in ((1, 0.5, 40.0), (16, 0.6, 30.0))]
-    finals = [{"label": name, "series": "final checkpoints", "join": False, "accuracy": a, "mean_tokens": t}
+    finals = [{"label": name, "series": name, "accuracy": a, "mean_tokens": t}
               for name, a, t in (("base", 0.4, 50.0), ("baseline", 0.7, 20.0))]
     plot_pareto(path + finals, tmp_path / "p.png")
-    joined = [line for line in figures[0].axes[0].get_lines() if len(line.get_xdata()) > 1]
-    assert [list(line.get_xdata()) for line in joined] == [[40.0, 30.0]]
+    ax = figures[0].axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["1 peak", "16 peak"]
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == ["cycle 1", "base", "baseline"]
+    plot_pareto(finals[:1], tmp_path / "one.png")   # no legend: the label stays
+    assert [t.get_text() for t in figures[1].axes[0].texts] == ["base"]
 
 
 def test_pareto_axis_stays_near_the_accuracy_range(tmp_path, figures):

@@ -88,8 +88,7 @@ def plot_demo(out: Path, summary: dict) -> list[Path]:
              plot_pareto(finals, out / "plots" / "pareto.png")]
     path = summary["trajectory"][str(first)]
     if path:
-        others = [{**p, "series": "final checkpoints (mean)", "join": False} for p in finals
-                  if p["label"] not in ("siri_low", "siri_high")]
+        others = [p for p in finals if p["label"] not in ("siri_low", "siri_high")]
         plots.append(plot_pareto([*path, *others], out / "plots" / "siri_trajectory.png"))
     for run_dir in summary["runs"].values():
         plot_run(run_dir)
