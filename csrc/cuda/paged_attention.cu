@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "cuda/attn_dispatch.cuh"
 #include "cuda/element_convert.cuh"
 #include "cuda/paged_attention.h"
 #include "cuda/paged_prefill.h"
@@ -212,14 +213,8 @@ cudaError_t launch_decode(const PagedAttentionParams& p, cudaStream_t stream) {
 
 template <typename T>
 cudaError_t launch_typed(const PagedAttentionParams& p, cudaStream_t stream) {
-  switch (p.head_dim) {
-    case 64: return launch_decode<T, 64>(p, stream);
-    case 80: return launch_decode<T, 80>(p, stream);
-    case 96: return launch_decode<T, 96>(p, stream);
-    case 128: return launch_decode<T, 128>(p, stream);
-    case 256: return launch_decode<T, 256>(p, stream);
-    default: return cudaErrorInvalidValue;  // the binding admits no other head_dim
-  }
+  return dispatch_head_dim(p.head_dim, cudaErrorInvalidValue,
+                           [&](auto d) { return launch_decode<T, decltype(d)::value>(p, stream); });
 }
 
 // One thread per 16 bytes of a token's K (and V) row; -1 slots are skipped.
@@ -239,12 +234,9 @@ __global__ void append_kv_kernel(AppendKVParams p) {
 cudaError_t launch_paged_attention(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_queries == 0) return cudaSuccess;
   if (use_paged_prefill(params)) return launch_paged_prefill(params, stream);  // runs of prefill queries
-  switch (params.dtype) {
-    case AttnDType::kFloat32: return launch_typed<float>(params, stream);
-    case AttnDType::kBFloat16: return launch_typed<__nv_bfloat16>(params, stream);
-    case AttnDType::kFloat16: return launch_typed<__half>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_attn_dtype(params.dtype, [&](auto tag) {
+    return launch_typed<typename decltype(tag)::type>(params, stream);
+  });
 }
 
 cudaError_t launch_append_kv(const AppendKVParams& params, cudaStream_t stream) {

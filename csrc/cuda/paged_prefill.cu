@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/attn_dispatch.cuh"
 #include "cuda/element_convert.cuh"
 #include "cuda/paged_prefill.h"
 
@@ -208,25 +209,14 @@ cudaError_t launch(const PagedAttentionParams& p, cudaStream_t stream) {
 
 template <typename T>
 cudaError_t launch_typed(const PagedAttentionParams& p, cudaStream_t stream) {
-  switch (p.head_dim) {
-    case 64: return launch<T, 64>(p, stream);
-    case 80: return launch<T, 80>(p, stream);
-    case 96: return launch<T, 96>(p, stream);
-    case 128: return launch<T, 128>(p, stream);
-    case 256: return launch<T, 256>(p, stream);
-    default: return cudaErrorInvalidValue;  // the binding admits no other head_dim
-  }
+  return dispatch_head_dim(p.head_dim, cudaErrorInvalidValue,
+                           [&](auto d) { return launch<T, decltype(d)::value>(p, stream); });
 }
 
 size_t smem_bytes(int64_t head_dim) {
-  switch (head_dim) {
-    case 64: return TileShape<64>::kSmemBytes + TileShape<64>::kRows;  // + the static run flags
-    case 80: return TileShape<80>::kSmemBytes + TileShape<80>::kRows;
-    case 96: return TileShape<96>::kSmemBytes + TileShape<96>::kRows;
-    case 128: return TileShape<128>::kSmemBytes + TileShape<128>::kRows;
-    case 256: return TileShape<256>::kSmemBytes + TileShape<256>::kRows;
-    default: return SIZE_MAX;
-  }
+  return dispatch_head_dim(head_dim, SIZE_MAX, [](auto d) -> size_t {  // + the static run flags
+    return TileShape<decltype(d)::value>::kSmemBytes + TileShape<decltype(d)::value>::kRows;
+  });
 }
 
 }  // namespace
@@ -246,12 +236,9 @@ bool use_paged_prefill(const PagedAttentionParams& params) {
 
 cudaError_t launch_paged_prefill(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_queries == 0) return cudaSuccess;
-  switch (params.dtype) {
-    case AttnDType::kFloat32: return launch_typed<float>(params, stream);
-    case AttnDType::kBFloat16: return launch_typed<__nv_bfloat16>(params, stream);
-    case AttnDType::kFloat16: return launch_typed<__half>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_attn_dtype(params.dtype, [&](auto tag) {
+    return launch_typed<typename decltype(tag)::type>(params, stream);
+  });
 }
 
 }  // namespace siri::cuda

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "cuda/attn_dispatch.cuh"
 #include "cuda/element_convert.cuh"
 #include "cuda/rotary.h"
 
@@ -61,12 +62,9 @@ cudaError_t launch_typed(const RotaryAppendParams& p, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_rotary_append_kv(const RotaryAppendParams& params, cudaStream_t stream) {
-  switch (params.dtype) {
-    case AttnDType::kFloat32: return launch_typed<float>(params, stream);
-    case AttnDType::kBFloat16: return launch_typed<__nv_bfloat16>(params, stream);
-    case AttnDType::kFloat16: return launch_typed<__half>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_attn_dtype(params.dtype, [&](auto tag) {
+    return launch_typed<typename decltype(tag)::type>(params, stream);
+  });
 }
 
 }  // namespace siri::cuda
