@@ -56,7 +56,10 @@ def test_summary_has_every_checkpoint_and_they_load_with_transformers(demo):
     assert summary["verdict"]["lines"] and set(summary["verdict"]["pareto_front"]) <= set(CHECKPOINTS)
     for plot in ("pareto.png", "training_comparison.png", "siri_trajectory.png"):
         assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
-    assert "seconds" in json.loads((out / "timing.json").read_text())
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["seconds"] > 0
+    assert set(timing["run_seconds"]) == {f"{arm}/seed{s}" for arm in summary["arms"] for s in summary["seeds"]}
+    assert set(timing["eval_seconds"]) == {f"{name}/seed{s}" for name in CHECKPOINTS for s in summary["seeds"]}
 
 
 def test_smoke_trains_something(demo):

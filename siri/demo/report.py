@@ -6,11 +6,9 @@ same file.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
-from siri.atomic_io import write_text_atomic
 from siri.demo.arms import checkpoints_of
 from siri.demo.verdict import aggregate, spread, verdict
 
@@ -24,8 +22,8 @@ def checkpoint_names(arms) -> list[str]:
 
 def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], seeds: list[int], *, runs, settings,
               eval_file, eval_settings, prompt_tiers: dict[int, str], l_max: int, l_min: int, concise: dict,
-              base_lengths: dict, seconds: float) -> dict:
-    """The summary dict (see the module docstring); also writes ``timing.json`` beside the runs.
+              base_lengths: dict) -> dict:
+    """The summary dict (see the module docstring): a pure function of the results.
 
     Args:
         results: ``"{checkpoint}/seed{s}"`` -> the checkpoint's eval result (with ``tiers``).
@@ -64,10 +62,6 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
         "eval_file": str(eval_file), "eval_settings": asdict(eval_settings),
         "runs": dict(runs),
     }
-    out = Path(eval_file).parent.parent
-    write_text_atomic(out / "timing.json", json.dumps({
-        "seconds": round(seconds, 1), "eval_seconds": {k: round(r["seconds"], 1) for k, r in results.items()}},
-        indent=1))
     return summary
 
 

@@ -145,9 +145,13 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
     jobs = settings.jobs or default_jobs(len(settings.arms) * len(seeds))
     worker_progress = progress and jobs == 1
 
+    job_seconds: dict[str, dict[str, float]] = {"run": {}, "eval": {}}
+
     def done(what: str):
-        return lambda name, seconds: console.print(f"{what} {name} done in {seconds:.0f} s "
-                                                   f"({time.perf_counter() - started:.0f} s)")
+        def report(name: str, seconds: float) -> None:
+            job_seconds[what][name] = round(seconds, 1)
+            console.print(f"{what} {name} done in {seconds:.0f} s ({time.perf_counter() - started:.0f} s)")
+        return report
 
     stage(4, f"RL: {len(settings.arms)} arms x {len(seeds)} seed(s), {jobs} at a time")
     trajectory = dict(data=str(eval_file), problems=settings.trajectory_problems, samples=settings.trajectory_samples,
@@ -174,8 +178,12 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
     summary = summarize(results, checkpoints, seeds, runs=runs, settings=settings, eval_file=eval_file,
                         eval_settings=eval_settings, prompt_tiers=dict(enumerate(tiers)), l_max=l_max, l_min=l_min,
                         concise=concise,
-                        base_lengths=base_report, seconds=time.perf_counter() - started)
+                        base_lengths=base_report)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    # wall times apart from the summary, so the same seed on the same machine writes the same summary
+    write_text_atomic(out / "timing.json", json.dumps({"seconds": round(time.perf_counter() - started, 1),
+                                                       "run_seconds": job_seconds["run"],
+                                                       "eval_seconds": job_seconds["eval"]}, indent=1))
     plots = plot_demo(out, summary)
     print_report(console, summary)
     console.print(f"demo done in {time.perf_counter() - started:.0f} s. Summary: {out / 'summary.json'}; plots: "
