@@ -49,6 +49,7 @@ py::dict attention_plan(const std::vector<int64_t>& kv_lens, int64_t num_q_heads
 }  // namespace
 
 void register_attention_probes(py::module_& m) {
+  m.attr("ATTENTION_PARTIAL_BYTES") = siri::kAttentionPartialBytes;
   m.def("_attention_plan", &attention_plan,
         "Test probe: the paged-attention split plan (siri/paged_attention.h) for a batch of kv_lens on "
         "'cuda' with `units` SMs or 'cpu' with `units` threads: chunk_tokens, max_splits, "

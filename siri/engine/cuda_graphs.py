@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from siri._ext import _C
 from siri.engine.batch_state import DecodeBatchState
 from siri.engine.model_runner import Batch, ModelRunner
 from siri.model_shape import ModelShape
@@ -27,9 +28,9 @@ def batch_buckets(max_rows: int) -> list[int]:
     return buckets + [max_rows]
 
 
-#: Bound of one attention call's split partials on CUDA (``cuda_split_limits`` in
-#: csrc/include/siri/paged_attention.h; a test keeps the two equal).
-ATTENTION_PARTIAL_BYTES = 32 << 20
+#: Bound of one attention call's split partials (``kAttentionPartialBytes`` in
+#: csrc/include/siri/paged_attention.h, which the kernels' split planner obeys).
+ATTENTION_PARTIAL_BYTES: int = _C.ATTENTION_PARTIAL_BYTES
 
 
 def graph_memory_bytes(shape: ModelShape, element_bytes: int, max_rows: int) -> int:

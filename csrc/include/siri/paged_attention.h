@@ -67,6 +67,10 @@ struct SplitLimits {
   int64_t max_partial_bytes;  // bound of the (o, lse) partial buffers, num_queries * max_splits rows
 };
 
+// The bound of one attention call's (o, lse) split partials, on either device. Python reads it
+// as siri._C.ATTENTION_PARTIAL_BYTES for the CUDA-graph memory estimate.
+inline constexpr int64_t kAttentionPartialBytes = int64_t{32} << 20;
+
 // The CUDA kernels' limits on a GPU with `sms` SMs: two blocks per SM to fill; chunks of
 // 256-2048 tokens (a longer one would make the whole batch wait for its block); partial
 // buffers of at most 32 MiB, which the engine's CUDA-graph memory estimate counts.
@@ -75,13 +79,13 @@ struct SplitLimits {
 // tiles, so a prefill is split only when it has too few queries to fill the GPU (a short tail
 // after a long prefix), not merely because its context passes 2048 tokens.
 inline SplitLimits cuda_split_limits(int64_t sms, bool prefill = false) {
-  return {2 * sms, 256, prefill ? int64_t{1} << 40 : 2048, int64_t{32} << 20};
+  return {2 * sms, 256, prefill ? int64_t{1} << 40 : 2048, kAttentionPartialBytes};
 }
 
 // The CPU kernel's limits with `threads` threads: four work items per thread; chunks of at
 // least 512 tokens and no upper bound (items are handed out dynamically, longest first).
 inline SplitLimits cpu_split_limits(int64_t threads) {
-  return {4 * threads, 512, int64_t{1} << 40, int64_t{32} << 20};
+  return {4 * threads, 512, int64_t{1} << 40, kAttentionPartialBytes};
 }
 
 struct SplitPlan {
