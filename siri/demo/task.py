@@ -70,7 +70,7 @@ def make_problems(count: int, rng: random.Random, exclude: set[str] = frozenset(
 
 
 def _pass(problem: Problem, rng: random.Random, error_rate: float) -> tuple[str, bool]:
-    """One numbered walk ("1:3 2:7 3:2"); with probability ``error_rate`` per item the item
+    """One numbered walk (" q1 f2 k3"); with probability ``error_rate`` per item the item
     is skipped or counted twice. Returns the text and whether the count came out right."""
     parts, n = [], 0
     for item in problem.items:
