@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test demo bench sanitize cuda-check cuda-ext-check gpu-suite clean
+.PHONY: setup test demo bench sanitize cuda-check cuda-ext-check gpu-suite gpu-wheels clean
 
 setup:
 	bash scripts/setup_venv.sh
@@ -33,6 +33,10 @@ cuda-check:
 ## on a GPU machine: CUDA build + all tests + benchmarks, results in bench_results/
 gpu-suite:
 	bash benchmarks/gpu_suite.sh
+
+## here, before a GPU run: .whl/ gets the pinned wheels the GPU machine lacks (about 14 MiB)
+gpu-wheels: setup
+	$(PY) scripts/gpu_wheels.py --baselines
 
 clean:
 	rm -rf build *.egg-info siri/_C*.so

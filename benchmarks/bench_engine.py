@@ -22,6 +22,10 @@ import common  # noqa: E402
 from siri.engine import LLMEngine, SamplingParams  # noqa: E402
 
 
+# name: (prompts, samples per prompt, new tokens)
+CASES = {"large": (64, 8, 256), "small": (32, 4, 128)}
+
+
 def build_model(vocab: int, hidden: int, layers: int, device) -> torch.nn.Module:
     torch.manual_seed(0)
     config = transformers.Qwen2Config(
@@ -112,14 +116,21 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--skip-caps", action="store_true", help="skip the cap sweep")
+    p.add_argument("--cases", default="large,small",
+                   help="comma-separated comparison cases against HF: large (64 prompts x 8, 256 tokens), "
+                        "small (32 prompts x 4, 128 tokens), or none")
     args = p.parse_args()
+    chosen = [c for c in args.cases.split(",") if c and c != "none"]
+    if unknown := sorted(set(chosen) - set(CASES)):
+        p.error(f"--cases: unknown case {unknown[0]!r}; expected a comma-separated subset of {', '.join(CASES)}")
     device = torch.device(args.device) if args.device else common.default_device()
     model = build_model(args.vocab, args.hidden, args.layers, device)
     params = sum(p.numel() for p in model.parameters())
     repeats = max(1, args.repeats // 5)
     print(f"model {params / 1e6:.1f}M params, {device}, {repeats} interleaved repeats")
     cases = {}
-    for name, (count, n, max_tokens) in {"large": (64, 8, 256), "small": (32, 4, 128)}.items():
+    for name in chosen:
+        count, n, max_tokens = CASES[name]
         engine = LLMEngine(model, page_size=16, max_num_seqs=count * n)
         cases[name] = compare_case(model, engine, make_prompts(count, args.vocab), n, max_tokens, device, repeats)
 

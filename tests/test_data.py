@@ -2,7 +2,6 @@
 the tokenized prompt dataset and the resumable sampler."""
 import json
 
-import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -12,6 +11,13 @@ from transformers import PreTrainedTokenizerFast
 
 from siri.data import (DEEPSCALER_INSTRUCTION, NAMED_DATASETS, LoadedRows, PromptDataset, PromptFormatter,
                        PromptSampler, load_rows)
+
+try:
+    import datasets
+except ImportError:  # an optional extra (siri[data]; CI has it through siri[test]); the GPU
+    datasets = None  # machine lacks it, and a failed import here would stop the whole run there
+needs_datasets = pytest.mark.skipif(datasets is None,
+                                    reason="the optional 'datasets' package is not installed (pip install siri[data])")
 
 ROWS = [{"prompt": "What is 1 + 1?", "answer": "2"},
         {"prompt": "Compute 6 * 7.", "answer": "42"},
@@ -46,6 +52,7 @@ def tokenizer():
 # ---------------------------------------------------------------- load_rows: formats
 
 
+@needs_datasets
 def test_jsonl_parquet_and_save_to_disk_load_the_same_rows(tmp_path):
     jsonl = write_jsonl(tmp_path / "d.jsonl", ROWS)
     parquet = str(tmp_path / "d.parquet")
@@ -100,6 +107,7 @@ def test_missing_file_and_unknown_format(tmp_path):
 # ---------------------------------------------------------------- load_rows: named datasets
 
 
+@needs_datasets
 def test_named_dataset_from_local_path_uses_the_spec_fields(tmp_path):
     spec = NAMED_DATASETS["deepscaler"]
     assert (spec.hf_id, spec.prompt_key, spec.answer_key) == ("agentica-org/DeepScaleR-Preview-Dataset",
@@ -116,6 +124,7 @@ def test_named_dataset_from_local_path_uses_the_spec_fields(tmp_path):
     assert load_rows("math500", path=saved).rows == expected(ROWS)
 
 
+@needs_datasets
 def test_named_dataset_offline_gives_a_clear_error(monkeypatch):
     calls = []
 
@@ -129,6 +138,7 @@ def test_named_dataset_offline_gives_a_clear_error(monkeypatch):
     assert calls == [(("HuggingFaceH4/aime_2024", None), {"split": "train"})]
 
 
+@needs_datasets
 def test_named_dataset_from_the_hub_is_read_like_a_local_one(monkeypatch):
     records = [{"problem": "p", "answer": 5.0}]
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list(records))
