@@ -8,6 +8,7 @@ from siri.config import load_config
 from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
 from siri.demo.caps import choose_caps, distribution
 from siri.demo.parallel import run_jobs
+from siri.demo.report import mean_trajectory
 from siri.demo.run import DEFAULT_CONFIG, DemoSettings
 from siri.demo.task import TIERS, make_problems
 
@@ -84,3 +85,25 @@ def test_run_jobs_raises_a_task_error_and_rejects_bad_jobs():
         run_jobs(fail, {"a": (3,)}, 2)
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         run_jobs(square, {"a": (1,)}, 0)
+
+
+def test_the_trajectory_is_averaged_over_the_seeds_that_all_evaluated_a_step():
+    rng = random.Random()
+    labels = ["1", "5 trough", "9 peak", "13 trough"]
+    seeds = {str(s): [{"label": label, "series": f"cycle {i // 2 + 1}", "accuracy": rng.random(),
+                       "mean_tokens": rng.uniform(10, 100)} for i, label in enumerate(labels)] for s in range(3)}
+    del seeds["2"][1]  # one seed lacks an evaluation: the step is left out, not averaged over two
+    averaged = mean_trajectory(seeds)
+    assert [p["label"] for p in averaged] == ["1", "9 peak", "13 trough"]
+    for point in averaged:
+        same = [next(q for q in points if q["label"] == point["label"]) for points in seeds.values()]
+        accuracy = [q["accuracy"] for q in same]
+        mean = sum(accuracy) / 3
+        assert point["accuracy"] == pytest.approx(mean)
+        assert point["accuracy_err"] == pytest.approx((sum((a - mean) ** 2 for a in accuracy) / 2) ** 0.5)
+        assert point["mean_tokens"] == pytest.approx(sum(q["mean_tokens"] for q in same) / 3)
+        assert point["series"] == same[0]["series"]
+    single = mean_trajectory({"0": seeds["0"]})
+    assert [p["accuracy"] for p in single] == [p["accuracy"] for p in seeds["0"]]
+    assert all(p["accuracy_err"] is None and p["tokens_err"] is None for p in single)
+    assert mean_trajectory({"0": [], "1": []}) == []

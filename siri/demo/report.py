@@ -65,10 +65,35 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
     return summary
 
 
+def mean_trajectory(trajectories: dict[str, list[dict]]) -> list[dict]:
+    """SIRI's trajectory averaged over seeds: one point per evaluation that every seed made
+    (same label), in the first seed's order, with the mean accuracy and tokens and, over
+    several seeds, their standard deviations as ``accuracy_err`` / ``tokens_err``."""
+    import statistics
+
+    runs = [points for points in trajectories.values() if points]
+    if not runs:
+        return []
+    by_label = [{p["label"]: p for p in points} for points in runs]
+    averaged = []
+    for point in runs[0]:
+        same = [labels[point["label"]] for labels in by_label if point["label"] in labels]
+        if len(same) < len(runs):
+            continue
+        accuracy, tokens = [p["accuracy"] for p in same], [p["mean_tokens"] for p in same]
+        several = len(same) > 1
+        averaged.append({"label": point["label"], "series": point["series"],
+                         "accuracy": statistics.fmean(accuracy), "mean_tokens": statistics.fmean(tokens),
+                         "accuracy_err": statistics.stdev(accuracy) if several else None,
+                         "tokens_err": statistics.stdev(tokens) if several else None})
+    return averaged
+
+
 def plot_demo(out: Path, summary: dict) -> list[Path]:
     """``plots/training_comparison.png`` (the first seed's runs), ``plots/pareto.png`` (every
     checkpoint, mean with error bars) and ``plots/siri_trajectory.png`` (SIRI's peaks and
-    troughs, cycle by cycle, with the other checkpoints' means); per-run plots in each run."""
+    troughs cycle by cycle, mean over seeds with std error bars, beside the other
+    checkpoints' means); per-run plots in each run."""
     from siri.plot import plot_comparison, plot_pareto, plot_run
 
     first = summary["seeds"][0]
@@ -80,7 +105,7 @@ def plot_demo(out: Path, summary: dict) -> list[Path]:
     first_runs = {arm: summary["runs"][f"{arm}/seed{first}"] for arm in summary["arms"]}
     plots = [plot_comparison(first_runs, out / "plots" / "training_comparison.png"),
              plot_pareto(finals, out / "plots" / "pareto.png")]
-    path = summary["trajectory"][str(first)]
+    path = mean_trajectory(summary["trajectory"])
     if path:
         others = [p for p in finals if p["label"] not in ("siri_low", "siri_high")]
         plots.append(plot_pareto([*path, *others], out / "plots" / "siri_trajectory.png"))
