@@ -1,5 +1,7 @@
 # Torch for siri._C. Sets SIRI_TORCH_LIBRARIES (what _C links for ATen and the op registry)
-# and SIRI_TORCH_ROOT (the torch package directory: include/, lib/).
+# and SIRI_TORCH_ROOT (the torch package directory: include/, lib/). A CPU-only build caches
+# nothing about torch, so a build directory reconfigured from another environment follows
+# that environment's torch.
 #
 # With SIRI_CUDA: torch's own CMake package, which also brings the CUDA toolkit's targets.
 # Without: torch's headers and libraries by path, the way torch.utils.cpp_extension builds a
@@ -27,7 +29,7 @@ else()
     "${SIRI_TORCH_ROOT}/include" "${SIRI_TORCH_ROOT}/include/torch/csrc/api/include")
   target_compile_definitions(siri_torch_cpu INTERFACE _GLIBCXX_USE_CXX11_ABI=${_siri_cxx11_abi})
   foreach(_siri_lib c10 torch_cpu torch)
-    find_library(SIRI_TORCH_LIB_${_siri_lib} ${_siri_lib} PATHS "${SIRI_TORCH_ROOT}/lib" REQUIRED NO_DEFAULT_PATH)
+    find_library(SIRI_TORCH_LIB_${_siri_lib} ${_siri_lib} PATHS "${SIRI_TORCH_ROOT}/lib" REQUIRED NO_DEFAULT_PATH NO_CACHE)
     target_link_libraries(siri_torch_cpu INTERFACE "${SIRI_TORCH_LIB_${_siri_lib}}")
   endforeach()
   set(SIRI_TORCH_LIBRARIES siri_torch_cpu)

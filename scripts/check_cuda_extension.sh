@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stronger than check_cuda_compile.sh: configure, compile and link the whole extension with
-# CUDA (bindings included) on a machine without a GPU, then import it. Needs a CUDA build of
-# torch in a separate venv (about 5.5 GB; not run in CI for that reason):
+# CUDA (bindings included) on a machine without a GPU, then import it; then, against the same
+# CUDA torch, a CPU-only build with no CUDA toolkit visible. Needs a CUDA build of torch in a
+# separate venv (about 5.5 GB; `make cuda-ext-check` makes .venv-cuda, CI runs it):
 #   python3 -m venv /tmp/cudavenv && /tmp/cudavenv/bin/pip install torch==2.14.1 ninja cmake pybind11==3.0.4 numpy
 # Usage: scripts/check_cuda_extension.sh [VENV]   (default /tmp/cudavenv)
 set -euo pipefail
@@ -56,3 +57,24 @@ print(f"{len(ops)} ops, each with CPU and CUDA kernels: {', '.join(ops)}")
 PYEOF
 )
 echo "check_cuda_extension: CUDA extension compiled, linked and imported"
+
+# The same CUDA torch, a CPU-only build, with no CUDA toolkit in sight (no CUDA_HOME, no nvcc on
+# PATH): the case of `pip install torch` on a Linux machine without CUDA. torch's CMake package
+# refuses it ("uses CUDA but I cannot find the CUDA libraries"), so cmake/siri_torch.cmake finds
+# torch by path; this build must configure, link and import with the CPU backend alone.
+cpu_build="$build-cpu-only"
+cpu_out="$cpu_build/out/siri"
+mkdir -p "$cpu_out"
+env -u CUDA_HOME -u CUDA_PATH -u CUDAToolkit_ROOT PATH="$VENV/bin:/usr/bin:/bin" \
+  cmake -S . -B "$cpu_build" -G Ninja -DSIRI_CUDA=OFF -DPython_EXECUTABLE="$py" \
+  -DCMAKE_PREFIX_PATH="$("$py" -c 'import pybind11; print(pybind11.get_cmake_dir())')" \
+  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$cpu_out" >/dev/null
+env -u CUDA_HOME PATH="$VENV/bin:/usr/bin:/bin" cmake --build "$cpu_build" --parallel "${MAX_JOBS:-2}" >/dev/null
+(cd siri && find . -name "*.py" -exec install -D -m 644 {} "$cpu_out/{}" \;)
+(cd "$cpu_build/out" && "$py" -c '
+import torch, siri
+info = siri.build_info()
+assert info["backends"] == ["cpu"], info
+assert torch.version.cuda, "the venv torch is meant to be a CUDA build"
+print(f"check_cuda_extension: CPU-only build against torch {torch.__version__} imported: {info}")
+')
