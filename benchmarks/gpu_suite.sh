@@ -18,7 +18,7 @@ usage() {
   cat <<'EOF'
 usage: bash benchmarks/gpu_suite.sh [--sanitize] [--list] [--help]
 
-Tier 1 (always): nvidia-smi, CUDA build, siri info, CUDA kernels present, CUDA op tests,
+Tier 1 (always): siri's pinned dependencies, nvidia-smi, CUDA build, siri info, CUDA kernels present, CUDA op tests,
 CUDA engine tests, trainer smoke, every benchmarks/bench_*.py with --device cuda.
 Tier 2 (--sanitize): compute-sanitizer memcheck and racecheck over the CUDA op tests, and
 the whole test suite (CPU + CUDA).
@@ -137,6 +137,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
       --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# siri's exact pins (transformers, math-verify, ...): the image has other releases unless
+# .whl/ carried them (make gpu-wheels); a mismatch fails this step, the suite goes on
+run "pinned dependencies" "$PY" scripts/gpu_wheels.py --check
 run "nvidia-smi" nvidia-smi
 run "build siri with CUDA" "$PY" -m pip install --no-build-isolation --no-deps -e .
 run "siri info" "$PY" -m siri info

@@ -11,6 +11,7 @@ when they fit the transfer limit (liger-kernel; flashinfer's wheels are over 100
     python scripts/gpu_wheels.py              # about 15 MB into .whl/
     python scripts/gpu_wheels.py --baselines  # and liger-kernel
     python scripts/gpu_wheels.py --list       # print the requirements, download nothing
+    python scripts/gpu_wheels.py --check      # on the GPU machine: are siri's pins installed?
 
 benchmarks/gpu_suite.sh installs whatever .whl/ holds (``--no-index --no-deps``) before it
 builds siri. .whl/ is git-ignored, so a device run must name it in ``carry``.
@@ -101,13 +102,39 @@ def fetch(pins: dict[str, str], extra: list[str], dest: Path) -> list[Path]:
     return [releases[0] for _, releases in sorted(have.items())]
 
 
+def check_installed(pins: dict[str, str]) -> list[str]:
+    """One line per pin whose installed version differs (or that is not installed)."""
+    from importlib import metadata
+
+    problems = []
+    for name, version in pins.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            problems.append(f"{name}: siri pins {version}, installed {installed or 'nothing'}")
+    return problems
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dest", type=Path, default=REPO / ".whl", help="where the wheels go (default: .whl/)")
     p.add_argument("--baselines", action="store_true", help=f"also download {', '.join(BASELINES)}")
     p.add_argument("--list", action="store_true", help="print siri's exact pins and download nothing")
+    p.add_argument("--check", action="store_true",
+                   help="check that this Python has siri's exact pins installed (exit 1 if not)")
     args = p.parse_args()
     pins, extra = project_pins(), BASELINES if args.baselines else []
+    if args.check:
+        problems = check_installed(pins)
+        for problem in problems:
+            print(problem)
+        if problems:
+            sys.exit("gpu_wheels.py: siri's pinned dependencies are not what is installed; on the development "
+                     "machine run `make gpu-wheels` and carry .whl/ with the run")
+        print(f"siri's {len(pins)} exact pins are installed: {', '.join(f'{n}=={v}' for n, v in pins.items())}")
+        return
     if args.list:
         for requirement in [f"{name}=={version}" for name, version in pins.items()] + extra:
             print(requirement)

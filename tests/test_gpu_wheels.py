@@ -76,3 +76,20 @@ def test_fetch_refuses_two_releases_of_a_pinned_package(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_wheels, "download", FakeIndex({}))
     with pytest.raises(SystemExit, match="other releases of the packages it fetches .*transformers-5.17.0"):
         gpu_wheels.fetch({"transformers": "5.24.0"}, [], tmp_path)
+
+
+def test_check_names_each_pin_that_is_not_installed():
+    from importlib import metadata
+
+    pytest_version = metadata.version("pytest")
+    assert gpu_wheels.check_installed({"pytest": pytest_version}) == []
+    assert gpu_wheels.check_installed({"pytest": "0.0.1", "no-such-package-for-siri": "1.0"}) == [
+        f"pytest: siri pins 0.0.1, installed {pytest_version}",
+        "no-such-package-for-siri: siri pins 1.0, installed nothing"]
+
+
+def test_check_passes_where_the_pins_are_installed():
+    out = subprocess.run([sys.executable, "scripts/gpu_wheels.py", "--check"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "exact pins are installed: transformers==" in out.stdout
