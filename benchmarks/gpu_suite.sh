@@ -18,8 +18,9 @@ usage() {
   cat <<'EOF'
 usage: bash benchmarks/gpu_suite.sh [--sanitize] [--list] [--help]
 
-Tier 1 (always): siri's pinned dependencies, nvidia-smi, CUDA build, siri info, CUDA kernels present, CUDA op tests,
-CUDA engine tests, trainer smoke, every benchmarks/bench_*.py with --device cuda.
+Tier 1 (always): siri's pinned dependencies, nvidia-smi, CUDA build, siri info, CUDA kernels
+present, CUDA op tests, CUDA engine tests, trainer smoke, every benchmarks/bench_*.py with
+--device cuda.
 Tier 2 (--sanitize): compute-sanitizer memcheck and racecheck over the CUDA op tests, and
 the whole test suite (CPU + CUDA).
 

@@ -22,8 +22,12 @@ import argparse
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the TOML reader pip vendors
+    from pip._vendor import tomli as tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

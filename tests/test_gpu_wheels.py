@@ -2,7 +2,6 @@
 exact pins of downloaded wheels, and its refusal of a .whl/ holding two releases of a package."""
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -29,7 +28,7 @@ def test_only_exact_unconditional_pins_count():
 
 
 def test_the_project_pins_are_pyprojects():
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    dependencies = gpu_wheels.tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     pins = gpu_wheels.project_pins()
     assert "transformers" in pins
     assert {f"{name}=={version}" for name, version in pins.items()} == \
