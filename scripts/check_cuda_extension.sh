@@ -65,11 +65,14 @@ echo "check_cuda_extension: CUDA extension compiled, linked and imported"
 cpu_build="$build-cpu-only"
 cpu_out="$cpu_build/out/siri"
 mkdir -p "$cpu_out"
-env -u CUDA_HOME -u CUDA_PATH -u CUDAToolkit_ROOT PATH="$VENV/bin:/usr/bin:/bin" \
-  cmake -S . -B "$cpu_build" -G Ninja -DSIRI_CUDA=OFF -DPython_EXECUTABLE="$py" \
+no_cuda=(env -u CUDA_HOME -u CUDA_PATH -u CUDAToolkit_ROOT PATH="$VENV/bin:/usr/bin:/bin")
+configured="$("${no_cuda[@]}" cmake -S . -B "$cpu_build" -G Ninja -DSIRI_CUDA=OFF -DPython_EXECUTABLE="$py" \
   -DCMAKE_PREFIX_PATH="$("$py" -c 'import pybind11; print(pybind11.get_cmake_dir())')" \
-  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$cpu_out" >/dev/null
-env -u CUDA_HOME PATH="$VENV/bin:/usr/bin:/bin" cmake --build "$cpu_build" --parallel "${MAX_JOBS:-2}" >/dev/null
+  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$cpu_out")"
+# /usr/local/cuda may still be found by CMake's default search: the check is that torch came by path
+grep -q "siri: CPU-only build against torch in .* (by path" <<<"$configured" || {
+  echo "check_cuda_extension: the CPU-only build did not take torch by path (cmake/siri_torch.cmake)" >&2; exit 1; }
+"${no_cuda[@]}" cmake --build "$cpu_build" --parallel "${MAX_JOBS:-2}" >/dev/null
 (cd siri && find . -name "*.py" -exec install -D -m 644 {} "$cpu_out/{}" \;)
 (cd "$cpu_build/out" && "$py" -c '
 import torch, siri

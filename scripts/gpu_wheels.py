@@ -8,7 +8,7 @@ exact pins those wheels declare, recursively, for CPython 3.12 on manylinux x86-
 machine's Python). ``--baselines`` adds the kernel libraries the benchmarks compare with
 when they fit the transfer limit (liger-kernel; flashinfer's wheels are over 100 MB).
 
-    python scripts/gpu_wheels.py              # about 15 MB into .whl/
+    python scripts/gpu_wheels.py              # 13 MiB into .whl/
     python scripts/gpu_wheels.py --baselines  # and liger-kernel
     python scripts/gpu_wheels.py --list       # print the requirements, download nothing
     python scripts/gpu_wheels.py --check      # on the GPU machine: are siri's pins installed?
@@ -19,7 +19,7 @@ builds siri. .whl/ is git-ignored, so a device run must name it in ``carry``.
 from __future__ import annotations
 
 import argparse
-import re
+import email.parser
 import subprocess
 import sys
 import zipfile
@@ -28,6 +28,14 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the TOML reader pip vendors
     from pip._vendor import tomli as tomllib
+try:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+    from packaging.version import Version
+except ModuleNotFoundError:  # packaging comes with transformers; pip vendors it too
+    from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
+    from pip._vendor.packaging.version import Version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,22 +45,26 @@ TARGET = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:
           "--platform", "manylinux2014_x86_64"]
 #: Optional baselines that fit the device tool's 64 MiB working-tree limit.
 BASELINES = ["liger-kernel"]
-#: A requirement pinned to one release, with no environment marker: "name==version".
-EXACT_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.+!-]+)\s*$")
+#: The GPU machine's environment markers (requirements whose markers exclude it are not followed).
+TARGET_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "implementation_name": "cpython",
+                  "platform_python_implementation": "CPython", "os_name": "posix", "sys_platform": "linux",
+                  "platform_system": "Linux", "platform_machine": "x86_64"}
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def exact_pins(requirements: list[str]) -> dict[str, str]:
-    """``{canonical name: version}`` of the requirements pinned with ``==`` (no markers, extras
-    or ranges: those the image's own packages are trusted to satisfy)."""
+def exact_pins(requirements: list[str], markers: dict | None = None) -> dict[str, str]:
+    """``{canonical name: version}`` of the requirements pinned to one release (``==``, no
+    wildcard) that apply under ``markers`` (default: the GPU machine's; ``{}``: this Python's;
+    never an extra's); ranges are left to the image's own packages and checked by
+    :func:`check_installed` there."""
     pins = {}
-    for requirement in requirements:
-        match = EXACT_PIN.match(requirement)
-        if match:
-            pins[canonical(match[1])] = match[2]
+    for text in requirements:
+        requirement = Requirement(text)
+        environment = {**(TARGET_MARKERS if markers is None else markers), "extra": ""}
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        specs = list(requirement.specifier)
+        if len(specs) == 1 and specs[0].operator == "==" and not specs[0].version.endswith("*"):
+            pins[canonicalize_name(requirement.name)] = specs[0].version
     return pins
 
 
@@ -61,18 +73,19 @@ def project_pins(pyproject: Path = REPO / "pyproject.toml") -> dict[str, str]:
 
 
 def wheel_requirements(wheel: Path) -> list[str]:
-    """The ``Requires-Dist`` lines of a wheel's METADATA."""
+    """The ``Requires-Dist`` headers of a wheel's METADATA (not lines of its description)."""
     with zipfile.ZipFile(wheel) as archive:
         (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         text = archive.read(metadata).decode()
-    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+    return email.parser.Parser().parsestr(text, headersonly=True).get_all("Requires-Dist") or []
 
 
-def downloaded(dest: Path) -> dict[str, list[Path]]:
-    """``{canonical name: its wheels}`` in ``dest`` (more than one: several releases)."""
-    wheels: dict[str, list[Path]] = {}
+def downloaded(dest: Path) -> dict[str, list[tuple[Version, Path]]]:
+    """``{canonical name: [(version, wheel)]}`` in ``dest`` (more than one: several releases)."""
+    wheels: dict[str, list[tuple[Version, Path]]] = {}
     for wheel in sorted(dest.glob("*.whl")):
-        wheels.setdefault(canonical(wheel.name.split("-")[0]), []).append(wheel)
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+        wheels.setdefault(name, []).append((version, wheel))
     return wheels
 
 
@@ -84,41 +97,72 @@ def download(requirements: list[str], dest: Path) -> None:
 
 
 def fetch(pins: dict[str, str], extra: list[str], dest: Path) -> list[Path]:
-    """Downloads the pins, the extra requirements and, recursively, the exact pins the
-    downloaded wheels declare; returns the wheels, one per package."""
+    """Downloads the pins, the extra requirements and, recursively, the exact pins that the
+    wheels of those packages declare; returns the wheels, one per package. Other wheels
+    already in ``dest`` are kept but not followed."""
     dest.mkdir(parents=True, exist_ok=True)
-    wanted, queue = dict(pins), [f"{name}=={version}" for name, version in pins.items()] + extra
+    wanted = dict(pins)
+    followed = set(pins) | {canonicalize_name(Requirement(r).name) for r in extra}
+    queue = [f"{name}=={version}" for name, version in pins.items()] + extra
     while queue:
         download(queue, dest)
         queue = []
-        for wheel in (w for releases in downloaded(dest).values() for w in releases):
-            for name, version in exact_pins(wheel_requirements(wheel)).items():
-                if name not in wanted:
-                    wanted[name] = version
-                    queue.append(f"{name}=={version}")
+        for name, releases in downloaded(dest).items():
+            if name not in followed:
+                continue
+            for _, wheel in releases:
+                for pin, version in exact_pins(wheel_requirements(wheel)).items():
+                    if pin in wanted and Version(wanted[pin]) != Version(version):
+                        sys.exit(f"gpu_wheels.py: {wheel.name} pins {pin}=={version}, but {pin}=={wanted[pin]} "
+                                 "is pinned too; the two cannot be installed together")
+                    if pin not in wanted:
+                        wanted[pin] = version
+                        followed.add(pin)
+                        queue.append(f"{pin}=={version}")
     have = downloaded(dest)
-    stale = [w for name, releases in have.items() for w in releases
-             if len(releases) > 1 or (name in wanted and f"-{wanted[name]}-" not in w.name)]
+    stale = [wheel for name, releases in have.items() for version, wheel in releases
+             if len(releases) > 1 or (name in wanted and version != Version(wanted[name]))]
     if stale:
         sys.exit(f"gpu_wheels.py: {dest} holds other releases of the packages it fetches "
                  f"({', '.join(w.name for w in stale)}); remove them: the suite installs every wheel there, "
                  "and two releases of one package stop the install")
-    return [releases[0] for _, releases in sorted(have.items())]
+    return [releases[0][1] for _, releases in sorted(have.items())]
 
 
 def check_installed(pins: dict[str, str]) -> list[str]:
-    """One line per pin whose installed version differs (or that is not installed)."""
+    """One line per problem with this Python's packages: a pin not installed at its release,
+    or a requirement of a pinned package (its own pins followed too) that what is installed
+    does not meet, e.g. transformers 5.24.0 over the image's older huggingface-hub."""
     from importlib import metadata
 
-    problems = []
-    for name, version in pins.items():
+    def installed(name: str) -> str | None:
         try:
-            installed = metadata.version(name)
+            return metadata.version(name)
         except metadata.PackageNotFoundError:
-            installed = None
-        if installed != version:
-            problems.append(f"{name}: siri pins {version}, installed {installed or 'nothing'}")
-    return problems
+            return None
+
+    problems, queue, seen = [], dict(pins), set()
+    while queue:
+        name, version = queue.popitem()
+        seen.add(name)
+        have = installed(name)
+        if have is None or Version(have) != Version(version):
+            problems.append(f"{name}: siri pins {version}, installed {have or 'nothing'}")
+            continue
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            pinned = exact_pins([text], markers={})
+            dependency = canonicalize_name(requirement.name)
+            if pinned and dependency not in seen:
+                queue.update(pinned)
+                continue
+            have = installed(requirement.name)
+            if have is None or not requirement.specifier.contains(have, prereleases=True):
+                problems.append(f"{dependency}: {name} {version} needs {requirement.name}{requirement.specifier}, "
+                                f"installed {have or 'nothing'}")
+    return sorted(problems)
 
 
 def main() -> None:

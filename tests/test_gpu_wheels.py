@@ -13,18 +13,25 @@ import gpu_wheels  # noqa: E402
 
 
 def make_wheel(dest: Path, name: str, version: str, requires: list[str]) -> Path:
+    """A wheel whose METADATA declares `requires`, and whose description mentions a pin that is
+    not a requirement."""
     wheel = dest / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
     metadata = "".join(f"Requires-Dist: {r}\n" for r in requires)
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(f"{name.replace('-', '_')}-{version}.dist-info/METADATA",
-                         f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{metadata}")
+                         f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{metadata}\n"
+                         "Requires-Dist: described==1.0\n")
     return wheel
 
 
-def test_only_exact_unconditional_pins_count():
-    pins = gpu_wheels.exact_pins(["transformers==5.24.0", "numpy>=1.17", "torch", "foo ==1.2 ; python_version<'3.5'",
-                                  "Latex2Sympy2_Extended==1.11.0", "bar[extra]==2.0", "baz<3,>=1"])
-    assert pins == {"transformers": "5.24.0", "latex2sympy2-extended": "1.11.0"}
+def test_pins_are_single_exact_releases_that_apply_on_the_gpu_machine():
+    pins = gpu_wheels.exact_pins(["transformers==5.24.0", "numpy>=1.17", "torch", "old ==1.2 ; python_version<'3.5'",
+                                  "new==3.1; python_version>='3.8' and sys_platform=='linux'",
+                                  "windows==1.0; sys_platform=='win32'", "tests==1.0; extra=='test'",
+                                  "Latex2Sympy2_Extended==1.11.0", "bar[extra]==2.0", "legacy (==0.4)",
+                                  "wild==1.*", "baz<3,>=1"])
+    assert pins == {"transformers": "5.24.0", "new": "3.1", "latex2sympy2-extended": "1.11.0", "bar": "2.0",
+                    "legacy": "0.4"}
 
 
 def test_the_project_pins_are_pyprojects():
@@ -32,7 +39,7 @@ def test_the_project_pins_are_pyprojects():
     pins = gpu_wheels.project_pins()
     assert "transformers" in pins
     assert {f"{name}=={version}" for name, version in pins.items()} == \
-        {gpu_wheels.canonical(d.split("==")[0]) + "==" + d.split("==")[1] for d in dependencies if "==" in d}
+        {gpu_wheels.canonicalize_name(d.split("==")[0]) + "==" + d.split("==")[1] for d in dependencies if "==" in d}
 
 
 def test_list_prints_the_pins_and_downloads_nothing(tmp_path):
@@ -83,8 +90,8 @@ def test_check_names_each_pin_that_is_not_installed():
     pytest_version = metadata.version("pytest")
     assert gpu_wheels.check_installed({"pytest": pytest_version}) == []
     assert gpu_wheels.check_installed({"pytest": "0.0.1", "no-such-package-for-siri": "1.0"}) == [
-        f"pytest: siri pins 0.0.1, installed {pytest_version}",
-        "no-such-package-for-siri: siri pins 1.0, installed nothing"]
+        "no-such-package-for-siri: siri pins 1.0, installed nothing",
+        f"pytest: siri pins 0.0.1, installed {pytest_version}"]
 
 
 def test_check_passes_where_the_pins_are_installed():
@@ -92,3 +99,38 @@ def test_check_passes_where_the_pins_are_installed():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "exact pins are installed: transformers==" in out.stdout
+
+
+def test_fetch_accepts_equal_versions_and_follows_only_what_it_fetches(tmp_path, monkeypatch):
+    make_wheel(tmp_path, "unrelated", "1.0", ["stray==2.0"])  # kept, not followed
+    index = FakeIndex({"math-verify": ["latex2sympy2_extended==1.11"]})
+    monkeypatch.setattr(gpu_wheels, "download", lambda requirements, dest: index(
+        [r.replace("1.11", "1.11.0") for r in requirements], dest))  # the index names it 1.11.0
+    wheels = gpu_wheels.fetch({"math-verify": "0.9.0"}, [], tmp_path)
+    assert [w.name for w in wheels] == ["latex2sympy2_extended-1.11.0-py3-none-any.whl",
+                                        "math_verify-0.9.0-py3-none-any.whl", "unrelated-1.0-py3-none-any.whl"]
+    assert index.calls == [["math-verify==0.9.0"], ["latex2sympy2-extended==1.11.0"]]
+
+
+def test_fetch_refuses_conflicting_pins(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_wheels, "download", FakeIndex({"math-verify": ["transformers==5.0.0"]}))
+    with pytest.raises(SystemExit, match="pins transformers==5.0.0, but transformers==5.24.0 is pinned too"):
+        gpu_wheels.fetch({"transformers": "5.24.0", "math-verify": "0.9.0"}, [], tmp_path)
+
+
+def test_check_follows_the_requirements_of_pinned_packages(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    pytest_version = metadata.version("pytest")
+    for name, requires in {"pinned-top": [f"pytest=={pytest_version}", "pluggy>=0.1", "hypothesis>=999",
+                                          "never-installed>=1; python_version<'3'", "missing-dep"],
+                           "pinned-sub": []}.items():
+        info = tmp_path / f"{name.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        lines = "".join(f"Requires-Dist: {r}\n" for r in requires)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n{lines}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hypothesis_version = metadata.version("hypothesis")
+    assert gpu_wheels.check_installed({"pinned-top": "1.0", "pinned-sub": "1.0"}) == [
+        f"hypothesis: pinned-top 1.0 needs hypothesis>=999, installed {hypothesis_version}",
+        "missing-dep: pinned-top 1.0 needs missing-dep, installed nothing"]

@@ -66,9 +66,10 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
 
 
 def mean_trajectory(trajectories: dict[str, list[dict]]) -> list[dict]:
-    """SIRI's trajectory averaged over seeds: one point per evaluation that every seed made
-    (same label), in the first seed's order, with the mean accuracy and tokens and, over
-    several seeds, their standard deviations as ``accuracy_err`` / ``tokens_err``."""
+    """SIRI's trajectory averaged over seeds: one point per evaluation (label) that every seed
+    with a trajectory made, in the first such seed's order, with the mean accuracy and tokens
+    and, over several seeds, their standard deviations as ``accuracy_err`` / ``tokens_err``.
+    Seeds without evaluations are left out."""
     import statistics
 
     runs = [points for points in trajectories.values() if points]
