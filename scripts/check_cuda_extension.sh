@@ -42,8 +42,9 @@ for sm in sm_80 sm_90a sm_100; do
 done
 grep -q "sm_100" <<<"$ptx" || { echo "check_cuda_extension: no compute_100 PTX in $so" >&2; exit 1; }
 echo "check_cuda_extension: SASS for $(grep -o 'sm_[0-9]*a\?' <<<"$elves" | sort -u | tr '\n' ' ')and PTX for $(grep -o 'sm_[0-9]*a\?' <<<"$ptx" | sort -u | tr '\n' ' ')"
-# Import the CUDA build: copy the Python sources next to the freshly linked _C.
-(cd siri && find . -name "*.py" -exec install -D -m 644 {} "$out/{}" \;)
+# A build is imported from its output directory, with siri's Python sources copied next to _C.
+copy_python_sources() { (cd siri && find . -name "*.py" -exec install -D -m 644 {} "$1/{}" \;); }
+copy_python_sources "$out"
 (cd "$build/out" && "$py" - <<'PYEOF'
 import torch
 import siri
@@ -73,7 +74,7 @@ configured="$("${no_cuda[@]}" cmake -S . -B "$cpu_build" -G Ninja -DSIRI_CUDA=OF
 grep -q "siri: CPU-only build against torch in .* (by path" <<<"$configured" || {
   echo "check_cuda_extension: the CPU-only build did not take torch by path (cmake/siri_torch.cmake)" >&2; exit 1; }
 "${no_cuda[@]}" cmake --build "$cpu_build" --parallel "${MAX_JOBS:-2}" >/dev/null
-(cd siri && find . -name "*.py" -exec install -D -m 644 {} "$cpu_out/{}" \;)
+copy_python_sources "$cpu_out"
 (cd "$cpu_build/out" && "$py" -c '
 import torch, siri
 info = siri.build_info()

@@ -104,6 +104,7 @@ def fetch(pins: dict[str, str], extra: list[str], dest: Path) -> list[Path]:
     wanted = dict(pins)
     followed = set(pins) | {canonicalize_name(Requirement(r).name) for r in extra}
     queue = [f"{name}=={version}" for name, version in pins.items()] + extra
+    read: set[Path] = set()
     while queue:
         download(queue, dest)
         queue = []
@@ -111,6 +112,9 @@ def fetch(pins: dict[str, str], extra: list[str], dest: Path) -> list[Path]:
             if name not in followed:
                 continue
             for _, wheel in releases:
+                if wheel in read:
+                    continue
+                read.add(wheel)
                 for pin, version in exact_pins(wheel_requirements(wheel)).items():
                     if pin in wanted and Version(wanted[pin]) != Version(version):
                         sys.exit(f"gpu_wheels.py: {wheel.name} pins {pin}=={version}, but {pin}=={wanted[pin]} "
