@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <climits>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,31 @@ py::dict attention_plan(const std::vector<int64_t>& kv_lens, int64_t num_q_heads
   return out;
 }
 
+// How the CUDA kernels (decode and merge, through siri::query_split(params, query)) split each
+// query of a call with these kv_lens, block-table capacity, chunk and max_splits: a list of
+// (keys read, chunk, splits). run_time: the chunk is the chunk_tokens tensor's value (read
+// through params.chunk_tokens_at, sanitised as on the device), else the planned chunk_tokens.
+py::list attention_query_splits(const std::vector<int32_t>& kv_lens, int64_t capacity, int64_t chunk,
+                                int64_t max_splits, bool run_time) {
+  if (capacity < 1) throw py::value_error("capacity must be >= 1");
+  if (chunk < INT32_MIN || chunk > INT32_MAX) throw py::value_error("chunk must fit in int32");
+  const int32_t chunk_value = static_cast<int32_t>(chunk);
+  siri::PagedAttentionParams p{};
+  p.kv_lens = kv_lens.data();
+  p.num_queries = static_cast<int64_t>(kv_lens.size());
+  p.page_size = 1;
+  p.max_pages = capacity;
+  p.chunk_tokens = chunk;
+  p.max_splits = max_splits;
+  p.chunk_tokens_at = run_time ? &chunk_value : nullptr;
+  py::list out;
+  for (int64_t i = 0; i < p.num_queries; ++i) {
+    const siri::QuerySplit s = siri::query_split(p, i);
+    out.append(py::make_tuple(s.kv_len, s.chunk, s.splits));
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_attention_probes(py::module_& m) {
@@ -56,4 +83,8 @@ void register_attention_probes(py::module_& m) {
         "longest_item_tokens, heads_per_block, max_partial_bytes",
         py::arg("kv_lens"), py::arg("num_q_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
         py::arg("device"), py::arg("units"), py::arg("prefill") = false);
+  m.def("_attention_query_splits", &attention_query_splits,
+        "Test probe: siri::query_split(params, i) for each kv_len (the CUDA kernels' per-query split) -> "
+        "[(keys read, chunk, splits)]; run_time: chunk is the chunk_tokens tensor's value",
+        py::arg("kv_lens"), py::arg("capacity"), py::arg("chunk"), py::arg("max_splits"), py::arg("run_time"));
 }

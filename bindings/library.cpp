@@ -31,9 +31,13 @@ TORCH_LIBRARY(siri, m) {
         "Tensor seq_lens, Tensor cu_seqlens, float? scale=None) -> Tensor");
   m.def("append_kv(Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping) -> ()");
   // The engine's sync-free attention: the split plan comes from host facts (longest and total
-  // kv_len), and block ids / kv_lens are trusted on CUDA (the engine checks them on the host).
+  // kv_len), and block ids / kv_lens are trusted on CUDA (the engine checks them on the host;
+  // the kernels still never read past a block-table row or use more than max_splits splits).
+  // chunk_tokens ([1] int32): the split length read at run time (CUDA graphs), with buffers
+  // sized for max_kv_len as the capacity.
   m.def("paged_attention_run(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, Tensor kv_lens, "
-        "Tensor? query_seq, int max_kv_len, int total_kv_len, float? scale=None) -> Tensor");
+        "Tensor? query_seq, int max_kv_len, int total_kv_len, float? scale=None, Tensor? chunk_tokens=None) "
+        "-> Tensor");
   // Rotary embedding of q and k (HF rotate-half) with the rotated k and v written to the cache.
   m.def("rotary_append_kv(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor(a!) k_cache, "
         "Tensor(b!) v_cache, Tensor slot_mapping) -> Tensor");

@@ -49,5 +49,6 @@ PYBIND11_MODULE(_C, m) {
         "torch_version, openmp");
   m.def("philox4x32_10", &philox4x32_10, "Philox4x32-10 of counter (c0..c3) under key (k0, k1): 4 uint32",
         py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("k0"), py::arg("k1"));
+  register_attention_plan(m);
   register_header_probes(m);
 }

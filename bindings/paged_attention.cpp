@@ -73,11 +73,20 @@ struct KVLenFacts {
   int64_t total, longest;
 };
 
+// A chunk given at run time: on CUDA the kernels read it from `device_chunk` (the tensor's
+// storage); on the CPU the binding has already turned it into `host_chunk` (sanitised, fitted
+// to the longest query).
+struct RunChunk {
+  const int32_t* device_chunk = nullptr;
+  int64_t host_chunk = 0;  // > 0: use it
+};
+
 PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_cache,
                                      const at::Tensor& v_cache, const at::Tensor& block_table,
                                      at::Tensor kv_lens, at::Tensor query_seq,
                                      std::optional<double> scale, SplitPolicy policy,
-                                     std::optional<KVLenFacts> facts = std::nullopt) {
+                                     std::optional<KVLenFacts> facts = std::nullopt,
+                                     std::optional<RunChunk> run_chunk = std::nullopt) {
   PagedAttentionCall call;
   PagedAttentionParams& p = call.params;
   p.dtype = check_kv_cache(k_cache, v_cache);
@@ -96,7 +105,15 @@ PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_ca
   p.scale = static_cast<float>(s);
   p.chunk_tokens = 1;
   p.max_splits = 1;
-  if (p.num_queries > 0) {
+  p.chunk_tokens_at = nullptr;
+  if (p.num_queries > 0 && run_chunk) {
+    // Buffers for any batch up to the capacity (facts->longest) and any chunk >= the minimum.
+    p.max_splits = graph_split_count(facts->longest, p.num_queries, p.num_q_heads, D, policy);
+    // The fallback chunk (what a query of the full capacity gets); the kernels use the run-time one.
+    p.chunk_tokens = query_split(facts->longest, facts->longest, 1, p.max_splits).chunk;
+    if (run_chunk->host_chunk > 0) p.chunk_tokens = run_chunk->host_chunk;
+    p.chunk_tokens_at = run_chunk->device_chunk;
+  } else if (p.num_queries > 0) {
     if (!facts) {
       const at::Tensor lens_host = kv_lens.cpu();
       const int32_t* lens = lens_host.data_ptr<int32_t>();
@@ -106,8 +123,8 @@ PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_ca
         facts->longest = std::max<int64_t>(facts->longest, lens[i]);
       }
     }
-    const SplitPlan plan = plan_attention_splits(facts->total, facts->longest, p.num_queries, p.num_q_heads,
-                                                 p.num_kv_heads, D, policy.item_spans_kv_heads, policy.limits);
+    const SplitPlan plan =
+        eager_split_plan(facts->total, facts->longest, p.num_queries, p.num_q_heads, p.num_kv_heads, D, policy);
     p.chunk_tokens = plan.chunk_tokens;
     p.max_splits = plan.max_splits;
   }
@@ -129,6 +146,19 @@ PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_ca
 }
 
 }  // namespace
+
+SplitPlan eager_split_plan(int64_t total_kv_len, int64_t max_kv_len, int64_t num_queries, int64_t num_q_heads,
+                           int64_t num_kv_heads, int64_t head_dim, const SplitPolicy& policy) {
+  if (num_queries <= 0) return {1, 1};
+  return plan_attention_splits(total_kv_len, max_kv_len, num_queries, num_q_heads, num_kv_heads, head_dim,
+                               policy.item_spans_kv_heads, policy.limits);
+}
+
+int64_t graph_split_count(int64_t max_kv_len, int64_t num_queries, int64_t num_q_heads, int64_t head_dim,
+                          const SplitPolicy& policy) {
+  if (num_queries <= 0) return 1;
+  return graph_attention_max_splits(max_kv_len, num_queries, num_q_heads, head_dim, policy.limits);
+}
 
 AttnDType check_kv_cache(const at::Tensor& k_cache, const at::Tensor& v_cache) {
   check_dim(k_cache, "k_cache", 4);
@@ -197,7 +227,7 @@ PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& 
                                          const at::Tensor& v_cache, const at::Tensor& block_table,
                                          const at::Tensor& kv_lens, const std::optional<at::Tensor>& query_seq,
                                          int64_t max_kv_len, int64_t total_kv_len, std::optional<double> scale,
-                                         SplitPolicy policy) {
+                                         SplitPolicy policy, const std::optional<at::Tensor>& chunk_tokens) {
   check_kv_cache(k_cache, v_cache);
   check_q(q, k_cache);
   check_dtype(block_table, "block_table", at::kInt);
@@ -214,6 +244,12 @@ PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& 
   TORCH_CHECK_VALUE(queries == 0 || (max_kv_len >= 1 && max_kv_len <= capacity),
                     "max_kv_len must be in [1, max_pages * page_size = ", capacity, "], got ", max_kv_len);
   TORCH_CHECK_VALUE(total_kv_len >= 0, "total_kv_len must be >= 0, got ", total_kv_len);
+  std::optional<RunChunk> run_chunk;
+  if (chunk_tokens) {
+    check_int_vector(*chunk_tokens, "chunk_tokens", at::kInt, 1, k_cache, "one chunk length");
+    run_chunk = RunChunk{};
+    if (k_cache.is_cuda()) run_chunk->device_chunk = chunk_tokens->data_ptr<int32_t>();  // read by the kernels
+  }
   if (!k_cache.is_cuda()) {
     // Host memory: the values are checked too, without any device read.
     const int32_t* lens = kv_lens.data_ptr<int32_t>();
@@ -232,10 +268,21 @@ PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& 
                           " is outside [0, num_pages = ", num_pages, ")");
       }
     }
+    if (run_chunk && queries > 0) {
+      // The CPU kernels split every query with one chunk: the run-time value, sanitised as the
+      // CUDA kernels do, and raised (query_split) until the longest query fits max_splits, so no
+      // query needs more (CUDA raises it per query; the results are the same).
+      const int64_t value = chunk_tokens->data_ptr<int32_t>()[0];
+      TORCH_CHECK_VALUE(value >= 1, "chunk_tokens must hold a chunk length >= 1, got ", value);
+      int64_t longest = 1;
+      for (int64_t i = 0; i < queries; ++i) longest = std::max<int64_t>(longest, lens[i]);
+      const int64_t max_splits = graph_split_count(max_kv_len, queries, q.size(1), k_cache.size(3), policy);
+      run_chunk->host_chunk = query_split(longest, capacity, sanitize_chunk(value), max_splits).chunk;
+    }
   }
   return prepare_attention(q, k_cache, v_cache, block_table, kv_lens,
                            query_seq ? query_seq->contiguous() : at::Tensor(), scale, policy,
-                           KVLenFacts{total_kv_len, max_kv_len});
+                           KVLenFacts{total_kv_len, max_kv_len}, run_chunk);
 }
 
 AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache,
@@ -273,9 +320,7 @@ AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const
 namespace {
 
 // Work items are handed out dynamically, longest first, so chunks need no upper bound.
-SplitPolicy cpu_policy() {
-  return {cpu_split_limits(at::get_num_threads()), true};
-}
+SplitPolicy cpu_policy() { return cpu_split_policy(at::get_num_threads()); }
 
 at::Tensor paged_decode_attention_cpu(const at::Tensor& q, const at::Tensor& k_cache,
                                       const at::Tensor& v_cache, const at::Tensor& block_table,
@@ -298,9 +343,10 @@ at::Tensor paged_prefill_attention_cpu(const at::Tensor& q, const at::Tensor& k_
 at::Tensor paged_attention_run_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                    const at::Tensor& block_table, const at::Tensor& kv_lens,
                                    const std::optional<at::Tensor>& query_seq, int64_t max_kv_len,
-                                   int64_t total_kv_len, std::optional<double> scale) {
+                                   int64_t total_kv_len, std::optional<double> scale,
+                                   const std::optional<at::Tensor>& chunk_tokens) {
   const PagedAttentionCall call = prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
-                                                        max_kv_len, total_kv_len, scale, cpu_policy());
+                                                        max_kv_len, total_kv_len, scale, cpu_policy(), chunk_tokens);
   siri::cpu::paged_attention(call.params);
   return call.out;
 }

@@ -276,3 +276,86 @@ def test_unchecked_targets_give_the_same_loss_and_gradient(device, gen, inplace)
         loss.backward()
         results.append((loss.detach(), leaf.grad))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def assert_same_with_nan(actual, expected, atol=1e-5):
+    """Equal to the float64 reference within atol, NaN exactly where the reference is NaN."""
+    actual = actual.double().cpu()
+    assert torch.equal(actual.isnan(), expected.isnan())
+    torch.testing.assert_close(actual, expected, rtol=0, atol=atol, equal_nan=True)
+
+
+@pytest.mark.parametrize("kl_coef, clip_c", [(0.0, None), (0.1, 3.0)])
+@pytest.mark.parametrize("inplace", [True, False])
+def test_a_nan_logit_gives_a_nan_loss_and_gradient(device, gen, kl_coef, clip_c, inplace):
+    """Issue item 7: one NaN logit in an otherwise normal batch makes that token's logp NaN.
+    The loss must be NaN (as the float64 reference's is) so the trainer's non-finite check
+    fires; a clamp written with fmin/fmax turned the NaN log-ratio into -20, a finite loss and a
+    zero gradient. The NaN row's gradient is NaN, every other row's equals the reference's."""
+    logits, targets, old, adv, mask = make_case(24, 40, gen, log_ratio_spread=1.5)
+    mask[5] = True
+    logits[5, 11] = float("nan")
+    ref_logprobs = old + torch.randn(24, generator=gen) * 0.5
+    kw = dict(kl_coef=kl_coef, clip_c=clip_c, ref_logprobs=ref_logprobs if kl_coef else None)
+    loss, grad, ref, ref_grad, stats = run_both(device, logits, targets, old, adv, mask, inplace=inplace, **kw)
+    assert math.isnan(ref.item()), "the float64 reference must show the NaN too"
+    assert math.isnan(loss.item())
+    assert math.isnan(stats.logp[5].item())
+    assert grad[5].isnan().all()
+    assert_same_with_nan(grad, ref_grad)
+    others = torch.arange(24) != 5
+    assert torch.isfinite(grad.cpu()[others]).all()
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_an_unchecked_out_of_range_target_gives_a_nan_loss_and_gradient(device, gen, inplace):
+    """check_targets=False with a target outside the vocabulary: logp is NaN, and so must be
+    the loss and that row's gradient (they were finite and zero). The reference sees the same
+    NaN logp through a NaN in that row's logits; the other rows match it."""
+    logits, targets, old, adv, mask = make_case(20, 50, gen)
+    mask[7] = True
+    bad = targets.clone()
+    bad[7] = 50 + 3
+    leaf = logits.clone().to(device).requires_grad_()
+    loss, stats = grpo_loss(leaf * 1, bad.to(device), old.to(device), adv.to(device), mask.to(device),
+                            inplace_backward=inplace, check_targets=False)
+    loss.backward()
+    assert math.isnan(stats.logp[7].item()) and math.isnan(loss.item())
+    assert leaf.grad[7].isnan().all()
+    nan_logits = logits.double().clone()
+    nan_logits[7, 0] = float("nan")  # the same NaN logp for row 7 in the reference
+    xr = nan_logits.requires_grad_()
+    ref = grpo_loss_reference(xr, targets, old, adv, mask)
+    ref.backward()
+    assert math.isnan(ref.item())
+    assert_same_with_nan(leaf.grad, xr.grad)
+
+
+@pytest.mark.parametrize("field", ["logp", "old", "ref"])
+def test_token_loss_propagates_nan_from_its_clamped_inputs(device, gen, field):
+    """grpo_token_loss (the header math CPU and CUDA share): a NaN logp, old or ref logprob
+    (the inputs of the +-20 clamps) of a masked-in token gives NaN loss and NaN d loss / d logp
+    for that token only, like torch.clamp and torch.maximum in the reference."""
+    n = 8
+    logp = (-torch.rand(n, generator=gen, dtype=torch.float64) * 3)
+    inputs = dict(logp=logp, old=logp + torch.randn(n, generator=gen, dtype=torch.float64) * 0.3,
+                  adv=torch.randn(n, generator=gen, dtype=torch.float64),
+                  ref=logp + torch.randn(n, generator=gen, dtype=torch.float64) * 0.3)
+    inputs[field][2] = float("nan")
+    mask = torch.ones(n, dtype=torch.bool)
+    loss, dloss, _ = torch.ops.siri.grpo_token_loss(*(inputs[k].float().to(device) for k in ("logp", "old", "adv")),
+                                                    mask.to(device), inputs["ref"].float().to(device),
+                                                    0.2, 0.28, 3.0, 0.1)
+    lp = inputs["logp"].clone().requires_grad_()
+    adv, old, ref = inputs["adv"], inputs["old"], inputs["ref"]
+    ratio = torch.exp(torch.clamp(lp - old, -20.0, 20.0))
+    pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.28))
+    pg = torch.where(adv < 0, torch.minimum(pg, -adv * 3.0), pg)
+    kl = torch.clamp(ref - lp, -20.0, 20.0)
+    expected = pg + 0.1 * torch.clamp(torch.exp(kl) - kl - 1, -10.0, 10.0)
+    assert math.isnan(expected[2].item())
+    assert math.isnan(loss[2].item()) and math.isnan(dloss[2].item())
+    keep = torch.arange(n) != 2
+    (expected_grad,) = torch.autograd.grad(expected[keep].sum(), lp)
+    torch.testing.assert_close(loss.double().cpu()[keep], expected.detach()[keep], rtol=0, atol=1e-5)
+    torch.testing.assert_close(dloss.double().cpu()[keep], expected_grad[keep], rtol=0, atol=1e-5)

@@ -18,7 +18,7 @@ SplitPolicy cuda_policy(const at::Tensor& t, bool prefill) {
   int sms = 0;
   check_cuda_launch(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, t.get_device()),
                     "paged attention planner");
-  return {cuda_split_limits(sms, prefill), false};
+  return cuda_split_policy(sms, prefill);
 }
 
 void run(const PagedAttentionCall& call, const char* op) {
@@ -51,11 +51,14 @@ at::Tensor paged_prefill_attention_cuda(const at::Tensor& q, const at::Tensor& k
 at::Tensor paged_attention_run_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                     const at::Tensor& block_table, const at::Tensor& kv_lens,
                                     const std::optional<at::Tensor>& query_seq, int64_t max_kv_len,
-                                    int64_t total_kv_len, std::optional<double> scale) {
+                                    int64_t total_kv_len, std::optional<double> scale,
+                                    const std::optional<at::Tensor>& chunk_tokens) {
   const c10::cuda::CUDAGuard guard(q.device());
+  // With chunk_tokens the kernels read the chunk from its storage (no host read): a captured
+  // graph follows whatever the engine writes there before each replay.
   const PagedAttentionCall call = prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
                                                         max_kv_len, total_kv_len, scale,
-                                                        cuda_policy(k_cache, query_seq.has_value()));
+                                                        cuda_policy(k_cache, query_seq.has_value()), chunk_tokens);
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
   run(call, "paged_attention_run");
   return call.out;

@@ -6,7 +6,8 @@
 // group size (1, 2, 4 or 8: decode_heads_per_block): registers hold q and the accumulator for kHeads heads, so a
 // group of 2 does not pay for 8 (fewer registers, more resident blocks). The groups' states
 // are combined in shared memory; a query whose kv_len spans several splits writes (o, lse)
-// partials that merge_kernel combines.
+// partials that merge_kernel combines. Both kernels split a query with the shared header's
+// query_split (chunk from the params or, for a CUDA-graph replay, read from device memory).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -68,11 +69,13 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p
   const int64_t head0 = kv_head * group_size + (blockIdx.y % head_blocks) * kHeads;
   const int64_t heads_left = kv_head * group_size + group_size - head0;
   const int heads = static_cast<int>(heads_left < kHeads ? heads_left : kHeads);
-  const int64_t kv_len = p.kv_lens[query];
-  const int64_t splits = num_splits(kv_len, p.chunk_tokens);
+  // kv_lens (and a run-time chunk) are not checked on CUDA: query_split keeps the keys within
+  // the block-table row and the splits within max_splits whatever they hold.
+  const QuerySplit qs = query_split(p, query);
+  const int64_t splits = qs.splits;
   if (split >= splits) return;
-  const int64_t begin = split * p.chunk_tokens;
-  const int64_t end = min(kv_len, begin + p.chunk_tokens);
+  const int64_t begin = split * qs.chunk;
+  const int64_t end = min(qs.kv_len, begin + qs.chunk);
   const int lane = threadIdx.x % L::kLanes, group = threadIdx.x / L::kLanes;
   const int32_t* pages = p.block_table + (p.query_seq ? p.query_seq[query] : query) * p.max_pages;
   const int32_t page_size = static_cast<int32_t>(p.page_size);
@@ -173,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p
 template <typename T>
 __global__ void merge_kernel(PagedAttentionParams p) {
   const int64_t query = blockIdx.x / p.num_q_heads, head = blockIdx.x % p.num_q_heads;
-  const int64_t splits = num_splits(p.kv_lens[query], p.chunk_tokens);
+  const int64_t splits = query_split(p, query).splits;  // as the decode kernel split it
   if (splits == 1) return;
   for (int64_t d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
     SoftmaxState state = softmax_init();

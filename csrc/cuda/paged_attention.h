@@ -1,6 +1,9 @@
 // Host-side launchers of the paged-attention CUDA kernels (raw pointers only; included by the
 // CUDA binding, which sees torch, and by the kernel file, which must not). Arguments are
-// validated by the binding; params.chunk_tokens / max_splits come from plan_splits.
+// validated by the binding; params.chunk_tokens / max_splits come from plan_splits, or with a
+// run-time chunk (params.chunk_tokens_at) max_splits from graph_max_splits. kv_lens and the
+// run-time chunk are not validated: the kernels split each query with query_split, which keeps
+// its keys within its block-table row and its splits within max_splits.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -79,7 +79,9 @@ __device__ void attend_run(const PagedAttentionParams& p, int64_t first, int cou
   const int group = threadIdx.x / S::kCols, col = threadIdx.x % S::kCols;
   const int64_t Hq = p.num_q_heads, kv_head = head / (Hq / p.num_kv_heads);
   const int32_t* pages = p.block_table + row_of(p, first) * p.max_pages;
-  const int64_t kv_end = p.kv_lens[first + count - 1];  // the run's longest
+  // kv_lens are not checked on CUDA: keys past the block-table row's capacity are never read.
+  const int64_t capacity = p.max_pages * p.page_size;
+  const int64_t kv_end = clamp_kv_len(p.kv_lens[first + count - 1], capacity);  // the run's longest
 
   __syncthreads();  // the previous run is done with q_s
   const T* q = static_cast<const T*>(p.q);
@@ -95,7 +97,7 @@ __device__ void attend_run(const PagedAttentionParams& p, int64_t first, int cou
 #pragma unroll
   for (int i = 0; i < S::kRowsPerThread; ++i) {
     const int r = group * S::kRowsPerThread + i;
-    limit[i] = r < count ? p.kv_lens[first + r] : kv_end;
+    limit[i] = r < count ? clamp_kv_len(p.kv_lens[first + r], capacity) : kv_end;
     state[i] = softmax_init();
 #pragma unroll
     for (int e = 0; e < S::kDimsPerThread; ++e) o[i][e] = 0.0f;

@@ -1,5 +1,7 @@
 """Attention over a paged KV cache: ``siri.ops.paged_decode_attention``,
-``siri.ops.paged_prefill_attention`` and ``siri.ops.append_kv``.
+``siri.ops.paged_prefill_attention``, ``siri.ops.paged_attention_run`` and ``siri.ops.append_kv``,
+plus the split plans ``paged_attention_run`` makes (:func:`attention_split_plan`,
+:func:`graph_max_splits`) for the engine's CUDA-graph replays.
 
 The cache is a pool of pages, ``k_cache``/``v_cache`` of shape ``[num_pages, page_size, Hkv, D]``
 (NHD). Sequence ``b`` owns the pages listed in ``block_table[b]`` (int32), in order: its token
@@ -13,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from siri import _ext  # noqa: F401  (registers torch.ops.siri)
+from siri._ext import _C  # loading it registers torch.ops.siri
 
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -82,7 +84,8 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
 
 def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                         block_table: torch.Tensor, kv_lens: torch.Tensor, query_seq: Optional[torch.Tensor],
-                        *, max_kv_len: int, total_kv_len: int, scale: Optional[float] = None) -> torch.Tensor:
+                        *, max_kv_len: int, total_kv_len: int, scale: Optional[float] = None,
+                        chunk_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Paged attention for a caller that built the batch: the engine's sync-free path.
 
     Like flashinfer's plan/run split: the caller knows its batch on the host, so it passes the
@@ -103,7 +106,19 @@ def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
             correct too.
         max_kv_len: an upper bound of ``kv_lens`` in ``[1, max_pages * page_size]``.
         total_kv_len: the sum of ``kv_lens`` (or an upper bound; it only sizes the splits).
+            Unused with ``chunk_tokens``.
         scale: softmax scale, default ``1 / sqrt(D)``.
+        chunk_tokens: ``[1]`` int32 on ``k_cache``'s device, or None. For a CUDA graph captured
+            once for a capacity: the split length is read from this tensor when the kernels run
+            (on CUDA with no host read), so the engine writes the real batch's chunk
+            (:func:`attention_split_plan`) before each replay. The partial buffers and the grid
+            are then sized by :func:`graph_max_splits` for ``max_kv_len`` as the capacity. Each
+            query uses ``ceil(kv_len / chunk)`` splits; where that passes ``max_splits`` its
+            chunk grows to ``ceil(kv_len / max_splits)``, rounded up to a multiple of 16. A
+            value that is not a multiple of 16 is rounded up to one, and a value below 16 reads
+            as 16 (on CUDA also 0 and negative values; on the CPU a value < 1 is an error). On
+            the CPU all queries of the call share one chunk, the value raised so the longest
+            query fits. The result is the same as without ``chunk_tokens`` (to fp32 rounding).
 
     Returns:
         ``[N, Hq, D]`` in the dtype of ``q``.
@@ -111,10 +126,79 @@ def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     Trust: on CUDA, ``kv_lens``, ``query_seq`` and the block ids are not read back for checking
     (that is the point); they must satisfy the rules above, as the engine's host-side batch
     state guarantees. On the CPU they are host memory and are checked, at no cost. Shapes,
-    dtypes and devices are always checked.
+    dtypes and devices are always checked. The CUDA kernels stay memory-safe for any
+    ``kv_lens`` (not for bad ``query_seq`` or block ids): a query never reads keys past its
+    block-table row (``kv_len`` is clamped to ``max_pages * page_size``) and never uses more
+    than ``max_splits`` splits (its chunk grows, as above), so a ``kv_len`` above
+    ``max_kv_len`` gives a wrong row, not an invalid access; one below 1 gives NaN.
     """
     return torch.ops.siri.paged_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
-                                              int(max_kv_len), int(total_kv_len), _float_or_none(scale))
+                                              int(max_kv_len), int(total_kv_len), _float_or_none(scale),
+                                              chunk_tokens)
+
+
+def _device_units(device, units):
+    """(device kind, parallel units): a torch.device or "cpu"/"cuda"[:i]; units default to the
+    CUDA device's SM count or torch.get_num_threads() on the CPU (what the op plans with)."""
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    if units is None:
+        if dev.type == "cpu":
+            units = torch.get_num_threads()
+        else:
+            if not torch.cuda.is_available():
+                raise ValueError("units must be given for device 'cuda' when no CUDA device is visible")
+            units = _cuda_sm_count(dev)  # gpu-only: tests/test_attention_graph_plan.py::test_default_units_on_cuda
+    return dev.type, int(units)
+
+
+def _cuda_sm_count(dev: torch.device) -> int:
+    index = dev.index if dev.index is not None else torch.cuda.current_device()  # gpu-only: tests/test_attention_graph_plan.py::test_default_units_on_cuda
+    return torch.cuda.get_device_properties(index).multi_processor_count  # gpu-only: tests/test_attention_graph_plan.py::test_default_units_on_cuda
+
+
+def attention_split_plan(total_kv_len: int, max_kv_len: int, num_queries: int, num_q_heads: int,
+                         num_kv_heads: int, head_dim: int, *, device, units: Optional[int] = None,
+                         prefill: bool = False) -> tuple[int, int]:
+    """The split plan :func:`paged_attention_run` makes without ``chunk_tokens``.
+
+    For these host facts (the sum and the longest ``kv_len`` of ``num_queries`` queries of
+    ``num_q_heads`` heads over ``num_kv_heads`` KV heads of ``head_dim``), on a device of kind
+    ``device`` (a ``torch.device`` or ``"cpu"`` / ``"cuda"``): the same C++ planner the op runs.
+
+    Args:
+        units: the device's size: SMs on CUDA (default: that device's count), threads on the
+            CPU (default: ``torch.get_num_threads()``). Given explicitly, any device size can be
+            planned anywhere (a CPU test can ask for an H200's 132 SMs).
+        prefill: the call passes ``query_seq`` (the CUDA limits differ: see the planner).
+
+    Returns:
+        ``(chunk_tokens, max_splits)``: queries longer than ``chunk_tokens`` are split into
+        chunks of that many tokens, and the longest takes ``max_splits``. Writing this
+        ``chunk_tokens`` into a graph's chunk tensor makes the replay split each query as the
+        eager call would, as long as ``max_splits <= graph_max_splits(...)`` for the graph's
+        rows (plan with ``num_queries`` = the graph's rows for that).
+    """
+    kind, units = _device_units(device, units)
+    chunk, splits = _C.attention_split_plan(int(total_kv_len), int(max_kv_len), int(num_queries), int(num_q_heads),
+                                            int(num_kv_heads), int(head_dim), kind, units, bool(prefill))
+    return int(chunk), int(splits)
+
+
+def graph_max_splits(capacity: int, num_queries: int, num_q_heads: int, num_kv_heads: int, head_dim: int, *,
+                     device, units: Optional[int] = None, prefill: bool = False) -> int:
+    """The ``max_splits`` :func:`paged_attention_run` allocates (partial buffers, and grid.z on
+    CUDA) when called with ``chunk_tokens`` and ``max_kv_len=capacity`` for ``num_queries``
+    rows: ``ceil(capacity / min_chunk)`` (the device's shortest chunk: 256 tokens on CUDA, 512
+    on the CPU), at most as many splits as fit the partial bound (``siri._C.ATTENTION_PARTIAL_BYTES``)
+    for ``num_queries`` rows, and at least 1. Every :func:`attention_split_plan` for the same
+    ``num_queries``, a longest ``kv_len <= capacity`` and the same device has ``max_splits`` no
+    larger, so a replay given its ``chunk_tokens`` splits every query exactly as eager does.
+    ``device``, ``units`` and ``prefill`` as in :func:`attention_split_plan`."""
+    kind, units = _device_units(device, units)
+    return int(_C.graph_max_splits(int(capacity), int(num_queries), int(num_q_heads), int(num_kv_heads),
+                                   int(head_dim), kind, units, bool(prefill)))
 
 
 def append_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -150,7 +234,7 @@ def _paged_prefill_attention_fake(q, k_cache, v_cache, block_table, seq_lens, cu
 
 @torch.library.register_fake("siri::paged_attention_run")
 def _paged_attention_run_fake(q, k_cache, v_cache, block_table, kv_lens, query_seq, max_kv_len, total_kv_len,
-                              scale=None):
+                              scale=None, chunk_tokens=None):
     torch._check(q.dim() == 3, lambda: "q must be 3-D")
     return torch.empty_like(q)
 

@@ -8,6 +8,11 @@
 //                             k = clamp(ref - logp, -20, 20)                  (k3 estimator)
 // Masked-out tokens give 0. Derivatives follow torch's conventions for clamp (gradient
 // passes at the bounds) and max/min (the branch that wins).
+// NaN propagates: a NaN logp (NaN logits, or an out-of-range target with check_targets=False),
+// old logprob, advantage or ref logprob gives a NaN loss and a NaN derivative for its token, as
+// torch.clamp / torch.maximum do, so the trainer's non-finite check sees it. (fmin/fmax return
+// the other operand for NaN: a clamp written with them turned NaN into -20, a finite loss and
+// a zero gradient.)
 #pragma once
 
 #include "siri/common.h"
@@ -33,8 +38,14 @@ struct GrpoLossParams {
   int8_t* clip_state;      // [n] ClipState
 };
 
+// min(max(x, lo), hi) for x in range or outside it; NaN stays NaN.
 template <typename A>
-SIRI_HOST_DEVICE bool within(A x, A lo, A hi) { return x >= lo && x <= hi; }
+SIRI_HOST_DEVICE A clamp_nan(A x, A lo, A hi) { return x < lo ? lo : x > hi ? hi : x; }
+
+// Whether the gradient passes a clamp to [lo, hi]: x is not outside it (true for NaN, so the
+// NaN reaches the derivative instead of being replaced by 0).
+template <typename A>
+SIRI_HOST_DEVICE bool not_outside(A x, A lo, A hi) { return !(x < lo || x > hi); }
 
 template <typename A>
 SIRI_HOST_DEVICE void grpo_token_loss(const GrpoLossParams<A>& p, int64_t i) {
@@ -47,8 +58,8 @@ SIRI_HOST_DEVICE void grpo_token_loss(const GrpoLossParams<A>& p, int64_t i) {
   const A logp = p.logp[i];
   const A adv = p.advantages[i];
   const A log_ratio = logp - p.old_logprobs[i];
-  const A ratio = exp(fmin(fmax(log_ratio, A(-20)), A(20)));
-  const A dratio = within(log_ratio, A(-20), A(20)) ? ratio : A(0);  // d ratio / d logp
+  const A ratio = exp(clamp_nan(log_ratio, A(-20), A(20)));
+  const A dratio = not_outside(log_ratio, A(-20), A(20)) ? ratio : A(0);  // d ratio / d logp
   const A lo = A(1) - p.clip_low, hi = A(1) + p.clip_high;
 
   A loss = -adv * ratio;
@@ -66,11 +77,11 @@ SIRI_HOST_DEVICE void grpo_token_loss(const GrpoLossParams<A>& p, int64_t i) {
   }
   if (p.kl_coef > 0) {
     const A k = p.ref_logprobs[i] - logp;
-    const A kc = fmin(fmax(k, A(-20)), A(20));
+    const A kc = clamp_nan(k, A(-20), A(20));
     const A ek = exp(kc);
     const A k3 = ek - kc - A(1);
-    loss += p.kl_coef * fmin(fmax(k3, A(-10)), A(10));
-    if (within(k, A(-20), A(20)) && within(k3, A(-10), A(10))) grad += p.kl_coef * (A(1) - ek);
+    loss += p.kl_coef * clamp_nan(k3, A(-10), A(10));
+    if (not_outside(k, A(-20), A(20)) && not_outside(k3, A(-10), A(10))) grad += p.kl_coef * (A(1) - ek);
   }
   p.loss[i] = loss;
   p.dloss_dlogp[i] = grad;

@@ -32,7 +32,11 @@ struct PagedAttentionParams {
   int64_t page_size;
   int64_t max_pages;
   int64_t chunk_tokens;  // a query whose kv_len exceeds this is split into chunks of this size
-  int64_t max_splits;    // ceil(max kv_len / chunk_tokens)
+  int64_t max_splits;    // ceil(max kv_len / chunk_tokens): the partial buffers' second dimension
+  // [1]: the chunk length read at run time instead of chunk_tokens (run_chunk_tokens), so a
+  // CUDA graph captured once follows the value the engine writes before each replay; nullptr:
+  // chunk_tokens. Either way a query takes at most max_splits splits (query_split).
+  const int32_t* chunk_tokens_at;
   float scale;
   AttnDType dtype;
 };
@@ -49,6 +53,60 @@ struct AppendKVParams {
 
 SIRI_HOST_DEVICE int64_t num_splits(int64_t kv_len, int64_t chunk_tokens) {
   return (kv_len + chunk_tokens - 1) / chunk_tokens;
+}
+
+// Split chunks are multiples of this many tokens (the planner's granularity).
+inline constexpr int64_t kChunkAlign = 16;
+
+SIRI_HOST_DEVICE int64_t round_up_chunk(int64_t x) { return (x + kChunkAlign - 1) / kChunkAlign * kChunkAlign; }
+
+// A chunk length given at run time (the chunk_tokens tensor of paged_attention_run), which a
+// CUDA kernel cannot reject: rounded up to a multiple of 16, and at least 16 (so a value <= 0
+// reads as 16). A multiple of 16 that is >= 16 is used as it is.
+SIRI_HOST_DEVICE int64_t sanitize_chunk(int64_t chunk) {
+  return chunk < kChunkAlign ? kChunkAlign : round_up_chunk(chunk);
+}
+
+// The keys a query may read: kv_len within [0, capacity] (capacity = max_pages * page_size,
+// what its block-table row holds), for kernels that cannot check kv_lens.
+SIRI_HOST_DEVICE int64_t clamp_kv_len(int64_t kv_len, int64_t capacity) {
+  return kv_len < 0 ? 0 : kv_len > capacity ? capacity : kv_len;
+}
+
+// How one query is split, as the kernels (decode, merge) and the planner agree on it.
+struct QuerySplit {
+  int64_t kv_len;  // keys the query reads: its kv_len within [0, capacity]
+  int64_t chunk;   // tokens per split
+  int64_t splits;  // in [1, max_splits]
+};
+
+// The split of a query of kv_len tokens into chunks of `chunk`, made safe for values the
+// kernel cannot check: kv_len is clamped to [0, capacity] (capacity = max_pages * page_size,
+// what the query's block-table row holds: no key past it is read), and when ceil(kv_len /
+// chunk) passes max_splits (a kv_len above the max_kv_len the buffers were planned for, or a
+// run-time chunk too short for this query) the chunk grows to ceil(kv_len / max_splits),
+// rounded up to a multiple of 16, so the query uses at most max_splits splits (max_splits == 1:
+// one split, which writes the output directly and never touches the partial buffers). A query
+// with kv_len <= 0 gets one empty split (its output is 0/0 = NaN; no key is read).
+SIRI_HOST_DEVICE QuerySplit query_split(int64_t kv_len, int64_t capacity, int64_t chunk, int64_t max_splits) {
+  kv_len = clamp_kv_len(kv_len, capacity);
+  max_splits = max_splits > 1 ? max_splits : 1;
+  chunk = chunk > 1 ? chunk : 1;
+  if (num_splits(kv_len, chunk) > max_splits) chunk = round_up_chunk((kv_len + max_splits - 1) / max_splits);
+  const int64_t splits = num_splits(kv_len, chunk);
+  return {kv_len, chunk, splits > 1 ? splits : 1};
+}
+
+// The chunk length a call runs with: the run-time value when the params carry one (sanitised),
+// else the planned chunk_tokens.
+SIRI_HOST_DEVICE int64_t run_chunk_tokens(const PagedAttentionParams& p) {
+  return p.chunk_tokens_at ? sanitize_chunk(*p.chunk_tokens_at) : p.chunk_tokens;
+}
+
+// query_split of query `query` of a call, from its kv_lens, block-table capacity, run chunk and
+// max_splits: what every CUDA kernel of the call computes for it.
+SIRI_HOST_DEVICE QuerySplit query_split(const PagedAttentionParams& p, int64_t query) {
+  return query_split(p.kv_lens[query], p.max_pages * p.page_size, run_chunk_tokens(p), p.max_splits);
 }
 
 // Query heads one CUDA decode block serves for a GQA group of `group_size` heads: the smallest
@@ -102,23 +160,48 @@ struct SplitPlan {
 // the chunks grow until it fits.
 // From host facts only (total and longest kv_len, upper bounds are fine), which a caller that
 // built the batch knows without reading device memory.
+// The most splits per query whose partials fit the bound: num_queries rows of
+// bytes_per_partial each per split, within max_partial_bytes (at least 1).
+inline int64_t fitting_splits(int64_t num_queries, int64_t bytes_per_partial, const SplitLimits& limits) {
+  const int64_t rows = num_queries > 1 ? num_queries : 1;
+  const int64_t fit = limits.max_partial_bytes / (rows * (bytes_per_partial > 1 ? bytes_per_partial : 1));
+  return fit > 1 ? fit : 1;
+}
+
 inline SplitPlan plan_splits(int64_t total, int64_t longest, int64_t num_queries, int64_t items_per_query,
                              int64_t bytes_per_partial, const SplitLimits& limits) {
   longest = longest > 1 ? longest : 1;
   total = total > longest ? total : longest;
-  const auto round16 = [](int64_t x) { return (x + 15) / 16 * 16; };
   int64_t chunk = (total * items_per_query + limits.parallel_units - 1) / limits.parallel_units;
   chunk = chunk < limits.min_chunk ? limits.min_chunk : chunk;
-  chunk = round16(chunk > limits.max_chunk ? limits.max_chunk : chunk);
+  chunk = round_up_chunk(chunk > limits.max_chunk ? limits.max_chunk : chunk);
   if (chunk >= longest) return {longest, 1};
-  const int64_t rows = num_queries > 1 ? num_queries : 1;
-  const int64_t fit = limits.max_partial_bytes / (rows * (bytes_per_partial > 1 ? bytes_per_partial : 1));
+  const int64_t fit = fitting_splits(num_queries, bytes_per_partial, limits);
   if (num_splits(longest, chunk) > fit) {  // fewer, longer chunks
     if (fit <= 1) return {longest, 1};
-    chunk = round16((longest + fit - 1) / fit);
+    chunk = round_up_chunk((longest + fit - 1) / fit);
     if (chunk >= longest) return {longest, 1};
   }
   return {chunk, num_splits(longest, chunk)};
+}
+
+// The max_splits of a call whose chunk comes at run time (a CUDA graph replayed for whatever
+// batch it holds): any query may be as long as `capacity`, and the chunk as short as the
+// device's min_chunk, so ceil(capacity / min_chunk) splits, within the partial bound that
+// plan_splits fits its plans to (the same `fit`). Every plan_splits plan for num_queries queries
+// no longer than capacity on the same device has max_splits <= this (its chunk is >= min_chunk,
+// and its splits are <= fit), so a replay given that plan's chunk splits every query as it would.
+inline int64_t graph_max_splits(int64_t capacity, int64_t num_queries, int64_t bytes_per_partial,
+                                const SplitLimits& limits) {
+  capacity = capacity > 1 ? capacity : 1;
+  const int64_t by_length = num_splits(capacity, round_up_chunk(limits.min_chunk > 1 ? limits.min_chunk : 1));
+  const int64_t fit = fitting_splits(num_queries, bytes_per_partial, limits);
+  return by_length < fit ? by_length : fit;
+}
+
+// Bytes of one query's (o, lse) partial row: Hq outputs of D floats and Hq lse values.
+inline int64_t attention_partial_bytes(int64_t num_q_heads, int64_t head_dim) {
+  return num_q_heads * (head_dim + 1) * static_cast<int64_t>(sizeof(float));
 }
 
 // The plan of one attention call: Hq query heads over Hkv KV heads of head_dim D. A work item
@@ -129,8 +212,14 @@ inline SplitPlan plan_attention_splits(int64_t total, int64_t longest, int64_t n
                                        const SplitLimits& limits) {
   const int64_t group = num_q_heads / num_kv_heads, per_block = decode_heads_per_block(group);
   const int64_t items_per_query = item_spans_kv_heads ? 1 : num_kv_heads * ((group + per_block - 1) / per_block);
-  const int64_t bytes_per_partial = num_q_heads * (head_dim + 1) * static_cast<int64_t>(sizeof(float));
-  return plan_splits(total, longest, num_queries, items_per_query, bytes_per_partial, limits);
+  return plan_splits(total, longest, num_queries, items_per_query, attention_partial_bytes(num_q_heads, head_dim),
+                     limits);
+}
+
+// graph_max_splits of one attention call (Hq query heads of head_dim D per partial row).
+inline int64_t graph_attention_max_splits(int64_t capacity, int64_t num_queries, int64_t num_q_heads,
+                                          int64_t head_dim, const SplitLimits& limits) {
+  return graph_max_splits(capacity, num_queries, attention_partial_bytes(num_q_heads, head_dim), limits);
 }
 
 // Running state of a softmax over a stream of scores: max m and sum l of exp(score - m).
