@@ -12,14 +12,16 @@ from tiny_models import assert_greedy_matches_hf, random_prompts, tiny_model
 
 
 @pytest.mark.parametrize("model_type", ["qwen2", "llama", "qwen3"])
-@pytest.mark.parametrize("num_pages", [None, 40])
+@pytest.mark.parametrize("num_pages", [None, 40])  # None: the default pool size
 def test_greedy_matches_hf_generate(model_type, num_pages, gen):
     model = tiny_model(model_type)
     prompts = random_prompts(16, 256, gen)
-    engine = LLMEngine(model, page_size=4, num_pages=num_pages or 2048, max_num_seqs=16)
+    engine = LLMEngine(model, page_size=4, num_pages=num_pages, max_num_seqs=16)
     outs = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_tokens=64))
     if num_pages:
         assert engine.last_stats["preemptions"] > 0, "the small pool must force preemption"
+    else:
+        assert engine.last_stats["preemptions"] == 0 and engine.pool.num_pages == engine.pool_pages() > 2048
     for prompt, out in zip(prompts, outs):
         assert_greedy_matches_hf(model, prompt, out[0].token_ids, 64)
         assert out[0].finish_reason == "length"

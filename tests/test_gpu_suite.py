@@ -30,10 +30,21 @@ def suite(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
-def listing(*args, env=None):
+def listing(*args, env=None, unverified=False):
+    """The steps --list prints (or, with unverified=True, its unverified GPU-path checks)."""
     out = suite("--list", *args, env=env)
     assert out.returncode == 0, out.stderr
-    return out.stdout.splitlines()
+    lines = out.stdout.splitlines()
+    return [line for line in lines if line.startswith("[unverified] ") == unverified]
+
+
+def test_unverified_gpu_checks_name_tests_that_exist():
+    checks = listing(unverified=True)
+    assert checks, "the list of GPU-path checks no GPU has run is empty"
+    for check in checks:
+        path, _, name = check.removeprefix("[unverified] ").split(": ", 1)[0].partition("::")
+        text = (REPO / path).read_text()
+        assert not name or f"def {name}(" in text, check
 
 
 def test_the_script_parses():
@@ -81,7 +92,7 @@ def test_tier_1_runs_the_cuda_tests_a_trainer_smoke_and_every_benchmark_under_a_
     (ops,) = [line for line in lines if line.startswith("[tier 1] CUDA op tests")]
     assert " -k cuda " in ops
     for name in ("group_advantages", "logprobs", "grpo_loss", "sampling", "paged_attention", "paged_attention_run",
-                 "rotary", "header_math"):
+                 "rotary", "header_math", "attention_graph_plan"):
         assert f" tests/test_{name}.py " in ops
     (engine,) = [line for line in lines if line.startswith("[tier 1] CUDA engine tests")]
     assert " tests/test_engine_cuda.py " in engine

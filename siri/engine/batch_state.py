@@ -11,6 +11,8 @@ memory per step, never a synchronisation.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -30,7 +32,8 @@ class DecodeBatchState:
     Device tensors (first B rows are the batch): ``block_table`` ``[max_rows, max_pages]``
     int32, ``seeds`` int64, ``max_lengths`` int32; ``step_i64`` ``[4, max_rows]`` int64 holds
     input ids, positions, slots and generated-token counts (the sampler's draw index);
-    ``step_i32`` ``[2, max_rows]`` int32 holds kv lengths and generated-token counts.
+    ``step_i32`` ``[2 * max_rows + 1]`` int32 holds kv lengths, generated-token counts and the
+    step's attention split length (``chunk_tokens``, read by a CUDA graph's attention).
     """
 
     def __init__(self, max_rows: int, max_pages: int, page_size: int, device: torch.device,
@@ -45,13 +48,15 @@ class DecodeBatchState:
 
         self._host = dict(block_table=host((max_rows, max_pages), torch.int32), seeds=host(max_rows, torch.int64),
                           max_lengths=host(max_rows, torch.int32), step_i64=host((4, max_rows), torch.int64),
-                          step_i32=host((2, max_rows), torch.int32))
+                          step_i32=host(2 * max_rows + 1, torch.int32))
         self._dev = {name: t.to(device) if separate else t for name, t in self._host.items()}
         self._separate = separate
         np_ = {name: t.numpy() for name, t in self._host.items()}
         self._table, self._seeds, self._caps = np_["block_table"], np_["seeds"], np_["max_lengths"]
         self._ids, self._positions, self._slots, self._draws = np_["step_i64"]
-        self._kv_lens, self._generated = np_["step_i32"]
+        self._kv_lens, self._generated = np_["step_i32"][:2 * max_rows].reshape(2, max_rows)
+        self._chunk_tokens = np_["step_i32"][2 * max_rows:]
+        self._chunk_tokens[0] = max_pages * page_size    # until a step plans one: no split
         self._cached = np.zeros(max_rows, dtype=np.int64)  # tokens in the cache, per row
         self._pages_known = [0] * max_rows                  # block-table entries written, per row
         self.seqs: list[Sequence] = []                      # row -> sequence
@@ -81,6 +86,16 @@ class DecodeBatchState:
         self._generated[row] = self._draws[row] = len(seq.output_ids)
         self._dirty_rows.add(row)
 
+    def clear(self) -> None:
+        """Empty the batch (a new ``generate`` reuses the state; rows left by an interrupted
+        call are dropped). The device tensors stay, so graphs captured over them stay valid."""
+        for seq in self.seqs:
+            seq.row = -1
+        self.seqs = []
+        self._pages_known = [0] * self.max_rows
+        self._dirty_rows.clear()
+        self._dirty_cells.clear()
+
     def remove(self, seq: Sequence) -> None:
         """``seq`` leaves (finished or preempted); the last row moves into its place."""
         row, last = seq.row, len(self.seqs) - 1
@@ -106,9 +121,12 @@ class DecodeBatchState:
 
     # -- one decode step -----------------------------------------------------------------
 
-    def prepare_step(self, pad_to: int | None = None) -> dict:
+    def prepare_step(self, pad_to: int | None = None,
+                     split_chunk: Callable[[int, int, int], int] | None = None) -> dict:
         """Fills this step's positions, slots and lengths for rows ``[0, B)`` (and padding rows
         up to ``pad_to``, for a CUDA-graph bucket) and sends every change to the device.
+        ``split_chunk(total_kv_len, max_kv_len, rows)``, when given, is the attention's split
+        length for this batch (a CUDA graph's plan), written to the ``chunk_tokens`` scalar.
         Returns the device views of the first ``pad_to or B`` rows (:meth:`device_views`) and
         the host facts of the attention plan (``max_kv_len``, ``total_kv_len``)."""
         b, ps = len(self.seqs), self.page_size
@@ -119,9 +137,11 @@ class DecodeBatchState:
         self._kv_lens[:b] = cached + 1
         if rows > b:
             self.pad_rows(b, rows, upload=False)
+        longest, total = (int(cached.max()) + 1, int(cached.sum()) + b) if b else (1, 0)
+        if split_chunk is not None:
+            self._chunk_tokens[0] = split_chunk(total, longest, b)
         self._upload()
-        return dict(self.device_views(rows), max_kv_len=int(cached.max()) + 1 if b else 1,
-                    total_kv_len=int(cached.sum()) + b)
+        return dict(self.device_views(rows), max_kv_len=longest, total_kv_len=total)
 
     def pad_rows(self, start: int, end: int, upload: bool = True) -> None:
         """Rows ``[start, end)`` become padding: input 0 at position 0, no cache write (slot
@@ -135,11 +155,12 @@ class DecodeBatchState:
     def device_views(self, rows: int) -> dict:
         """The device tensors of the first ``rows`` rows, by name: input_ids, positions,
         slot_mapping, draws (int64); kv_lens, generated, max_lengths (int32); seeds (int64);
-        block_table ``[rows, max_pages]`` int32."""
+        block_table ``[rows, max_pages]`` int32; chunk_tokens ``[1]`` int32."""
         dev = self._dev
-        i64, i32 = dev["step_i64"], dev["step_i32"]
+        i64, i32, m = dev["step_i64"], dev["step_i32"], self.max_rows
         return dict(input_ids=i64[0, :rows], positions=i64[1, :rows], slot_mapping=i64[2, :rows],
-                    draws=i64[3, :rows], kv_lens=i32[0, :rows], generated=i32[1, :rows],
+                    draws=i64[3, :rows], kv_lens=i32[:rows], generated=i32[m:m + rows],
+                    chunk_tokens=i32[2 * m:],
                     block_table=dev["block_table"][:rows], seeds=dev["seeds"][:rows],
                     max_lengths=dev["max_lengths"][:rows])
 

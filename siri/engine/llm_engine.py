@@ -3,18 +3,21 @@ trainer's process, over the trainer's own parameters."""
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
 
+from siri.engine import device_memory
 from siri.engine.batch_state import DecodeBatchState
 from siri.engine.cuda_graphs import DecodeGraphs, graph_memory_bytes
-from siri.engine.model_runner import Batch, ModelRunner
+from siri.engine.model_runner import DEVICE_READING_ROPE_TYPES, Batch, ModelRunner
 from siri.engine.page_pool import PagePool, release_freed_memory
 from siri.engine.params import CompletionOutput, SamplingParams
 from siri.engine.scheduler import PrefillItem, Scheduler
 from siri.engine.sequence import Sequence
 from siri.engine.step_sampler import StepSampler
+from siri.model_shape import ModelShape
 
 _FINISH_REASONS = {1: "stop", 2: "length"}
 _MASK64 = (1 << 64) - 1
@@ -40,25 +43,31 @@ class LLMEngine:
         page_size: tokens per KV page.
         max_num_seqs: the most sequences decoding at once.
         num_pages / kv_cache_bytes: the size of the page pool (give at most one). Default:
-            ``gpu_memory_fraction`` of the CUDA memory free when the pool is allocated, or 2 GiB
-            on the CPU.
+            ``gpu_memory_fraction`` x the device memory free when the pool is allocated
+            (:func:`siri.engine.device_memory.free_bytes`), less the CUDA graphs' memory when
+            they are on; 2 GiB on the CPU.
         gpu_memory_fraction: see above (in (0, 1)).
         max_prefill_tokens: the most prompt tokens prefilled in one forward pass.
-        cuda_graphs: replay the decode forward from CUDA graphs, one per batch-size bucket,
-            captured at the start of each ``generate`` (see :mod:`siri.engine.cuda_graphs`).
-            Default: on for a CUDA model, off on the CPU. True on the CPU runs the same padded,
-            bucketed decode eagerly (no graphs; for tests). With the default pool size, the
-            graphs' memory is taken out of the pool's budget.
+        cuda_graphs: replay the decode forward from CUDA graphs, one per batch-size bucket
+            (see :mod:`siri.engine.cuda_graphs`). Default: on for a CUDA model, off on the CPU
+            and for models whose RoPE reads device values (``rope_type: dynamic``). True on
+            the CPU runs the same padded, bucketed decode through an eager stand-in (tests).
+        max_seq_len: the longest prompt + completion the calls will ask for (the trainer:
+            ``data.max_prompt_tokens`` + the schedule's largest cap). The decode batch state
+            is sized for it once, so graphs captured by one ``generate`` are replayed by the
+            next; default: sized by each call's own longest, rebuilt (graphs too) when a
+            later call needs more.
 
     The KV pool is allocated by the first ``generate`` (sized then, so it sees the memory the
-    caller's other state leaves free) and kept until :meth:`release_kv_cache`; the trainer
-    releases it after every rollout so that its memory serves the update.
+    caller's other state leaves free) and kept, with the batch state and the graphs that read
+    it, until :meth:`release_kv_cache`; the trainer releases it after each step's rollouts so
+    that its memory serves the update.
     """
 
     def __init__(self, model: torch.nn.Module, *, page_size: int = 16, max_num_seqs: int = 256,
                  num_pages: int | None = None, kv_cache_bytes: int | None = None,
                  gpu_memory_fraction: float = 0.8, max_prefill_tokens: int = 8192,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, max_seq_len: int | None = None):
         if page_size < 1 or max_num_seqs < 1 or max_prefill_tokens < 1:
             raise ValueError("page_size, max_num_seqs and max_prefill_tokens must be >= 1")
         if num_pages is not None and kv_cache_bytes is not None:
@@ -67,13 +76,16 @@ class LLMEngine:
             raise ValueError(f"gpu_memory_fraction must be in (0, 1), got {gpu_memory_fraction}")
         if num_pages is not None and num_pages < 1:
             raise ValueError(f"the KV cache needs at least one page, got num_pages={num_pages}")
+        if max_seq_len is not None and max_seq_len < 2:
+            raise ValueError(f"max_seq_len must be >= 2 (a prompt token and a completion token), got {max_seq_len}")
         self.runner = ModelRunner(model)
         self.page_size = page_size
         self._num_pages, self._kv_cache_bytes, self._memory_fraction = num_pages, kv_cache_bytes, gpu_memory_fraction
         self.pool: PagePool | None = None
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
-        self.cuda_graphs = self.runner.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs)
+        self.cuda_graphs = self._use_graphs(cuda_graphs)
+        self.max_seq_len = max_seq_len
         self._state: DecodeBatchState | None = None
         self._graphs: DecodeGraphs | None = None
         self.last_stats: dict = {}
@@ -88,21 +100,38 @@ class LLMEngine:
         page_bytes = PagePool.bytes_per_page(self.page_size, r.num_layers, r.num_kv_heads, r.head_dim, r.dtype)
         cache_bytes = self._kv_cache_bytes
         if cache_bytes is None:
-            cache_bytes = self._default_cache_bytes(r.device, self._memory_fraction)
-            if self.cuda_graphs:
-                element = torch.empty((), dtype=r.dtype).element_size()
-                cache_bytes -= graph_memory_bytes(ModelShape.from_hf_config(r.model.config), element,
-                                                  self.max_num_seqs)
-        return max(1, cache_bytes // page_bytes)
+            cache_bytes = self.default_cache_bytes()
+        if cache_bytes < page_bytes:
+            raise ValueError(f"the KV pool's budget ({cache_bytes / 2**30:.2f} GiB) is less than one page "
+                             f"({page_bytes} bytes); give kv_cache_bytes, or free device memory")
+        return cache_bytes // page_bytes
 
-    @staticmethod
-    def _default_cache_bytes(device: torch.device, fraction: float) -> int:
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            # blocks torch has cached but not handed out are free for the pool as well
-            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-            return int(free * fraction)
-        return 2 << 30
+    def graph_memory_bytes(self) -> int:
+        """The CUDA graphs' memory estimate for ``max_num_seqs`` rows (0 with graphs off)."""
+        if not self.cuda_graphs:
+            return 0
+        r = self.runner
+        element = torch.empty((), dtype=r.dtype).element_size()
+        return graph_memory_bytes(ModelShape.from_hf_config(r.model.config), element, self.max_num_seqs)
+
+    def default_cache_bytes(self) -> int:
+        """The default pool budget: ``gpu_memory_fraction`` x free device memory (2 GiB on the
+        CPU), less the CUDA graphs' memory."""
+        free = device_memory.free_bytes(self.runner.device)
+        budget = device_memory.CPU_DEFAULT_POOL_BYTES if free is None else int(free * self._memory_fraction)
+        return budget - self.graph_memory_bytes()
+
+    def _use_graphs(self, requested: bool | None) -> bool:
+        rope = self.runner.rope_type
+        if rope in DEVICE_READING_ROPE_TYPES:
+            if requested:
+                raise ValueError(f"cuda_graphs=True: this model's RoPE (rope_type {rope!r}) reads a device value "
+                                 f"in every forward, which a CUDA graph cannot capture; use cuda_graphs=False")
+            if requested is None and self.runner.device.type == "cuda":
+                warnings.warn(f"rope_type {rope!r} reads a device value in every forward: CUDA graphs are off "
+                              f"for this model (decode runs eagerly)", stacklevel=3)
+            return False
+        return self.runner.device.type == "cuda" if requested is None else bool(requested)
 
     def allocate_kv_cache(self) -> PagePool:
         """Allocate the KV pool now (``generate`` does it when needed); returns it."""
@@ -134,19 +163,14 @@ class LLMEngine:
             ``outputs[i][j]``: completion ``j`` of prompt ``i``.
         """
         self._validate(prompt_token_ids, params, prompt_keys)
-        self.allocate_kv_cache()
+        pool = self.allocate_kv_cache()
         keys = prompt_keys if prompt_keys is not None else list(range(len(prompt_token_ids)))
         caps = params.caps(len(prompt_token_ids))
         longest = max(len(p) + cap for p, cap in zip(prompt_token_ids, caps))
-        self._state = DecodeBatchState(self.max_num_seqs, -(-longest // self.page_size), self.page_size,
-                                       self.runner.device)
+        state, captures = self._prepare_batch_state(pool, longest,
+                                                    rows=min(self.max_num_seqs, params.n * len(prompt_token_ids)))
         self._sampler = StepSampler(params, self.max_num_seqs, self.runner.device)
-        self._graphs = None
-        if self.cuda_graphs:
-            self._graphs = DecodeGraphs(self.runner, self.pool.k, self.pool.v, self._state,
-                                        max_rows=min(self.max_num_seqs, params.n * len(prompt_token_ids)),
-                                        capture=self.runner.device.type == "cuda")
-        scheduler = Scheduler(self.pool, self.max_num_seqs, self.max_prefill_tokens, self._state)
+        scheduler = Scheduler(pool, self.max_num_seqs, self.max_prefill_tokens, state)
         groups = []
         for i, (prompt, cap) in enumerate(zip(prompt_token_ids, caps)):
             group = [Sequence(i, j, list(prompt), cap, sequence_seed(params.seed, keys[i], j))
@@ -165,8 +189,34 @@ class LLMEngine:
                 bar.update(generated, len(scheduler.running), len(scheduler.waiting),
                            time.perf_counter() - start)
         self.last_stats = dict(generated_tokens=generated, steps=steps,
-                               preemptions=scheduler.num_preemptions, seconds=time.perf_counter() - start)
-        return [[CompletionOutput(s.output_ids, s.logprobs, s.finish_reason) for s in group] for group in groups]
+                               preemptions=scheduler.num_preemptions, seconds=time.perf_counter() - start,
+                               graph_captures=captures)
+        return [[_completion(s) for s in group] for group in groups]
+
+    def _prepare_batch_state(self, pool: PagePool, longest: int, rows: int) -> tuple[DecodeBatchState, int]:
+        """The decode batch state (and the graphs over it and ``pool``) for a call whose
+        longest sequence is ``longest`` tokens and whose batch reaches ``rows`` rows: kept
+        from the last call when wide enough, else rebuilt, ``max_seq_len`` wide when given.
+        Returns the state and the number of graphs captured now."""
+        pages = -(-longest // self.page_size)
+        if self._state is not None and self._state.max_pages >= pages:
+            self._state.clear()
+        else:
+            if self.max_seq_len is not None:
+                pages = max(pages, -(-self.max_seq_len // self.page_size))
+            self._state = DecodeBatchState(self.max_num_seqs, pages, self.page_size, self.runner.device)
+            self._graphs = None
+        if not self.cuda_graphs:
+            return self._state, 0
+        if self._graphs is None:
+            self._graphs = DecodeGraphs(self.runner, pool.k, pool.v, self._state)
+        return self._state, self._graphs.ensure(rows)
+
+    def _in_progress(self) -> tuple[PagePool, DecodeBatchState]:
+        """The pool and batch state of the ``generate`` call in progress."""
+        if self.pool is None or self._state is None:
+            raise RuntimeError("no generate() call is in progress")
+        return self.pool, self._state
 
     def _validate(self, prompts, params: SamplingParams, keys) -> None:
         if not prompts:
@@ -195,8 +245,9 @@ class LLMEngine:
     def _prefill(self, items: list[PrefillItem], scheduler: Scheduler) -> int:
         """Prefills every item's tokens into its leader's pages; new prompts draw the first
         token of each completion from the prompt's last logits."""
-        batch = prefill_batch(items, self.pool.page_size, self.runner.device)
-        logits = self.runner.forward(batch, self.pool.k, self.pool.v)
+        pool, _ = self._in_progress()
+        batch = prefill_batch(items, pool.page_size, self.runner.device)
+        logits = self.runner.forward(batch, pool.k, pool.v)
         rows, seqs = [], []
         for row, item in enumerate(items):
             if not item.recompute:
@@ -212,7 +263,7 @@ class LLMEngine:
 
     def _decode(self, scheduler: Scheduler) -> int:
         """One token for every running sequence, from the persistent batch state."""
-        state = self._state
+        _, state = self._in_progress()
         seqs = list(state.seqs)
         tokens, logprobs, reasons = self._sampler.to_host(self._launch_decode_step())
         state.finish_step(tokens)
@@ -228,17 +279,26 @@ class LLMEngine:
         """The device side of a decode step, launched without waiting on the device: the
         batch state's changes go up, the forward pass (or its CUDA graph) and the sampler run.
         Returns the sampler's device outputs."""
-        state = self._state
-        state.check(self.pool.num_pages)
+        pool, state = self._in_progress()
+        state.check(pool.num_pages)
         graphs, rows = self._graphs, state.size
-        step = state.prepare_step(pad_to=graphs.bucket(rows) if graphs else None)
+        if graphs:
+            step = state.prepare_step(pad_to=graphs.bucket(rows), split_chunk=graphs.split_chunk)
+        else:
+            step = state.prepare_step()
         if graphs:
             logits = graphs.forward(rows)
         else:
             batch = Batch(step["input_ids"], step["positions"], step["slot_mapping"], step["block_table"],
                           step["kv_lens"], None, step["max_kv_len"], step["total_kv_len"], None)
-            logits = self.runner.forward(batch, self.pool.k, self.pool.v)
+            logits = self.runner.forward(batch, pool.k, pool.v)
         return self._sampler.launch_step(logits, step)
+
+
+def _completion(seq: Sequence) -> CompletionOutput:
+    if seq.finish_reason is None:
+        raise RuntimeError(f"sequence {seq.prompt_index}/{seq.sample_index} left generate() unfinished")
+    return CompletionOutput(seq.output_ids, seq.logprobs, seq.finish_reason)
 
 
 def _record(seqs: list[Sequence], tokens: np.ndarray, logprobs: np.ndarray, reasons: np.ndarray) -> None:

@@ -11,6 +11,7 @@ rotary+append 1, attention 1, o_proj 2, two RMSNorms 4, MLP 5, residual adds 2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,16 @@ from siri.ops.rotary import rotary_append_kv
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
 SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
+#: RoPE variants whose HF module reads a device value in every forward (dynamic NTK scaling
+#: compares the longest position with its cached length): such a forward syncs, and a CUDA
+#: graph cannot capture it.
+DEVICE_READING_ROPE_TYPES = ("dynamic",)
+
+
+def rope_type(config) -> str:
+    """The model's RoPE variant ("default", "linear", "dynamic", "yarn", "llama3", ...)."""
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return params.get("rope_type", params.get("type", "default"))
 
 
 @dataclass
@@ -31,7 +42,9 @@ class Batch:
     ``[T]`` int32, each token's block-table row, or None for decode (token i is row i).
     max_kv_len, total_kv_len: host ints, an upper bound of kv_lens and their sum (the
     attention's split plan). logits_index: ``[R]`` int64 rows of T whose logits are wanted, or
-    None for all of them.
+    None for all of them. chunk_tokens: ``[1]`` int32 on the device, the attention's split
+    length read when the kernels run (a CUDA graph's replays), or None to plan from the host
+    facts.
     """
 
     input_ids: torch.Tensor
@@ -43,10 +56,12 @@ class Batch:
     max_kv_len: int
     total_kv_len: int
     logits_index: torch.Tensor | None
+    chunk_tokens: torch.Tensor | None = None
 
 
-def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The HF RMSNorm module's result, bitwise (normalise in fp32, round, then scale)."""
+def _rms_norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """The HF RMSNorm module's result, bitwise (normalise in fp32, round, then scale). ``norm``:
+    the model's RMSNorm (``weight``, ``variance_epsilon``)."""
     return F.rms_norm(x, (x.shape[-1],), None, norm.variance_epsilon) * norm.weight
 
 
@@ -54,14 +69,15 @@ class ModelRunner:
     """Runs ``Batch``es through ``model`` (a transformers Qwen2/Qwen3/Llama causal LM)."""
 
     def __init__(self, model: torch.nn.Module):
-        config = model.config
+        # a transformers model: its config and submodules are read by attribute, untyped
+        config: Any = model.config
         if config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"siri's engine supports the model types {SUPPORTED_MODEL_TYPES}; "
                              f"got {config.model_type!r} ({type(model).__name__})")
         if getattr(config, "use_sliding_window", False) and config.model_type != "llama":
             raise ValueError("sliding-window attention is not supported by siri's engine")
-        self.model = model
-        self.backbone = model.model
+        self.model: Any = model
+        self.backbone: Any = model.model
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
@@ -69,6 +85,7 @@ class ModelRunner:
         self.vocab_size = config.vocab_size
         self.max_positions = getattr(config, "max_position_embeddings", None)
         self.has_qk_norm = config.model_type == "qwen3"
+        self.rope_type = rope_type(config)
         if self.head_dim not in SUPPORTED_HEAD_DIMS:
             raise ValueError(f"siri's paged attention supports head_dim in {SUPPORTED_HEAD_DIMS}; this model has "
                              f"head_dim {self.head_dim}")
@@ -105,5 +122,6 @@ class ModelRunner:
             k = _rms_norm(attn.k_norm, k.view(tokens, self.num_kv_heads, self.head_dim))
         q = rotary_append_kv(q, k, v, cos, sin, k_cache, v_cache, batch.slot_mapping)
         out = paged_attention_run(q, k_cache, v_cache, batch.block_table, batch.kv_lens, batch.query_seq,
-                                  max_kv_len=batch.max_kv_len, total_kv_len=batch.total_kv_len, scale=attn.scaling)
+                                  max_kv_len=batch.max_kv_len, total_kv_len=batch.total_kv_len, scale=attn.scaling,
+                                  chunk_tokens=batch.chunk_tokens)
         return attn.o_proj(out.view(tokens, -1))

@@ -36,6 +36,12 @@ class PrefillItem:
         return full + (len(self.sequences) if partial else 0)
 
 
+def _priority(seq: Sequence) -> int:
+    """Sort key of ``Scheduler.running``; set when the sequence is first admitted."""
+    assert seq.priority is not None, "a running sequence has been admitted"
+    return seq.priority
+
+
 class Scheduler:
     """``running`` is kept in priority order (highest first; preemption takes the last);
     ``batch`` (the decode batch's persistent state) is told when a sequence starts or stops
@@ -61,7 +67,8 @@ class Scheduler:
 
     def admit(self) -> list[PrefillItem]:
         """Waiting items that fit now, with the leader's pages allocated for their tokens."""
-        admitted, tokens = [], 0
+        admitted: list[PrefillItem] = []
+        tokens = 0
         ps = self.pool.page_size
         headroom = sum(1 for s in self.running if s.num_cached == len(s.pages) * ps)
         while self.waiting:
@@ -80,7 +87,7 @@ class Scheduler:
                 if seq.priority is None:
                     seq.priority, self._admitted = self._admitted, self._admitted + 1
             leader = item.sequences[0]
-            leader.pages = [self.pool.allocate() for _ in range(-(-len(item.tokens) // ps))]
+            leader.pages = [self._allocate_counted() for _ in range(-(-len(item.tokens) // ps))]
             admitted.append(item)
             tokens += len(item.tokens)
         return admitted
@@ -94,7 +101,7 @@ class Scheduler:
         for seq in item.sequences[1:]:
             seq.pages = [self.pool.share(p) for p in leader.pages[:full]]
             if full < len(leader.pages):
-                page = self.pool.allocate()
+                page = self._allocate_counted()
                 self.pool.copy_page(leader.pages[full], page)
                 seq.pages.append(page)
             seq.num_cached = leader.num_cached
@@ -103,7 +110,7 @@ class Scheduler:
                 self.pool.release(seq.pages)
                 seq.pages = []
                 continue
-            bisect.insort(self.running, seq, key=lambda s: s.priority)
+            bisect.insort(self.running, seq, key=_priority)
             self.batch.add(seq)
 
     def reserve_decode(self) -> list[Sequence]:
@@ -136,6 +143,13 @@ class Scheduler:
         seq.pages = []
         self.running.remove(seq)
         self.batch.remove(seq)
+
+    def _allocate_counted(self) -> int:
+        """A page that admission already counted as free (``PrefillItem.pages_needed``)."""
+        page = self.pool.allocate()
+        if page is None:
+            raise RuntimeError("KV page pool exhausted by pages that admission counted as free")
+        return page
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)

@@ -16,6 +16,11 @@ from siri.engine.sequence import Sequence
 from siri.ops.sampling import sample_tokens
 
 
+def _numpy(tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tokens, logprobs, finish_reasons = (t.numpy() for t in tensors)
+    return tokens, logprobs, finish_reasons
+
+
 class StepSampler:
     """Sampling for one ``generate`` call: temperature, top-k and top-p are the same for
     every row, so they are ``[max_rows]`` tensors filled once and sliced per step."""
@@ -60,11 +65,11 @@ class StepSampler:
         pinned buffers, non-blocking copies, one wait on an event (CUDA)."""
         results = (out.tokens, out.logprobs, out.finish_reason)
         if self.device.type != "cuda":
-            return tuple(t.numpy() for t in results)
+            return _numpy(results)
         host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in results]
         for dst, src in zip(host, results):
             dst.copy_(src, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
         done.synchronize()
-        return tuple(t.numpy() for t in host)
+        return _numpy(host)
