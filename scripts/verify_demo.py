@@ -20,6 +20,8 @@ import torch
 import transformers
 
 from siri.rewards.capped import capped_reward
+from siri.rewards.correctness import is_correct
+
 
 def hf_evaluate(checkpoint: str, rows: list[dict], samples: int, temperature: float, max_tokens: int,
                 seed: int, batch: int = 16) -> dict:
@@ -44,7 +46,7 @@ def hf_evaluate(checkpoint: str, rows: list[dict], samples: int, temperature: fl
             lengths.append(len(ids))
             tiers.append(row.get("tier", "all"))
             text = tokenizer.decode(ids, skip_special_tokens=True)
-            correct.append(capped_reward(text, row["answer"], "stop" if finished else "length") > 0.5)
+            correct.append(is_correct(capped_reward(text, row["answer"], "stop" if finished else "length")))
     per_tier = {}
     for tier in dict.fromkeys(tiers):
         picked = [i for i, t in enumerate(tiers) if t == tier]

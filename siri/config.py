@@ -135,14 +135,23 @@ class AlgoConfig:
     ppo_epochs = mini_batches = 1). The engine's forward differs in rounding from the
     training forward, so "recompute" is the default."""
     filter_equal_groups: bool = False
-    """Drop groups whose rewards are all equal (they have zero advantage) without drawing
-    others in their place: the step trains on fewer groups. See ``dynamic_sampling``."""
+    """Drop the groups that are all equal by ``filter_metric`` (by default: all right or all
+    wrong) without drawing others in their place: the step trains on fewer groups. See
+    ``dynamic_sampling``."""
     dynamic_sampling: bool = False
-    """DAPO's dynamic sampling: drop groups whose rewards are all equal and keep drawing
-    rounds of ``rollout.prompts_per_step`` new prompts until that many groups with unequal
-    rewards are collected (surplus ones are discarded) or ``max_sampling_rounds`` rounds were
-    drawn. Off in the SIRI paper, on in verl's DAPO recipe. Metrics: sampling_rounds,
-    groups_drawn, groups_discarded, groups_trained."""
+    """DAPO's dynamic sampling: drop the groups that are all equal by ``filter_metric`` (by
+    default: all right or all wrong) and keep drawing rounds of ``rollout.prompts_per_step``
+    new prompts until that many other groups are collected (surplus ones are discarded) or
+    ``max_sampling_rounds`` rounds were drawn. Off in the SIRI paper, on in verl's DAPO
+    recipe. Metrics: sampling_rounds, groups_drawn, groups_discarded, groups_trained."""
+    filter_metric: str = "acc"
+    """What "all equal" means for ``dynamic_sampling`` and ``filter_equal_groups`` (and the
+    ``groups_all_equal`` metric): "acc" (DAPO, verl's ``filter_groups.metric: acc``): the
+    responses' correctness flags (the reward function's own score >= 0.5,
+    ``siri.rewards.correctness``) are all equal, so an all-wrong group is dropped even when
+    length terms (``reward.overlong_buffer``, ``reward.length_reward``) make its rewards
+    differ; "reward": the shaped rewards are all equal (only zero-advantage groups are
+    dropped; an all-wrong group then trains on the length terms alone)."""
     max_sampling_rounds: int = 10
     """With ``dynamic_sampling``: the most rounds per step (verl's ``max_num_gen_batches``);
     a step that reaches it trains on the groups it has, and warns."""
@@ -169,7 +178,9 @@ class OptimConfig:
 class RewardConfig:
     fn: str = DEFAULT_REWARD
     """``"package.module:function"``: ``(response_text, reference, finish_reason) -> float``.
-    The default scores 1 for a correct final answer, 0 for a wrong or truncated one."""
+    The default scores 1 for a correct final answer, 0 for a wrong or truncated one. A score
+    >= 0.5 counts as correct, in training metrics, dynamic sampling and evaluation alike
+    (``siri.rewards.correctness``)."""
     timeout_s: float | None = 30.0
     """Per-response limit on the reward function (SIGALRM, main thread); a reward that times
     out, raises or returns NaN/inf scores 0 and is counted in ``reward_errors``. null: none."""
@@ -458,6 +469,7 @@ _CHOICES = {
     "data.on_error": ("skip", "raise"),
     "algo.advantage_scale": ("group", "none"),
     "algo.old_logprobs": ("recompute", "engine"),
+    "algo.filter_metric": ("acc", "reward"),
     "trainer.parallelism": ("ddp", "fsdp"),
     "reward.length_reward": ("none", "kimi", "l1_target"),
 }

@@ -20,6 +20,7 @@ from typing import Callable
 from siri.atomic_io import write_text_atomic
 from siri.engine import LLMEngine, SamplingParams
 from siri.rewards.capped import capped_reward
+from siri.rewards.correctness import is_correct
 
 __all__ = ["EvalExample", "EvalSettings", "default_report_path", "evaluate_examples", "evaluate_model",
            "load_eval_examples", "load_eval_reports", "print_eval_table", "write_eval_report"]
@@ -72,8 +73,9 @@ def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample],
             ``stop_token_ids`` is given, supplies ``eos_token_id`` (an int or a list).
         examples: the prompts, with unique ``index`` values.
         settings: sampling settings.
-        reward_fn: ``(response_text, answer, finish_reason) -> float``; a score > 0.5 counts
-            as correct. The default ``capped_reward`` scores a truncated response 0.
+        reward_fn: ``(response_text, answer, finish_reason) -> float``; a score that
+            ``siri.rewards.correctness.is_correct`` accepts (>= 0.5) counts as correct, as in
+            training. The default ``capped_reward`` scores a truncated response 0.
         stop_token_ids: tokens that end a response; default the tokenizer's EOS.
         progress: show a rich progress bar over prompt batches, described by ``name``.
 
@@ -110,8 +112,8 @@ def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample],
             batch = examples[lo:lo + settings.batch_prompts]
             outputs = engine.generate([e.input_ids for e in batch], params, prompt_keys=[e.index for e in batch])
             for example, group in zip(batch, outputs):
-                correct.append([reward_fn(tokenizer.decode(c.token_ids, skip_special_tokens=True),
-                                          example.answer, c.finish_reason) > 0.5 for c in group])
+                correct.append([is_correct(reward_fn(tokenizer.decode(c.token_ids, skip_special_tokens=True),
+                                                     example.answer, c.finish_reason)) for c in group])
                 lengths.append([len(c.token_ids) for c in group])
                 truncated += sum(c.finish_reason == "length" for c in group)
             bar.advance(len(batch))

@@ -36,8 +36,9 @@ class TrainingEvaluator:
             data section's prompt format).
         tokenizer: the policy's tokenizer.
         engine: the trainer's :class:`siri.engine.LLMEngine` (over the rollout model).
-        reward_fn: ``(text, answer, finish_reason) -> float``; > 0.5 counts as correct, and a
-            response that reaches ``eval.max_tokens`` is wrong whatever it says.
+        reward_fn: ``(text, answer, finish_reason) -> float``; correct as in training
+            (``siri.rewards.correctness.is_correct``: >= 0.5), and a response that reaches
+            ``eval.max_tokens`` is wrong whatever it says.
         stop_token_ids: the tokens that end a response.
         dist: the trainer's :class:`siri.distributed.DistributedContext`.
 

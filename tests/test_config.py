@@ -29,6 +29,7 @@ def test_defaults_are_the_paper_recipe():
     cfg = Config()
     assert (cfg.algo.clip_low, cfg.algo.clip_high, cfg.algo.kl_coef) == (0.2, 0.28, 0.0)
     assert cfg.optim.lr == 1e-6 and cfg.rollout.temperature == 1.0
+    assert cfg.algo.filter_metric == "acc"   # dynamic sampling filters on accuracy, as DAPO
     assert cfg.schedule == dict(kind="cosine", l_max=16384, l_min=8192, period=640)
     s = cfg.length_schedule()
     assert (s(0), s(320), s(640)) == (16384, 8192, 16384)
@@ -74,6 +75,7 @@ def test_overrides_do_not_mutate_the_input():
     (["reward.overlong_buffer=16384"], "must be smaller than the schedule's shortest cap"),
     (["reward.overlong_penalty=-1"], "'reward.overlong_penalty' must be >= 0"),
     (["reward.length_reward=shortest"], "'reward.length_reward' must be one of"),
+    (["algo.filter_metric=score"], "'algo.filter_metric' must be one of ['acc', 'reward']"),
     (["reward.length_reward=l1_target"], "needs 'reward.length_target'"),
     (["reward.length_reward=kimi", "reward.length_reward_weight=-1"], "'reward.length_reward_weight'"),
     (["trainer.eval_every=5"], "'eval.data' is null"),

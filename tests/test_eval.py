@@ -8,7 +8,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from siri.engine import LLMEngine, SamplingParams
 from siri.eval import (EvalExample, EvalSettings, evaluate_examples, load_eval_reports, print_eval_table,
                        write_eval_report)
-from siri.rewards import capped_reward
+from siri.rewards import capped_reward, is_correct
 from tiny_models import tiny_model
 
 WORDS = ["<pad>", "<unk>", "<eos>", "\\boxed{", "}", "the", "answer", "is", "so", "+", "="] + list("0123456789")
@@ -55,16 +55,16 @@ def test_matches_brute_force(setup):
     outputs, flat, scores = brute_force(engine, tokenizer, examples, settings, even_words)
     total = len(flat)
     assert result["num_prompts"] == len(examples) and result["num_samples"] == total == 48
-    assert result["accuracy"] == sum(s > 0.5 for s in scores) / total
+    assert result["accuracy"] == sum(is_correct(s) for s in scores) / total
     assert result["mean_tokens"] == sum(len(c.token_ids) for _, c in flat) / total
     assert result["truncation_rate"] == sum(c.finish_reason == "length" for _, c in flat) / total
     assert 0 < result["accuracy"] < 1 and 0 < result["truncation_rate"] < 1, "the test needs a mix"
-    per_sample = [sum(scores[i * 8 + j] > 0.5 for i in range(len(examples))) / len(examples) for j in range(8)]
+    per_sample = [sum(is_correct(scores[i * 8 + j]) for i in range(len(examples))) / len(examples) for j in range(8)]
     mean = sum(per_sample) / 8
     assert result["accuracy_std_over_samples"] == pytest.approx((sum((a - mean) ** 2 for a in per_sample) / 8) ** 0.5)
     for i, (example, group, row) in enumerate(zip(examples, outputs, result["per_prompt"])):
         assert row["index"] == example.index
-        assert row["accuracy"] == sum(s > 0.5 for s in scores[i * 8:(i + 1) * 8]) / 8
+        assert row["accuracy"] == sum(is_correct(s) for s in scores[i * 8:(i + 1) * 8]) / 8
         assert row["mean_tokens"] == sum(len(c.token_ids) for c in group) / 8
     assert result["seconds"] > 0
 
@@ -74,7 +74,7 @@ def test_default_reward_and_stop_tokens(setup):
     settings = EvalSettings(n=4, temperature=1.0, max_tokens=12, seed=1)
     result = evaluate_examples(engine, tokenizer, examples[:3], settings)
     _, flat, scores = brute_force(engine, tokenizer, examples[:3], settings, capped_reward)
-    assert result["accuracy"] == sum(s > 0.5 for s in scores) / len(flat)
+    assert result["accuracy"] == sum(is_correct(s) for s in scores) / len(flat)
     assert result["truncation_rate"] == sum(c.finish_reason == "length" for _, c in flat) / len(flat)
     # the tokenizer's EOS ended every finished response
     assert all(c.token_ids[-1] == tokenizer.eos_token_id for _, c in flat if c.finish_reason == "stop")

@@ -8,6 +8,7 @@ import torch
 
 from siri import Trainer, load_config
 from siri.ops.group_advantages import group_advantages
+from siri.rewards import is_correct
 from siri.rewards.length_shaping import (LengthShaping, kimi_length, l1_target, overlong_penalty,
                                          shape_rewards)
 
@@ -90,7 +91,7 @@ def test_the_trainer_adds_the_overlong_penalty_and_the_kimi_reward(workspace, tm
         cap = schedule(m["step"])
         for lo in range(0, 16, 4):
             group = rows[m["step"]][lo:lo + 4]
-            kimi = kimi_length([r["num_tokens"] for r in group], [r["correctness"] >= 0.5 for r in group])
+            kimi = kimi_length([r["num_tokens"] for r in group], [is_correct(r["correctness"]) for r in group])
             for r, k in zip(group, kimi):
                 # the test reward ignores truncation; the trainer gives truncated responses 0
                 assert r["correctness"] == (0.0 if r["finish_reason"] == "length"
@@ -98,7 +99,7 @@ def test_the_trainer_adds_the_overlong_penalty_and_the_kimi_reward(workspace, tm
                 expected = r["correctness"] + overlong_penalty(r["num_tokens"], cap, 6, 0.5) + 0.1 * k
                 assert r["reward"] == pytest.approx(expected, abs=1e-12)
                 penalised += r["num_tokens"] > cap - 6
-        assert m["accuracy"] == sum(r["correctness"] >= 0.5 for r in rows[m["step"]]) / 16
+        assert m["accuracy"] == sum(is_correct(r["correctness"]) for r in rows[m["step"]]) / 16
         assert m["reward_mean"] == pytest.approx(sum(r["reward"] for r in rows[m["step"]]) / 16)
     assert penalised, "no response reached the overlong buffer: the test proves nothing"
 

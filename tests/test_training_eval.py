@@ -1,5 +1,7 @@
 """Evaluation during training: rows at the configured steps and at every peak and trough,
 numbers equal to evaluating the saved checkpoint with siri.eval, and the trajectory plot."""
+import json
+
 import pytest
 import torch
 
@@ -69,3 +71,39 @@ def test_trajectory_plot_has_a_point_per_eval_in_cycles(evaluated_run):
     assert [p["label"].split()[0] for p in points] == [str(t + 1) for t in expected_eval_steps(cfg)]
     assert {p["series"] for p in points} == {"cycle 1", "cycle 2"}
     assert any(p["label"].endswith("trough") for p in points) and any(p["label"].endswith("peak") for p in points)
+
+
+def half_credit_on_even(response_text: str, reference: str, finish_reason: str) -> float:
+    """``reward_fns.even_length`` at half credit: exactly the correctness threshold (0.5) for
+    an even number of characters, 0 otherwise (named by config as ``test_training_eval:...``)."""
+    return 0.5 * (len(response_text) % 2 == 0)
+
+
+def test_a_reward_at_the_threshold_counts_alike_in_training_and_in_eval(workspace, tmp_path):
+    """One definition of correct: a score of exactly the threshold is correct in the training
+    ``accuracy`` and in ``eval_accuracy`` alike (they once used >= and >)."""
+    run_dir = tmp_path / "run"
+    cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", f"eval.data={workspace / 'train.jsonl'}",
+                                                  "trainer.steps=1", "trainer.eval_every=1", "eval.n=2", "eval.limit=6",
+                                                  "reward.workers=0", "reward.fn=test_training_eval:half_credit_on_even"])
+    metrics = []
+    Trainer(cfg, callbacks=[metrics.append]).fit()
+    [m] = metrics
+    rows = [json.loads(line) for line in (run_dir / "rollouts" / "step_0.jsonl").open()]
+    assert {r["correctness"] for r in rows} == {0.0, 0.5}, "the test needs responses on both sides"
+    assert m["accuracy"] == sum(r["correctness"] == 0.5 for r in rows) / len(rows)
+    # eval: the same draws scored at full credit (1.0 for an even length) give the same accuracy
+    checkpoint = run_dir / "checkpoints" / "step_1"
+    tokenizer = load_tokenizer(str(checkpoint))
+    examples = load_eval_examples(str(workspace / "train.jsonl"), tokenizer, instruction=cfg.data.instruction,
+                                  max_prompt_tokens=cfg.data.max_prompt_tokens)[:6]
+    settings = EvalSettings(n=2, temperature=cfg.eval.temperature, max_tokens=24, seed=cfg.trainer.seed)
+    engine = LLMEngine(load_model(str(checkpoint), device=torch.device("cpu"), dtype=torch.float32).eval(),
+                       page_size=4, max_num_seqs=64, kv_cache_bytes=2**22)
+    full = evaluate_examples(engine, tokenizer, examples, settings,
+                             reward_fn=wrong_when_truncated(load_reward_fn("reward_fns:even_length")))
+    half = evaluate_examples(engine, tokenizer, examples, settings,
+                             reward_fn=wrong_when_truncated(half_credit_on_even))
+    assert 0 < full["accuracy"] < 1, "every answer right or every answer wrong: the comparison proves little"
+    assert half["accuracy"] == full["accuracy"]
+    assert m["eval_accuracy"] == pytest.approx(full["accuracy"], abs=1e-12)

@@ -1,12 +1,27 @@
 """Which prompt groups a step trains on: DAPO's dynamic sampling, with refill.
 
 A group whose G rewards are all equal has zero advantage everywhere: it adds no gradient,
-only tokens to the token-mean's denominator. DAPO drops such groups and keeps sampling new
-prompts until the batch is full again. :class:`GroupCollector` keeps that account over a
-step's sampling rounds; the trainer generates and scores each round, and every rank feeds
-the collector the same global flags, so all ranks agree on the kept set.
+only tokens to the token-mean's denominator. DAPO drops the groups whose responses are all
+right or all wrong and keeps sampling new prompts until the batch is full again.
 
-Three modes (``algo.filter_equal_groups`` / ``algo.dynamic_sampling``):
+Which groups count as "all equal" is ``algo.filter_metric`` (:func:`group_all_equal`):
+
+- ``acc`` (the default; verl's DAPO ``filter_groups.metric: acc``): the responses'
+  correctness flags (:func:`siri.rewards.correctness.is_correct` of the reward function's
+  own score) are all equal. With length terms (an overlong buffer, a length reward) an
+  all-wrong group shapes to distinct rewards; it is dropped all the same, so no step trains
+  on the length signal alone.
+- ``reward``: the shaped rewards (what the advantage is computed from) are all equal, i.e.
+  only the groups with zero advantage are dropped.
+
+Without length terms and with a 0/1 reward the two agree.
+
+:class:`GroupCollector` keeps that account over a step's sampling rounds; the trainer
+generates and scores each round, and every rank feeds the collector the same global flags,
+so all ranks agree on the kept set.
+
+Three modes (``algo.filter_equal_groups`` / ``algo.dynamic_sampling``); the two that drop
+use the same ``algo.filter_metric`` flags:
 
 - keep everything (neither): one round, every group trains in its own slot;
 - drop without refill (``filter_equal_groups`` only): one round, equal groups are dropped and
@@ -21,9 +36,35 @@ mini-batch ``k // (target // mini_batches)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["GroupCollector", "KeptGroup"]
+from siri.rewards.correctness import is_correct
+
+__all__ = ["FILTER_METRICS", "GroupCollector", "KeptGroup", "group_all_equal"]
+
+FILTER_METRICS = ("acc", "reward")
+"""Values of ``algo.filter_metric``."""
+
+
+def group_all_equal(rewards: Sequence[float], correctness: Sequence[float], metric: str = "acc") -> bool:
+    """Whether one prompt group is "all equal" under ``metric``, i.e. dropped by the filter.
+
+    Args:
+        rewards: the group's shaped rewards (correctness plus length terms).
+        correctness: the reward function's own scores, same order.
+        metric: ``"acc"``: the correctness flags (``is_correct``) are all equal (all right or
+            all wrong); ``"reward"``: the shaped rewards are all equal.
+
+    Raises:
+        ValueError: an unknown ``metric``.
+    """
+    if metric == "acc":
+        values: set = {is_correct(score) for score in correctness}
+    elif metric == "reward":
+        values = set(rewards)
+    else:
+        raise ValueError(f"filter_metric must be one of {list(FILTER_METRICS)}, got {metric!r}")
+    return len(values) <= 1
 
 
 @dataclass
@@ -44,7 +85,7 @@ class GroupCollector:
 
     Args:
         target: groups per step (``rollout.prompts_per_step``).
-        drop_equal: drop groups whose rewards are all equal.
+        drop_equal: drop the groups flagged all equal (:func:`group_all_equal`).
         refill: draw further rounds until ``target`` groups are kept (needs ``drop_equal``).
         max_rounds: the most rounds a step draws (>= 1).
     """
@@ -68,8 +109,8 @@ class GroupCollector:
         """Record one round.
 
         Args:
-            all_equal: for every group of the round, in draw order, whether its rewards are
-                all equal (the same list on every rank).
+            all_equal: for every group of the round, in draw order, whether it is all equal
+                (:func:`group_all_equal`; the same list on every rank).
             local: this rank's rollouts by group index within the round.
         """
         if self.done:
@@ -99,7 +140,7 @@ class GroupCollector:
 
     @property
     def discarded(self) -> int:
-        """Groups drawn but not trained on (equal rewards, or surplus of the last round)."""
+        """Groups drawn but not trained on (all equal, or surplus of the last round)."""
         return self.drawn - len(self.kept)
 
     def stats(self) -> dict[str, float]:

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from siri.demo.task import Problem, concise_trace
 from siri.engine import LLMEngine, SamplingParams
-from siri.rewards import capped_reward
+from siri.rewards import capped_reward, is_correct
 
 #: L_max as a multiple of the hard tier's longest concise trace.
 L_MAX_FACTOR = 1.6
@@ -63,8 +63,8 @@ def base_lengths(model, tokenizer, problems: list[Problem], prompt_ids: list[lis
     for problem, group in zip(problems, engine.generate(prompt_ids, params)):
         for c in group:
             every[problem.tier].append(len(c.token_ids))
-            if capped_reward(tokenizer.decode(c.token_ids, skip_special_tokens=True), problem.answer,
-                             c.finish_reason) > 0.5:
+            if is_correct(capped_reward(tokenizer.decode(c.token_ids, skip_special_tokens=True), problem.answer,
+                                        c.finish_reason)):
                 correct[problem.tier].append(len(c.token_ids))
     return {tier: {"all": distribution(every[tier], l_min), "correct": distribution(correct[tier], l_min)}
             for tier in every}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from siri.rewards.correctness import is_correct
+
 __all__ = ["LENGTH_REWARDS", "LengthShaping", "kimi_length", "l1_target", "overlong_penalty", "shape_rewards"]
 
 LENGTH_REWARDS = ("none", "kimi", "l1_target")
@@ -86,8 +88,8 @@ class LengthShaping:
         return self.overlong_buffer > 0 or self.length_reward != "none"
 
 
-def shape_rewards(rewards: list[float], lengths: list[int], cap: int, group_size: int, shaping: LengthShaping,
-                  *, correct_threshold: float = 0.5) -> list[float]:
+def shape_rewards(rewards: list[float], lengths: list[int], cap: int, group_size: int,
+                  shaping: LengthShaping) -> list[float]:
     """Add the length terms of ``shaping`` to a step's rewards.
 
     Args:
@@ -96,7 +98,8 @@ def shape_rewards(rewards: list[float], lengths: list[int], cap: int, group_size
             ``reward.truncated_reward``.
         lengths: the responses' token counts, same order.
         cap: the step's cap.
-        correct_threshold: a reward >= this counts as correct for ``kimi``.
+        shaping: the terms to add. ``kimi`` takes its correctness flags from ``rewards`` by
+            :func:`siri.rewards.correctness.is_correct`.
 
     Returns the shaped rewards (a new list; ``rewards`` is not changed).
     """
@@ -114,7 +117,7 @@ def shape_rewards(rewards: list[float], lengths: list[int], cap: int, group_size
         terms: list[float] = []
         for lo in range(0, len(rewards), group_size):
             terms += kimi_length(lengths[lo:lo + group_size],
-                                 [r >= correct_threshold for r in rewards[lo:lo + group_size]])
+                                 [is_correct(r) for r in rewards[lo:lo + group_size]])
     else:
         if shaping.target is None:
             raise ValueError("length_reward 'l1_target' needs a target length (reward.length_target)")
