@@ -133,6 +133,39 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(path / STATE, map_location="cpu", weights_only=False)
 
 
+def latest_step(run_dir: str | os.PathLike) -> int | None:
+    """The step of the newest complete checkpoint, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1][0] if found else None
+
+
+def load_for_resume(path: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """``trainer_state.pt`` of the checkpoint a run resumes from, after checking that the whole
+    checkpoint can be read here: complete, of ``step`` (when given), with a model config and
+    safetensors weights whose headers parse. Raises ValueError with a one-line reason."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path} does not exist")
+    info = read_info(path)
+    if info is None:
+        raise ValueError(f"{path} is not a complete siri checkpoint (no valid {MARKER} and {STATE})")
+    if step is not None and info["step"] != step:
+        raise ValueError(f"{path} holds step {info['step']}, not step {step}")
+    weights = sorted(path.glob("*.safetensors"))
+    if not (path / "config.json").is_file() or not weights:
+        raise ValueError(f"{path} has no config.json or no *.safetensors weights")
+    try:
+        for file in weights:
+            with safe_open(str(file), framework="pt"):
+                pass
+        return torch.load(path / STATE, map_location="cpu", weights_only=False)
+    except Exception as e:      # torn or foreign files: say which checkpoint, in one line
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path} cannot be read: {type(e).__name__}: {first}") from e
+
+
 def prune(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
     """Delete periodic checkpoints beyond the newest ``keep_last``, and stale temp dirs of
     dead writers. Checkpoints whose kinds include anything but "periodic" (peak, trough,

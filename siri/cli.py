@@ -63,11 +63,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                "-m", "siri", "train", args.config, *overrides]
         print("siri train: launching", " ".join(cmd), flush=True)
         return subprocess.call(cmd)
-    from siri.distributed import RankFailure
+    from siri.distributed import RankFailure, leave_process_group
     from siri.trainer import Trainer
 
     _quiet_transformers()
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg)
+    except RankFailure as e:
+        print(f"siri train: {e}", file=sys.stderr, flush=True)
+        os._exit(3)
+    except BaseException:
+        # a setup error the ranks agreed on (a checkpoint some rank cannot read): reported by
+        # main() on every rank, after leaving the process group cleanly
+        leave_process_group()
+        raise
     try:
         result = trainer.fit()
     except RankFailure as e:
@@ -270,16 +279,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The subcommand's arguments, with positionals (a config's ``key=value`` overrides) and
+    flags in any order: ``siri train CONFIG --dry-run trainer.steps=5`` is ``siri train CONFIG
+    trainer.steps=5 --dry-run``. A parser with subparsers cannot parse intermixed, so the
+    subcommand's name is taken first and its own parser parses the rest intermixed; anything
+    else (no subcommand, an unknown one, ``--help``) goes to the top-level parser, which
+    reports it."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if not argv or argv[0] not in subparsers:
+        return parser.parse_args(argv)
+    sub = subparsers[argv[0]]
+    args, unknown = sub.parse_known_intermixed_args(argv[1:])
+    if unknown:
+        # an unknown flag ends the run of positionals it interrupts, so the overrides after it
+        # land here too: name only the flags, which are what the user has to fix
+        flags = [a for a in unknown if a.startswith("-")]
+        sub.error(f"unrecognized arguments: {' '.join(flags or unknown)}")
+    args.command = argv[0]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. Expected user errors (a missing file, a bad config or value, an
     unreachable model or dataset) print one line on stderr and return 2; set SIRI_DEBUG=1 for
     the traceback."""
     import yaml
 
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -65,6 +65,25 @@ class DistContext:
         t = torch.tensor([value], dtype=torch.int64, device=self.device)
         self._guard(dist.all_reduce, t, op=dist.ReduceOp.MAX)
         return int(t[0])
+
+    def broadcast_int(self, value: int, src: int = 0) -> int:
+        """Rank ``src``'s ``value`` on every rank (sent from :attr:`device`)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        self._guard(dist.broadcast, t, src=src)
+        return int(t[0])
+
+    def agree(self, error: str | None, what: str, hint: str = "") -> None:
+        """Every rank reports whether it succeeded at ``what`` (``error`` None) or why not; if any
+        rank failed, every rank raises the same one-line ValueError naming the failed ranks and
+        their reasons, then ``hint``. A collective: all ranks call it, so a failure on one rank
+        stops them all instead of leaving the others waiting in their next collective."""
+        errors = self.all_gather_objects(error)
+        failed = [f"rank {rank}: {e}" for rank, e in enumerate(errors) if e is not None]
+        if failed:
+            raise ValueError(f"{what} failed on {len(failed)} of {self.world_size} ranks ({'; '.join(failed)})"
+                             + (f"; {hint}" if hint else ""))
 
     def all_gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (``[obj]`` for one process)."""
@@ -134,7 +153,8 @@ def shard_model(model: torch.nn.Module, compute_dtype: torch.dtype | None = None
     policy = MixedPrecisionPolicy()
     if compute_dtype is not None:
         policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
-    for layer in model.model.layers:
+    decoder: Any = model.model   # a transformers causal LM's decoder (its layers: .layers)
+    for layer in decoder.layers:
         fully_shard(layer, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
 
@@ -144,7 +164,9 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     when ``model`` is FSDP-sharded; plain tensors otherwise)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    # full_state_dict=True: every value is a full torch.Tensor (the declared ValueType is wider)
+    return cast("dict[str, torch.Tensor]",
+                get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)))
 
 
 def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -168,4 +190,12 @@ def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Opt
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy the process group this process joined, if any: for an error every rank raised
+    together (e.g. :meth:`DistContext.agree`), so each exits with its own status and message
+    instead of aborting in the group's threads at interpreter exit."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -67,3 +67,30 @@ def test_resaving_a_step_replaces_it(tmp_path, model):
     path = save(tmp_path, 1, model, ["final"])
     assert json.loads((path / checkpoint.MARKER).read_text())["kinds"] == ["final"]
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_1"]
+
+
+def test_load_for_resume_reads_the_whole_checkpoint_or_says_why_not(tmp_path, model):
+    """What every rank checks before the ranks agree to resume: the checkpoint is complete, of
+    the chosen step, and its weights and trainer state can be read; else one clear line."""
+    path = save(tmp_path, 3, model)
+    assert checkpoint.latest_step(tmp_path) == 3 and checkpoint.latest_step(tmp_path / "empty") is None
+    assert checkpoint.load_for_resume(path, 3)["x"].tolist() == [0, 1, 2]
+    assert checkpoint.load_for_resume(path)["step"] == 3
+    with pytest.raises(ValueError, match="holds step 3, not step 5"):
+        checkpoint.load_for_resume(path, 5)
+    with pytest.raises(ValueError, match="step_9 does not exist"):
+        checkpoint.load_for_resume(tmp_path / "checkpoints" / "step_9", 9)
+    cases = {"torn weights": ("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{"),
+             "torn state": (checkpoint.STATE, b"not a torch file")}
+    for name, (file, data) in cases.items():
+        broken = tmp_path / name / "checkpoints" / "step_3"
+        shutil.copytree(path, broken)
+        (broken / file).write_bytes(data)
+        with pytest.raises(ValueError, match="cannot be read") as e:
+            checkpoint.load_for_resume(broken, 3)
+        assert str(broken) in str(e.value) and "\n" not in str(e.value), name
+    missing = tmp_path / "missing" / "checkpoints" / "step_3"
+    shutil.copytree(path, missing)
+    (missing / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="no config.json or no"):
+        checkpoint.load_for_resume(missing, 3)

@@ -90,3 +90,59 @@ def test_plot_says_why_there_is_no_pareto_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no pareto.png" in out and "siri eval" in out
     assert (run / "plots" / "training.png").is_file()
+
+
+def _parsed(monkeypatch, argv):
+    """The namespace `siri ARGV` hands its subcommand (recorded instead of run)."""
+    from siri import cli
+
+    seen = []
+    for name in ("cmd_train", "cmd_eval", "cmd_demo"):
+        monkeypatch.setattr(cli, name, lambda args: seen.append(args) or 0)
+    assert main(argv) == 0
+    return {k: v for k, v in vars(seen[0]).items() if k not in ("func", "parser")}
+
+
+ORDERS = {
+    "train": [["train", PAPER_CONFIG, "trainer.steps=5", "schedule.l_min=64", "--dry-run", "--run-dir", "R"],
+              ["train", PAPER_CONFIG, "--dry-run", "trainer.steps=5", "schedule.l_min=64", "--run-dir", "R"],
+              ["train", PAPER_CONFIG, "--dry-run", "trainer.steps=5", "--run-dir", "R", "schedule.l_min=64"],
+              ["train", "--dry-run", PAPER_CONFIG, "trainer.steps=5", "--run-dir", "R", "schedule.l_min=64"]],
+    "demo": [["demo", "schedule.period=10", "trainer.steps=3", "--smoke", "--quiet", "--seed", "2"],
+             ["demo", "--smoke", "schedule.period=10", "trainer.steps=3", "--quiet", "--seed", "2"],
+             ["demo", "--smoke", "schedule.period=10", "--quiet", "trainer.steps=3", "--seed", "2"],
+             ["demo", "--smoke", "--quiet", "--seed", "2", "schedule.period=10", "trainer.steps=3"]],
+}
+
+
+@pytest.mark.parametrize("command", ORDERS)
+def test_overrides_may_come_before_between_or_after_flags(command, monkeypatch):
+    """`siri train CONFIG --dry-run trainer.steps=5` parses as `siri train CONFIG trainer.steps=5
+    --dry-run` does: overrides and flags in any order give the same arguments (and, for train,
+    the same resolved config)."""
+    from siri.config import config_to_dict, load_config
+
+    parsed = [_parsed(monkeypatch, argv) for argv in ORDERS[command]]
+    assert all(p == parsed[0] for p in parsed), parsed
+    assert parsed[0]["command"] == command and parsed[0]["quiet" if command == "demo" else "dry_run"]
+    if command == "train":
+        assert parsed[0]["overrides"] == ["trainer.steps=5", "schedule.l_min=64"]
+        cfg = config_to_dict(load_config(PAPER_CONFIG, parsed[0]["overrides"]))
+        assert cfg["trainer"]["steps"] == 5 and cfg["schedule"]["l_min"] == 64
+    else:
+        assert parsed[0]["overrides"] == ["schedule.period=10", "trainer.steps=3"] and parsed[0]["smoke"]
+
+
+@pytest.mark.parametrize("argv", [["train", PAPER_CONFIG, "--dry-run", "trainer.steps=5", "--bogus"],
+                                  ["demo", "--smoke", "schedule.period=10", "--bogus", "trainer.steps=3"]],
+                         ids=["train", "demo"])
+def test_an_unknown_flag_among_overrides_is_named_alone(argv, capsys):
+    """An unknown flag between or after overrides is the one thing reported (the overrides
+    around it are accepted, not lumped into the error)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"siri {argv[0]}: error: unrecognized arguments: --bogus (see 'siri {argv[0]} --help')" == lines[0]

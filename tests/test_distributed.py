@@ -2,6 +2,7 @@
 2 processes equal 1 process for the same global batch, a 2-process checkpoint resumes in 1
 process, and a dead rank ends the job with a clear error."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,18 +34,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch_ranks(workspace, run_dir, *overrides, world=2, env=None):
+def launch_ranks(workspace, run_dir, *overrides, world=2, env=None, probe=None):
     """Start the ranks by hand (the environment torchrun would set), so the test sees each
-    rank's own exit status and message."""
+    rank's own exit status and message. ``run_dir`` may be a list, one per rank (a run
+    directory per node). With ``probe`` (a directory) each rank only builds the Trainer and
+    saves the step and weights it resumed with there (training_run.probe_resume)."""
     port = free_port()
     procs = []
     for rank in range(world):
         rank_env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
                     "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                     "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **(env or {})}
+        rank_dir = run_dir[rank] if isinstance(run_dir, (list, tuple)) else run_dir
+        entry = ["-m", "siri", "train"] if probe is None else [str(TESTS / "training_run.py"), "probe"]
         # the default reward pool: min(8, CPUs // LOCAL_WORLD_SIZE) workers per rank
-        cmd = [sys.executable, "-m", "siri", "train", str(workspace / "config.yaml"), f"trainer.run_dir={run_dir}",
-               "reward.workers=null", *overrides]
+        cmd = [sys.executable, *entry, str(workspace / "config.yaml"), *([] if probe is None else [str(probe)]),
+               f"trainer.run_dir={rank_dir}", "reward.workers=null", *overrides]
         procs.append(subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -144,3 +149,70 @@ def test_two_processes_train_bf16_compute_with_fp32_masters(workspace, paralleli
     (one_fraction, one_norm), (two_fraction, two_norm) = stats["one"], stats["two"]
     assert one_fraction > 0.5 and two_fraction > 0.5
     assert 0.5 < two_norm / one_norm < 2.0
+
+
+@pytest.fixture(scope="module")
+def saved_steps(workspace, tmp_path_factory):
+    """A run directory holding checkpoints step_2 and step_4 of the workspace config with
+    different weights (saved by a Trainer in this process: resuming reads them the same
+    however they were trained)."""
+    from siri.config import load_config
+    from siri.trainer import Trainer
+
+    run_dir = tmp_path_factory.mktemp("dist") / "saved"
+    trainer = Trainer(load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", "trainer.keep_last=5"]))
+    for step in (2, 4):
+        with torch.no_grad():
+            for p in trainer.weights.optimizer_parameters():
+                p.add_(0.01)
+        trainer.step = step
+        trainer.save(["periodic"])
+    trainer.scorer.close()
+    return run_dir
+
+
+def node_dirs(tmp_path, saved_steps, *steps_per_rank):
+    """A run directory per rank (each node's local disk) holding copies of the given steps."""
+    dirs = []
+    for rank, steps in enumerate(steps_per_rank):
+        run_dir = tmp_path / f"node{rank}"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        for step in steps:
+            shutil.copytree(saved_steps / "checkpoints" / f"step_{step}", run_dir / "checkpoints" / f"step_{step}")
+        dirs.append(run_dir)
+    return dirs
+
+
+def test_every_rank_resumes_the_step_rank_0_chose(workspace, saved_steps, parallelism, tmp_path):
+    """Run directories per node that disagree (rank 1's holds a newer step_4 too): every rank
+    resumes rank 0's newest, step_2, with the same weights, under DDP and FSDP2."""
+    dirs = node_dirs(tmp_path, saved_steps, [2], [2, 4])
+    out = tmp_path / "probe"
+    out.mkdir()
+    for code, _, err in wait_all(launch_ranks(workspace, dirs, f"trainer.parallelism={parallelism}",
+                                              "reward.workers=0", probe=out), timeout=300):
+        assert code == 0, err[-3000:]
+    saved = weights(saved_steps / "checkpoints" / "step_2")
+    for rank in range(2):
+        probe = torch.load(out / f"rank{rank}.pt")
+        assert probe["step"] == 2, rank
+        assert probe["weights"].keys() >= saved.keys()
+        for name, tensor in saved.items():
+            assert torch.equal(probe["weights"][name], tensor), (rank, name)
+
+
+def test_a_rank_without_the_chosen_checkpoint_stops_every_rank_with_a_clear_error(workspace, saved_steps, tmp_path):
+    """Rank 1's run directory lacks the checkpoint rank 0 resumes: both ranks exit with one line
+    that names rank 1, the step and the fix, promptly (no rank waits in a collective)."""
+    dirs = node_dirs(tmp_path, saved_steps, [4], [])
+    started = time.time()
+    results = wait_all(launch_ranks(workspace, dirs, *COMMON, "trainer.steps=6", "trainer.dist_timeout_s=60"),
+                       timeout=120)
+    for rank, (code, _, err) in enumerate(results):
+        assert code == 2, (rank, err[-3000:])
+        assert "Traceback" not in err, err[-3000:]
+        line = next(x for x in err.splitlines() if x.startswith("siri train: error:"))
+        assert "resuming from step_4" in line and "failed on 1 of 2 ranks" in line, line
+        assert f"rank 1: {dirs[1] / 'checkpoints' / 'step_4'} does not exist" in line, line
+        assert "trainer.run_dir" in line and "rank 0:" not in line, line
+    assert time.time() - started < 60

@@ -1,6 +1,10 @@
 """A tiny training setup shared by the trainer and reliability tests: a Qwen2 model and
 byte-level BPE tokenizer built and saved by the test, a jsonl dataset, a config with a
-cosine cap, and a way to run `python -m siri train` in a subprocess."""
+cosine cap, and a way to run `python -m siri train` in a subprocess.
+
+``python training_run.py probe CONFIG OUT [OVERRIDES...]`` (a rank of a distributed test)
+builds the Trainer, which resumes as configured, and saves the step and the full weights it
+resumed with to ``OUT/rank<R>.pt``."""
 import json
 import os
 import subprocess
@@ -81,3 +85,21 @@ def update_stats(initial, final):
         total += delta.numel()
         squares += float((delta ** 2).sum())
     return changed / total, squares ** 0.5
+
+
+def probe_resume(config, out, overrides):
+    """Build the Trainer (it resumes as configured) and save ``{"step", "weights"}`` of this
+    rank to ``out/rank<R>.pt``: what each rank starts training from."""
+    from siri.config import load_config
+    from siri.distributed import shutdown
+    from siri.trainer import Trainer
+
+    trainer = Trainer(load_config(config, overrides))
+    state = {k: v.detach().cpu().clone() for k, v in trainer.weights.checkpoint_state().items()}  # all ranks
+    torch.save({"step": trainer.step, "weights": state}, Path(out) / f"rank{trainer.dist.rank}.pt")
+    trainer.scorer.close()
+    shutdown(trainer.dist)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["probe"]:
+    probe_resume(sys.argv[2], sys.argv[3], sys.argv[4:])
