@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test demo bench sanitize cuda-check cuda-ext-check gpu-suite gpu-wheels clean
+.PHONY: setup test coverage lint demo bench sanitize cuda-check cuda-ext-check gpu-suite gpu-wheels clean
 
 setup:
 	bash scripts/setup_venv.sh
@@ -12,9 +12,25 @@ setup:
 demo: setup
 	$(VENV)/bin/siri demo --out siri-demo
 
-## the test suite (CPU; CUDA tests run too when the build has CUDA and a GPU is visible)
+## the test suite (CPU; CUDA tests run too when the build has CUDA and a GPU is visible), under
+## coverage.py with subprocesses measured too; `make coverage` then reports and gates
 test: setup
-	$(PY) -m pytest -q tests
+	rm -rf build/coverage && mkdir -p build/coverage
+	$(PY) -m coverage run -m pytest -q tests
+
+## the siri/ lines `make test` never executed, per file, and the gate: >= 95% executed, at most
+## 100 lines marked GPU-only (`# gpu-only: <test>`), every marker naming an existing test
+coverage:
+	$(PY) -m coverage combine -q --keep
+	$(PY) scripts/coverage_gate.py --data build/coverage/.coverage --min 95 --max-gpu-only 100
+
+## static checks: ruff (pyflakes + bugbear, [tool.ruff] in pyproject.toml) and mypy (the files in
+## [tool.mypy]). Installs nothing heavy: only ruff and mypy, when `make setup` has not already
+lint:
+	test -x $(VENV)/bin/ruff -a -x $(VENV)/bin/mypy || { test -x $(PY) || python3 -m venv $(VENV); \
+		$(PY) -m pip install -q --disable-pip-version-check "ruff~=0.17.6" "mypy~=2.4.1"; }
+	$(VENV)/bin/ruff check siri tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 ## every kernel benchmark, CPU, in one process each
 bench: setup

@@ -142,7 +142,8 @@ def main() -> None:
     stop = range(1, args.vocab, 32)
     for cap in () if args.skip_caps else (64, 128, 256, 1024, 4096):
         counts = []
-        run = common.compare({"cap": lambda: counts.append(siri_generate(engine, prompts, 8, cap, stop))},
+        run = common.compare({"cap": lambda counts=counts, cap=cap: counts.append(
+                                 siri_generate(engine, prompts, 8, cap, stop))},
                              device, repeats=repeats, warmup=0)["cap"]
         seconds = common.median(run)
         cap_rows.append(dict(cap=cap, generated_tokens=counts[-1], seconds=seconds,

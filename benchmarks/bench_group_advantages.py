@@ -28,8 +28,8 @@ def main() -> None:
     for batch, group_size in [(128 * 8, 8), (512 * 16, 16), (1 << 22, 8)]:
         rewards = torch.randn(batch, device=device)
         times = common.compare({
-            "siri": lambda: group_advantages(rewards, group_size),
-            "torch": lambda: torch_eager(rewards, group_size),
+            "siri": lambda rewards=rewards, group_size=group_size: group_advantages(rewards, group_size),
+            "torch": lambda rewards=rewards, group_size=group_size: torch_eager(rewards, group_size),
         }, device, repeats=args.repeats)
         siri_s = common.median(times["siri"])
         bytes_moved = 2 * batch * 4  # read rewards + write advantages

@@ -27,6 +27,7 @@ no KL, the same clip range, torch.compile on as Liger ships it), so the loss's s
 step is visible. Its sequences are --seq-len tokens with one advantage each. Baselines that
 are missing or cannot run are skipped with the reason printed and recorded in the JSON.
 """
+import functools
 import sys
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def measure(leaf, targets, old, adv, mask, device, repeats):
     for _ in range(repeats):
         for kind in KINDS:
             logits = prepare(kind, leaf)
-            times[kind].append(common.time_once(lambda: step(kind, logits, targets, old, adv, mask), device))
+            times[kind].append(common.time_once(functools.partial(step, kind, logits, targets, old, adv, mask), device))
     return memory, times
 
 
@@ -148,8 +149,8 @@ def measure_logprobs(leaf, targets, device, repeats, with_liger):
     for _ in range(repeats):
         for kind in kinds:
             logits = leaf * 1
-            times[kind].append(common.time_once(lambda: logprobs_step(kind, logits, targets, upstream, liger_ce),
-                                                device))
+            times[kind].append(common.time_once(
+                functools.partial(logprobs_step, kind, logits, targets, upstream, liger_ce), device))
     return times, liger_error
 
 

@@ -139,8 +139,8 @@ def main() -> None:
         warm = make_items(8 * args.workers, 0, seed=-1)  # first calls in each process (lazy imports)
         assert pool.score(warm).rewards == score_serially(capped_reward, warm, args.timeout).rewards
         for items in batches:
-            candidates = {"serial": lambda: score_serially(capped_reward, items, args.timeout),
-                          "pool": lambda: pool.score(items)}
+            candidates = {"serial": lambda items=items: score_serially(capped_reward, items, args.timeout),
+                          "pool": lambda items=items: pool.score(items)}
             for name, fn in candidates.items():
                 start = time.perf_counter()
                 results[name] = fn()

@@ -128,9 +128,9 @@ def main() -> None:
         for name, (temperature, top_k, top_p) in CONFIGS.items():
             a = make_args(dtype, temperature, top_k, top_p, device)
             candidates = {
-                "siri": lambda: sample_tokens(**a),
-                "torch_hf": lambda: torch_step(a, draw_multinomial),
-                "torch_race": lambda: torch_step(a, draw_race),
+                "siri": lambda a=a: sample_tokens(**a),
+                "torch_hf": lambda a=a: torch_step(a, draw_multinomial),
+                "torch_race": lambda a=a: torch_step(a, draw_race),
             }
             flashinfer_error = None
             if flashinfer is not None:

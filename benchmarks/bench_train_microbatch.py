@@ -94,7 +94,7 @@ def main() -> None:
             with common.PeakMemory(device) as peak:
                 step(kind, model, batch)
             memory[kind] = peak.extra
-        times = common.compare({kind: (lambda k=kind: step(k, model, batch)) for kind in KINDS}, device,
+        times = common.compare({kind: (lambda k=kind, m=model, b=batch: step(k, m, b)) for kind in KINDS}, device,
                                repeats=repeats, warmup=0)
         n = int(batch["response_mask"].sum())
         row = dict(dtype=str(dtype).removeprefix("torch."), sequences=args.sequences, prompt=args.prompt,

@@ -33,7 +33,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         except ValueError as e:
             if k < len(lines) - 1:
                 raise ValueError(f"{path}:{i} is not valid JSON: {e}") from e
-            warnings.warn(f"{path}:{i}: skipping an incomplete last line")
+            warnings.warn(f"{path}:{i}: skipping an incomplete last line", stacklevel=2)
     return records
 
 

@@ -82,7 +82,7 @@ def test_strided_traversal_reads_every_element_once_with_aligned_vectors(dtype, 
         for offset in offsets(dtype):
             split_visits, element_visits = _C._strided_visits(values, dtype, offset, threads)
             assert sorted(v[1] for v in split_visits) == list(range(size)), (size, offset)
-            for thread, index, value, via_vector, aligned in split_visits:
+            for _thread, index, value, via_vector, aligned in split_visits:
                 assert same_float(value, expected[index]), (size, offset, index)
                 assert aligned or not via_vector, (size, offset, index)
             vectors = sum(v[3] for v in split_visits) // width
@@ -108,7 +108,7 @@ def test_contiguous_shares_cover_the_row_in_order(dtype, threads):
                 assert end == begin
             head, body_end, _ = _C._vector_split(offset * elem, size, elem)
             width = 16 // elem
-            for begin, end in shares[1:]:  # interior boundaries sit on vector boundaries
+            for begin, _end in shares[1:]:  # interior boundaries sit on vector boundaries
                 assert head <= begin <= body_end and (begin == body_end or (begin - head) % width == 0)
             # balanced: no share holds more than its run of vectors plus the head and the tail
             run = -(-(body_end - head) // width // threads) * width
@@ -149,7 +149,9 @@ def test_nth_index_with_key_on_random_rows_with_many_ties(dtype, threads):
 def test_nth_index_with_key_edge_cases(dtype):
     for offset in offsets(dtype):
         for threads in (1, 3, 256):
-            nth = lambda values, key, n: _C._nth_index_with_key(values, dtype, offset, key, n, threads)  # noqa: E731
+            def nth(values, key, n, offset=offset, threads=threads):
+                return _C._nth_index_with_key(values, dtype, offset, key, n, threads)
+
             assert nth([2.0], 2.0, 1) == 0                                  # V = 1
             for size in (7, 8, 9, 255, 256, 257, 2051):                     # all equal
                 assert [nth([1.0] * size, 1.0, n) for n in (1, 2, size)] == [0, 1, size - 1]
