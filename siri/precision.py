@@ -35,6 +35,7 @@ engine runs, with no per-forward casts of every weight.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 
@@ -56,6 +57,12 @@ def compute_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return clone
 
 
+def _enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """``model`` is a transformers ``PreTrainedModel``: HF gradient checkpointing."""
+    hf_model: Any = model
+    hf_model.gradient_checkpointing_enable()
+
+
 class PolicyWeights:
     """The policy's weights in their roles (see the module docstring).
 
@@ -74,7 +81,7 @@ class PolicyWeights:
         if sharded:
             self.rollout_model = compute_copy(model, compute_dtype).requires_grad_(False)
             if gradient_checkpointing:
-                model.gradient_checkpointing_enable()
+                _enable_gradient_checkpointing(model)
             shard_model(model, compute_dtype=compute_dtype if self.mixed else None)
             self.train_model = self.master_model = model
             self._rollout_stale = False
@@ -82,13 +89,13 @@ class PolicyWeights:
             self.master_model = model
             self.train_model = self.rollout_model = compute_copy(model, compute_dtype)
             if gradient_checkpointing:
-                self.train_model.gradient_checkpointing_enable()
+                _enable_gradient_checkpointing(self.train_model)
             self._pairs = _parameter_pairs(self.master_model, self.train_model)
             for master, _ in self._pairs:
                 master.requires_grad_(True)
         else:
             if gradient_checkpointing:
-                model.gradient_checkpointing_enable()
+                _enable_gradient_checkpointing(model)
             self.train_model = self.rollout_model = self.master_model = model
 
     def optimizer_parameters(self) -> list[torch.nn.Parameter]:
@@ -141,6 +148,39 @@ class PolicyWeights:
         if self.sharded:
             return full_model_state(self.train_model)
         return self.master_model.state_dict()
+
+
+def init_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
+    """Allocate Adam / AdamW's state (``step``, ``exp_avg``, ``exp_avg_sq``, and
+    ``max_exp_avg_sq`` with amsgrad) for every parameter now, exactly as torch's first
+    ``step()`` would create it (zeros like the parameter, a scalar ``step`` on the CPU unless
+    fused or capturable), so that training is bitwise unchanged.
+
+    Why: torch allocates the moments lazily, at the first ``step()``. The trainer builds the
+    optimizer before the first rollout, and a KV pool sized then from the free memory (or kept
+    through the update, ``rollout.keep_kv_cache``) would otherwise count the moments' memory as
+    free. Parameters that already have state are left alone. Returns the bytes allocated."""
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        raise TypeError(f"init_optimizer_state supports Adam and AdamW, got {type(optimizer).__name__}")
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    allocated = 0
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            fused, capturable = bool(group.get("fused")), bool(group.get("capturable"))
+            for p in group["params"]:
+                state = optimizer.state[p]
+                if len(state) != 0:
+                    continue
+                # torch.optim.Adam._init_group's lazy initialisation, for every parameter
+                state["step"] = (torch.zeros((), dtype=_get_scalar_dtype(is_fused=fused), device=p.device)
+                                 if capturable or fused else torch.tensor(0.0, dtype=_get_scalar_dtype()))
+                names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group.get("amsgrad") else ())
+                for name in names:
+                    state[name] = moment = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    local = moment.to_local() if hasattr(moment, "to_local") else moment   # an FSDP2 shard
+                    allocated += local.numel() * local.element_size()
+    return allocated
 
 
 def _parameter_pairs(master: torch.nn.Module, work: torch.nn.Module):

@@ -13,7 +13,8 @@ One step (``train_step``):
    raises or times out scores 0 and is counted. Length terms (DAPO's overlong penalty, Kimi's
    or L1's length reward; ``siri.rewards.length_shaping``) are added when configured.
 4. Advantages: ``group_advantages`` per prompt group. With ``algo.dynamic_sampling``, groups
-   whose rewards are all equal are dropped and steps 1-4 repeat on new prompts until the
+   whose responses are all right or all wrong (``algo.filter_metric: acc``; ``reward``: whose
+   shaped rewards are all equal) are dropped and steps 1-4 repeat on new prompts until the
    batch is full (``siri.algo.dynamic_sampling``).
 5. Old logprobs: recomputed under no_grad (or the sampler's, exactly on-policy).
 6. Update: for each PPO epoch and mini-batch, micro-batches packed by a token budget go
@@ -42,13 +43,14 @@ import torch
 import yaml
 
 from siri import checkpoint
-from siri.algo.dynamic_sampling import GroupCollector
+from siri.algo.dynamic_sampling import GroupCollector, group_all_equal
 from siri.algo.response_logits import response_logits
 from siri.algo.rollout_batch import Rollout, collate, pack_by_token_budget
 from siri.atomic_io import write_text_atomic
-from siri.config import Config, check_positions, config_to_dict
+from siri.config import Config, check_positions, config_to_dict, longest_cap
 from siri.data import PromptDataset, PromptFormatter, PromptSampler, load_rows
 from siri.engine import LLMEngine, SamplingParams
+from siri.engine import device_memory
 from siri.engine.llm_engine import sequence_seed
 from siri.distributed import full_optimizer_state, init_distributed, load_full_optimizer_state, owned_groups
 from siri.faults import fault_point
@@ -57,19 +59,18 @@ from siri.model_loading import load_model, load_tokenizer, resolve_device, resol
 from siri.ops.group_advantages import group_advantages
 from siri.ops.grpo_loss import grpo_loss
 from siri.ops.logprobs import token_logprobs
-from siri.precision import PolicyWeights
+from siri.memory_plan import kept_kv_cache_bytes
+from siri.model_shape import ModelShape
+from siri.precision import PolicyWeights, init_optimizer_state
 from siri.prompt_format import PROMPT_FILE, PromptFormat
 from siri.progress import TrainProgress
+from siri.rewards.correctness import is_correct
 from siri.rewards.length_shaping import LengthShaping, shape_rewards
 from siri.rewards.loader import load_reward_fn
 from siri.rewards.scoring import default_reward_workers, make_scorer
 from siri.training_eval import TrainingEvaluator
 
 StepCallback = Callable[[dict[str, Any]], None]
-
-# A response with reward >= this counts as correct in the "accuracy" metric (the default
-# reward is 1 for correct and 0 otherwise).
-ACCURACY_THRESHOLD = 0.5
 
 
 class TrainingAborted(RuntimeError):
@@ -104,7 +105,7 @@ class Trainer:
         self.skipped_steps = 0
         self._progress = TrainProgress(False, 0)
         self._consecutive_skips = 0
-        resume_from = self._resume_source()
+        resume_from, resume_state = self._resume_source()
         torch.manual_seed(config.trainer.seed)
         random.seed(config.trainer.seed)
         np.random.seed(config.trainer.seed % 2**32)
@@ -138,14 +139,18 @@ class Trainer:
         o = config.optim
         self.optimizer = torch.optim.AdamW(self.weights.optimizer_parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
                                            weight_decay=o.weight_decay)
+        # the moments exist from here on (not from the first step), so the KV pool's sizing
+        # below and at the first rollout sees them; bitwise the same training as torch's lazy init
+        init_optimizer_state(self.optimizer)
         warmup = o.warmup_steps
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
         r = config.rollout
         self.engine = LLMEngine(self.rollout_model, page_size=r.page_size, max_num_seqs=r.max_num_seqs,
-                                kv_cache_bytes=None if r.kv_cache_gb is None else int(r.kv_cache_gb * 2**30),
+                                kv_cache_bytes=self._kv_cache_bytes(),
                                 gpu_memory_fraction=r.gpu_memory_fraction, max_prefill_tokens=r.max_prefill_tokens,
-                                cuda_graphs=r.cuda_graphs)
+                                cuda_graphs=r.cuda_graphs,
+                                max_seq_len=config.data.max_prompt_tokens + longest_cap(self.schedule, config.trainer.steps))
         self.reward_fn = load_reward_fn(config.reward.fn)
         rc = config.reward
         workers = rc.workers if rc.workers is not None else default_reward_workers(self.dist.local_world_size)
@@ -158,18 +163,68 @@ class Trainer:
                                                self.dist)
         self._peaks = set(self.schedule.peaks(config.trainer.steps))
         self._troughs = set(self.schedule.troughs(config.trainer.steps))
-        if resume_from is not None:
-            self._restore(resume_from)
+        if resume_state is not None:
+            self._restore(resume_state)
 
     # ---- setup ------------------------------------------------------------------------
 
-    def _resume_source(self) -> Path | None:
+    def _kv_cache_bytes(self) -> int | None:
+        """The KV pool's size for the engine: ``rollout.kv_cache_gb``; else, with
+        ``rollout.keep_kv_cache`` (the pool stays allocated through every update), a size that
+        leaves room for the update's peak: ``gpu_memory_fraction`` of the memory free now (the
+        weights and AdamW state in place) less what the memory plan says the update adds, less
+        the CUDA graphs (:func:`siri.memory_plan.kept_kv_cache_bytes`). Else None: the engine
+        takes its share of the free memory at each rollout, and the trainer frees the pool
+        before each update. Where no free-memory query exists (the CPU), the engine's default."""
+        r = self.cfg.rollout
+        if r.kv_cache_gb is not None:
+            return int(r.kv_cache_gb * 2**30)
+        if not r.keep_kv_cache:
+            return None
+        free = device_memory.free_bytes(self.device)
+        if free is None:
+            return None
+        shape = ModelShape.from_hf_config(self.rollout_model.config)
+        return kept_kv_cache_bytes(self.cfg, shape, free, world_size=self.dist.world_size, device=self.device.type)
+
+    def _resume_source(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """The checkpoint to resume from and its trainer state, the same on every rank.
+
+        Rank 0 chooses the step (``trainer.resume=auto``: its newest complete checkpoint; a
+        directory: that checkpoint's step) and broadcasts it, because the ranks' run
+        directories may be different disks (one per node) that hold different checkpoints.
+        Every rank then reads that step from its own ``trainer.run_dir`` (or the given
+        directory), and the ranks agree on success before any of them goes on: a rank that
+        cannot read it makes every rank stop with the same error, instead of starting from
+        other weights (or step 0) and hanging or silently diverging."""
         mode = self.cfg.trainer.resume
         if mode == "never":
-            return None
+            return None, None
         if mode == "auto":
-            return checkpoint.latest_checkpoint(self.run_dir)
-        return Path(mode)
+            chosen = checkpoint.latest_step(self.run_dir) if self.dist.is_main else None
+            step = self.dist.broadcast_int(-1 if chosen is None else chosen)
+            if step < 0:
+                return None, None
+            path = checkpoint.checkpoint_dir(self.run_dir) / f"step_{step}"
+        else:
+            path = Path(mode)
+            info = checkpoint.read_info(path) if self.dist.is_main else None
+            step = self.dist.broadcast_int(-1 if info is None else info["step"])
+        error, state = None, None
+        try:
+            # step -1: rank 0 cannot read the trainer.resume directory (and says why below)
+            state = checkpoint.load_for_resume(path, None if step < 0 else step)
+        except ValueError as e:
+            error = str(e)
+        what = f"resuming from {path} (trainer.resume)" if mode != "auto" else \
+            f"resuming from step_{step} (rank 0's newest checkpoint)"
+        if self.dist.enabled:
+            self.dist.agree(error, what, hint="every rank reads the checkpoint rank 0 chose from its own "
+                            "trainer.run_dir: put the run directory on storage every node shares, or copy the "
+                            "checkpoint to the same path on every node (trainer.resume=never starts afresh)")
+        elif error is not None:
+            raise ValueError(f"{what} failed: {error}")
+        return path, state
 
     def _load_data(self) -> tuple[PromptDataset, dict[str, Any]]:
         d = self.cfg.data
@@ -182,8 +237,7 @@ class Trainer:
                   "skipped_too_long": dataset.num_too_long, "usable_prompts": len(dataset)}
         return dataset, report
 
-    def _restore(self, path: Path) -> None:
-        state = checkpoint.load_state(path)
+    def _restore(self, state: dict[str, Any]) -> None:
         load_full_optimizer_state(self.weights.master_model, self.optimizer, state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -215,7 +269,7 @@ class Trainer:
                 last = self.train_step()
                 if self.evaluator is not None and self.evaluator.due(last["step"]):
                     last.update(self._evaluate(last))
-                if main:
+                if log is not None:   # rank 0
                     log.log(last)
                     self._progress.step_done(last)
                     for callback in self.callbacks:
@@ -234,13 +288,13 @@ class Trainer:
 
     def _evaluate(self, metrics: dict[str, Any]) -> dict[str, float]:
         """The ``eval_*`` metrics of the weights after step ``metrics["step"]``."""
+        assert self.evaluator is not None, "called only when trainer.eval is configured"
         self._progress.stage("eval", metrics["step"], metrics["cap"], metrics["phase"])
         self._prepare_rollout_model()
         try:
             return self.evaluator.run()
         finally:
-            if not self.cfg.rollout.keep_kv_cache:
-                self.engine.release_kv_cache()
+            self._release_rollout_memory()
 
     def _checkpoint_kinds(self, t: int) -> list[str]:
         cfg = self.cfg.trainer
@@ -292,9 +346,11 @@ class Trainer:
             seconds["reward"] += time.perf_counter() - scored_at
             if cfg.trainer.save_rollouts:
                 saved += self._rollout_rows(t, sampling_round, local, rollouts)
+        # the pool (and its CUDA graphs) served every sampling round; its memory goes to the update
+        self._release_rollout_memory()
         if a.dynamic_sampling and len(collector.kept) < collector.target and self.dist.is_main:
             warnings.warn(f"step {t}: dynamic sampling kept {len(collector.kept)} of {collector.target} groups after "
-                          f"{collector.rounds} rounds (algo.max_sampling_rounds); training on those")
+                          f"{collector.rounds} rounds (algo.max_sampling_rounds); training on those", stacklevel=2)
         if cfg.trainer.save_rollouts:
             self._save_rollouts(t, saved)
 
@@ -317,7 +373,7 @@ class Trainer:
         return {
             "step": t, "cap": cap, "phase": phase,
             "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-            "accuracy": sum(correct >= ACCURACY_THRESHOLD for _, _, _, correct in everything) / len(everything),
+            "accuracy": sum(is_correct(correct) for _, _, _, correct in everything) / len(everything),
             "response_len_mean": statistics.fmean(lengths), "response_len_p50": float(statistics.median(lengths)),
             "response_len_max": max(lengths), "response_len_min": min(lengths),
             "truncation_rate": sum(f == "length" for _, _, f, _ in everything) / len(lengths),
@@ -333,15 +389,16 @@ class Trainer:
 
     def _gather_round(self, owned: list[int], groups: list[list[Rollout]], failures: dict[str, int]):
         """Every rank's per-sample ``(length, reward, finish_reason, correctness)`` of one
-        sampling round, in global group order, with each group's all-equal flag (the same on
-        every rank, so every rank keeps the same groups) and the round's reward failure
-        counts summed over ranks."""
+        sampling round, in global group order, with each group's all-equal flag
+        (``group_all_equal`` by ``algo.filter_metric``; the same on every rank, so every rank
+        keeps the same groups) and the round's reward failure counts summed over ranks."""
         mine = [(index, [(len(r.response_ids), r.reward, r.finish_reason, r.correctness) for r in group])
                 for index, group in zip(owned, groups)]
         parts = self.dist.all_gather_objects((mine, failures))
         ordered = sorted((item for part, _ in parts for item in part), key=lambda item: item[0])
         samples = [group for _, group in ordered]
-        equal = [len({reward for _, reward, _, _ in group}) == 1 for group in samples]
+        equal = [group_all_equal([s[1] for s in group], [s[3] for s in group], self.cfg.algo.filter_metric)
+                 for group in samples]
         return samples, equal, {key: sum(counts[key] for _, counts in parts) for key in failures}
 
     # ---- stages -----------------------------------------------------------------------
@@ -355,11 +412,16 @@ class Trainer:
         try:
             outputs = self.engine.generate([e.input_ids for e in examples], params,
                                            prompt_keys=[e.index for e in examples])
-        finally:
-            if not r.keep_kv_cache:     # give the pool's memory to the update phase
-                self.engine.release_kv_cache()
+        except BaseException:
+            self._release_rollout_memory()
+            raise
         return [Rollout(e.input_ids, o.token_ids, o.logprobs, o.finish_reason)
                 for e, group in zip(examples, outputs) for o in group]
+
+    def _release_rollout_memory(self) -> None:
+        """Free the engine's KV pool and graphs for the update, unless ``rollout.keep_kv_cache``."""
+        if not self.cfg.rollout.keep_kv_cache:
+            self.engine.release_kv_cache()
 
     def _prepare_rollout_model(self) -> None:
         self.weights.refresh_rollout_model()
@@ -384,7 +446,7 @@ class Trainer:
         for i, value in zip(to_score, scored.rewards):
             rollouts[i].correctness = value
         shaped = shape_rewards([r.correctness for r in rollouts], [len(r.response_ids) for r in rollouts], cap, g,
-                               self.length_shaping, correct_threshold=ACCURACY_THRESHOLD)
+                               self.length_shaping)
         advantages = group_advantages(torch.tensor(shaped, dtype=torch.float32), g, cfg.algo.advantage_eps,
                                       scale=cfg.algo.advantage_scale)
         for r, reward, advantage in zip(rollouts, shaped, advantages.tolist()):

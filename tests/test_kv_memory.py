@@ -66,3 +66,53 @@ def test_the_trainer_releases_the_pool_before_the_update(workspace, tmp_path, mo
             assert resident - start > 0.2 * 2**30
         else:
             assert resident - start < 0.1 * 2**30, f"{(resident - start) / 2**20:.0f} MiB above the start"
+
+
+def test_the_trainer_allocates_adamw_state_before_the_first_rollout(workspace, tmp_path):
+    """AdamW's moments exist once the Trainer is built, so the KV pool's sizing at the first
+    rollout (or from the free memory, with keep_kv_cache) sees them."""
+    trainer = Trainer(load_config(workspace / "config.yaml", [f"trainer.run_dir={tmp_path}"]))
+    params = trainer.weights.optimizer_parameters()
+    assert params and trainer.engine.pool is None
+    for p in params:
+        state = trainer.optimizer.state[p]
+        assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape
+        assert float(state["step"]) == 0
+
+
+def test_keep_kv_cache_sizes_the_pool_beside_the_update(workspace, tmp_path, monkeypatch):
+    """With keep_kv_cache and no kv_cache_gb, the trainer gives the engine gpu_memory_fraction
+    (0.8) of what is free (the device's query, replaced here as a GPU run would answer it)
+    less what the memory plan says the update adds; the pool keeps that size through the
+    updates. When the update leaves no room, the Trainer says so before any work."""
+    from siri.engine import device_memory
+    from siri.memory_plan import plan_memory
+    from siri.model_shape import model_shape
+
+    overrides = [f"trainer.run_dir={tmp_path}", "trainer.steps=2", "trainer.save_rollouts=false",
+                 "rollout.kv_cache_gb=null", "rollout.keep_kv_cache=true"]
+    cfg = load_config(workspace / "config.yaml", overrides)
+    shape = model_shape(str(workspace / "model"))
+    # what the update adds to the persistent state (the plan without the kept pool)
+    released = load_config(workspace / "config.yaml", overrides + ["rollout.keep_kv_cache=false"])
+    plan = plan_memory(released, shape, device_memory_gb=1, device="cpu", advise=False)
+    update = plan.training_peak - sum(i.nbytes for i in plan.persistent)
+    headroom = 64 << 20
+    monkeypatch.setattr(device_memory, "free_bytes", lambda device: update + headroom)
+    page_bytes = cfg.rollout.page_size * shape.kv_bytes_per_token(4)          # fp32 on the CPU
+    pages = int(headroom * 0.8) // page_bytes
+    trainer = Trainer(cfg)
+    assert trainer.engine.pool_pages() == pages
+    seen = []
+    real_update = trainer._update
+
+    def update_phase(minis):
+        seen.append(trainer.engine.pool.num_pages)
+        return real_update(minis)
+
+    monkeypatch.setattr(trainer, "_update", update_phase)
+    trainer.fit()
+    assert seen == [pages, pages]
+    monkeypatch.setattr(device_memory, "free_bytes", lambda device: update // 2)
+    with pytest.raises(ValueError, match="keep_kv_cache.*no room"):
+        Trainer(load_config(workspace / "config.yaml", overrides))

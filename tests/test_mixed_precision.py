@@ -93,3 +93,71 @@ def test_compute_copy_rounds_each_parameter_and_keeps_ties():
         assert q.dtype == torch.bfloat16 and torch.equal(q, p.to(torch.bfloat16)), name
         assert q.data_ptr() != p.data_ptr()
     assert model.lm_head.weight.dtype == torch.float32          # the source is untouched
+
+
+def adamw_two_steps(eager: bool, *, mixed: bool, amsgrad: bool = False):
+    """Two AdamW steps on a tiny model, with the state allocated eagerly (before the first
+    step, as the trainer does) or lazily by torch's first step. Mixed: fp32 master weights
+    and a bf16 compute copy (PolicyWeights' master layout); else one fp32 model. One
+    parameter gets no gradient in the first step, so lazy init skips it there."""
+    from siri.precision import PolicyWeights, init_optimizer_state
+
+    model = tiny_model("qwen2", seed=3)
+    weights = PolicyWeights(model, compute_dtype=torch.bfloat16 if mixed else torch.float32,
+                            param_dtype=torch.float32)
+    optimizer = torch.optim.AdamW(weights.optimizer_parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-8,
+                                  weight_decay=0.1, amsgrad=amsgrad)
+    if eager:
+        allocated = init_optimizer_state(optimizer)
+        params = weights.optimizer_parameters()
+        moments = 3 if amsgrad else 2
+        assert allocated == moments * sum(p.numel() * p.element_size() for p in params)
+        for p in params:
+            state = optimizer.state[p]
+            assert torch.equal(state["exp_avg"], torch.zeros_like(p)) and float(state["step"]) == 0
+    g = torch.Generator().manual_seed(11)
+    weights.train_model.train()
+    for step in range(2):
+        ids = torch.randint(0, 256, (2, 12), generator=g)
+        logits = weights.train_model(input_ids=ids).logits.float()
+        torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+        if step == 0:
+            weights.train_model.model.norm.weight.grad = None
+        weights.accumulate_gradients()
+        optimizer.step()
+        weights.after_optimizer_step()
+        weights.zero_grad()
+    return weights, optimizer
+
+
+@pytest.mark.parametrize("mixed, amsgrad", [(False, False), (True, False), (True, True)])
+def test_eager_optimizer_state_trains_bitwise_like_lazy_init(mixed, amsgrad):
+    """The trainer allocates AdamW's moments when it builds the optimizer, so the KV pool's
+    sizing sees them: the parameters (master and compute copy) and the optimizer state after
+    2 steps are bit for bit those of torch's lazy initialisation."""
+    eager, eager_opt = adamw_two_steps(True, mixed=mixed, amsgrad=amsgrad)
+    lazy, lazy_opt = adamw_two_steps(False, mixed=mixed, amsgrad=amsgrad)
+    for module in ("master_model", "train_model"):
+        a = dict(getattr(eager, module).named_parameters())
+        b = dict(getattr(lazy, module).named_parameters())
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), f"{module}.{name}"
+    eager_state, lazy_state = eager_opt.state_dict()["state"], lazy_opt.state_dict()["state"]
+    # the parameter without a gradient at step 0 took one step; torch's lazy init gave it state then
+    assert eager_state.keys() == lazy_state.keys()
+    for index in eager_state:
+        for key, value in lazy_state[index].items():
+            other = eager_state[index][key]
+            assert other.dtype == value.dtype and other.device == value.device and torch.equal(other, value), \
+                (index, key)
+    # and the moments changed the weights: the test is not comparing two untouched models
+    assert not torch.equal(dict(eager.master_model.named_parameters())["model.norm.weight"],
+                           dict(tiny_model("qwen2", seed=3).named_parameters())["model.norm.weight"])
+
+
+def test_init_optimizer_state_rejects_other_optimizers():
+    from siri.precision import init_optimizer_state
+
+    with pytest.raises(TypeError, match="Adam and AdamW"):
+        init_optimizer_state(torch.optim.SGD(tiny_model("qwen2").parameters(), lr=0.1))
