@@ -115,6 +115,11 @@ def init_distributed(use_cuda: bool, timeout_s: float) -> DistContext:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
+        visible = torch.cuda.device_count()
+        if local_rank >= visible:
+            raise ValueError(f"LOCAL_RANK {local_rank} needs CUDA device {local_rank}, but {visible} "
+                             f"{'is' if visible == 1 else 'are'} visible: start at most {visible} processes per "
+                             f"machine (--nproc), or train on the CPU (model.device=cpu)")
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=process_group_backend(use_cuda),

@@ -93,7 +93,7 @@ class Trainer:
         self.schedule = config.length_schedule()
         self.device = resolve_device(config.model.device)
         self.dist = init_distributed(self.device.type == "cuda", config.trainer.dist_timeout_s)
-        if self.dist.enabled and self.device.type == "cuda":
+        if self.dist.enabled and self.device.type == "cuda":  # gpu-only: tests/test_collective_devices.py::test_every_collective_tensor_is_on_the_trainer_device
             self.device = torch.device("cuda", self.dist.local_rank)
         share = config.algo.mini_batches * self.dist.world_size
         if config.rollout.prompts_per_step % share:
@@ -246,7 +246,7 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
-        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():  # gpu-only: tests/test_mixed_precision.py::test_mixed_precision_resume_is_exact
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     # ---- the loop ---------------------------------------------------------------------

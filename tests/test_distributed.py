@@ -17,7 +17,10 @@ from training_run import TESTS, deterministic, run_cli, update_stats, weights
 STEPS = 4
 # the paper's lr: Adam's update of an element with a ~0 gradient is about +-lr whatever the
 # rounding, so 1e-6 keeps the rounding differences between 1 and 2 processes below 1e-5
-COMMON = ("optim.lr=1e-6", f"trainer.steps={STEPS}", "trainer.save_rollouts=false", "trainer.save_every=2")
+# model.device=cpu: these runs compare gloo ranks on the CPU (a one-GPU machine cannot give two
+# ranks a device each)
+COMMON = ("optim.lr=1e-6", f"trainer.steps={STEPS}", "trainer.save_rollouts=false", "trainer.save_every=2",
+          "model.device=cpu")
 
 
 def with_rank_options(workspace, *overrides):
@@ -49,7 +52,7 @@ def launch_ranks(workspace, run_dir, *overrides, world=2, env=None, probe=None):
         entry = ["-m", "siri", "train"] if probe is None else [str(TESTS / "training_run.py"), "probe"]
         # the default reward pool: min(8, CPUs // LOCAL_WORLD_SIZE) workers per rank
         cmd = [sys.executable, *entry, str(workspace / "config.yaml"), *([] if probe is None else [str(probe)]),
-               f"trainer.run_dir={rank_dir}", "reward.workers=null", *overrides]
+               f"trainer.run_dir={rank_dir}", "reward.workers=null", "model.device=cpu", *overrides]
         procs.append(subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -160,7 +163,8 @@ def saved_steps(workspace, tmp_path_factory):
     from siri.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("dist") / "saved"
-    trainer = Trainer(load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", "trainer.keep_last=5"]))
+    trainer = Trainer(load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", "trainer.keep_last=5",
+                                                                   "model.device=cpu"]))
     for step in (2, 4):
         with torch.no_grad():
             for p in trainer.weights.optimizer_parameters():
@@ -216,3 +220,28 @@ def test_a_rank_without_the_chosen_checkpoint_stops_every_rank_with_a_clear_erro
         assert f"rank 1: {dirs[1] / 'checkpoints' / 'step_4'} does not exist" in line, line
         assert "trainer.run_dir" in line and "rank 0:" not in line, line
     assert time.time() - started < 60
+
+
+@pytest.mark.parametrize("local_rank, visible", [(0, 2), (1, 2), (1, 1)])
+def test_each_rank_takes_its_own_cuda_device_or_says_there_is_none(monkeypatch, local_rank, visible):
+    """init_distributed's CUDA branch, with the device calls replaced: rank r binds cuda:r, and
+    more ranks on a machine than devices is a clear error before any collective."""
+    from siri import distributed
+
+    bound, groups = [], []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(local_rank))
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: groups.append(kwargs["backend"]))
+    if local_rank >= visible:
+        with pytest.raises(ValueError, match=f"LOCAL_RANK {local_rank} needs CUDA device {local_rank}, but 1 is "
+                                             "visible"):
+            distributed.init_distributed(True, 30.0)
+        assert not bound and not groups
+        return
+    ctx = distributed.init_distributed(True, 30.0)
+    assert bound == [torch.device("cuda", local_rank)] and groups == ["cpu:gloo,cuda:nccl"]
+    assert ctx.device == torch.device("cuda", local_rank) and ctx.rank == local_rank and ctx.world_size == 2

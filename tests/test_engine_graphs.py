@@ -243,3 +243,60 @@ def test_each_replay_writes_the_real_batch_plan(gen):
     engine.generate(random_prompts(5, 256, gen), SamplingParams(n=3, max_tokens=[4, 30, 9, 30, 1], seed=1))
     assert len(calls) > 20
     assert int(engine._state.device_views(1)["chunk_tokens"][0]) == calls[-1]
+
+
+def test_a_replay_whose_eager_plan_overflows_the_graph_buffer_grows_its_chunk():
+    """A 512K-token capacity for 9 rows in a 16-row bucket (28/4 heads): eager splits its long
+    row 256 ways, more than the bucket's partial buffer holds; the replay takes the smallest
+    multiple of 16 whose splits fit (what the kernel's clamp would do anyway)."""
+    facts = dict(num_q_heads=28, num_kv_heads=4, head_dim=128, device="cuda", units=132)
+    capacity = 1 << 19
+    lens = [capacity] + [16] * 8
+    _, eager_splits = attention_split_plan(sum(lens), capacity, 9, **facts)
+    room = graph_max_splits(capacity, 16, **facts)
+    assert eager_splits > room
+    chunk = replay_chunk_tokens(sum(lens), capacity, 9, bucket=16, capacity=capacity, **facts)
+    assert chunk % 16 == 0 and -(-capacity // chunk) <= room < -(-capacity // (chunk - 16))
+
+
+def test_a_bucket_beyond_the_captured_ones_is_an_engine_error():
+    engine = LLMEngine(tiny_model("qwen2"), page_size=4, max_num_seqs=8, num_pages=64, cuda_graphs=True)
+    engine.generate([[1, 2, 3]], SamplingParams(max_tokens=2))
+    with pytest.raises(RuntimeError, match="no CUDA graph captured for 5 rows"):
+        engine._graphs.bucket(5)
+
+
+def test_dynamic_rope_on_cuda_turns_graphs_off_with_a_warning(monkeypatch):
+    """The default (graphs on for CUDA) meets a dynamic-RoPE model: eager decode, said once."""
+    from siri.engine.model_runner import ModelRunner
+
+    monkeypatch.setattr(ModelRunner, "device", property(lambda self: torch.device("cuda")))
+    model = tiny_model("llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    with pytest.warns(UserWarning, match="CUDA graphs are off"):
+        engine = LLMEngine(model, num_pages=64)
+    assert not engine.cuda_graphs
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(page_size=0), "page_size, max_num_seqs and max_prefill_tokens must be >= 1"),
+    (dict(max_num_seqs=0), "page_size, max_num_seqs and max_prefill_tokens must be >= 1"),
+    (dict(num_pages=4, kv_cache_bytes=1 << 20), "give num_pages or kv_cache_bytes, not both"),
+    (dict(gpu_memory_fraction=1.0), r"gpu_memory_fraction must be in \(0, 1\), got 1.0"),
+    (dict(num_pages=0), "needs at least one page, got num_pages=0"),
+])
+def test_bad_engine_arguments_are_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LLMEngine(tiny_model("qwen2"), **kwargs)
+
+
+@pytest.mark.parametrize("prompts, keys, n, match", [
+    ([], None, 1, "prompt_token_ids is empty"),
+    ([[1, 2]], [0, 1], 1, "prompt_keys has 2 entries for 1 prompts"),
+    ([[1, 2]], None, 9, r"SamplingParams.n=9 exceeds max_num_seqs=8"),
+])
+def test_bad_generate_requests_are_clear_errors(prompts, keys, n, match):
+    engine = LLMEngine(tiny_model("qwen2"), num_pages=64, max_num_seqs=8)
+    with pytest.raises(ValueError, match=match):
+        engine.generate(prompts, SamplingParams(n=n, max_tokens=2), prompt_keys=keys)
+    with pytest.raises(RuntimeError, match="no generate"):
+        engine._in_progress()

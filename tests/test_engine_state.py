@@ -195,3 +195,47 @@ def test_outputs_under_preemption_with_mixed_caps_and_stops_equal_a_roomy_pool(g
         for a, b in zip(g_tight, g_roomy):
             assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
             torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+def _seq(pages, cached, prompt_index=0):
+    seq = Sequence(prompt_index, 0, [1, 2, 3], 8, 0, output_ids=[5], pages=list(pages), num_cached=cached)
+    return seq
+
+
+def test_batch_state_refuses_what_its_tensors_cannot_hold():
+    state = DecodeBatchState(max_rows=2, max_pages=2, page_size=4, device=torch.device("cpu"))
+    state.add(_seq([0], 3))
+    state.add(_seq([1], 3, 1))
+    with pytest.raises(RuntimeError, match=r"the decode batch is full \(2 rows\)"):
+        state.add(_seq([2], 3, 2))
+    wide = DecodeBatchState(max_rows=2, max_pages=2, page_size=4, device=torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="holds 3 pages, more than the 2 planned"):
+        wide.add(_seq([0, 1, 2], 9))
+
+
+def test_the_host_check_catches_rows_the_kernels_would_misread():
+    state = DecodeBatchState(max_rows=4, max_pages=3, page_size=4, device=torch.device("cpu"))
+    state.check(num_pages=8)                       # an empty batch has nothing to check
+    seq = _seq([6], 3)
+    state.add(seq)
+    state.check(num_pages=8)                       # 3 cached + 1 new token fit page 6
+    seq.num_cached = 4                             # the next token needs a second page it lacks
+    state._cached[0] = 4
+    with pytest.raises(RuntimeError, match="decode row 0 needs 2 pages but has 1"):
+        state.check(num_pages=8)
+    state._cached[0] = 3
+    with pytest.raises(RuntimeError, match="a page outside the pool"):
+        state.check(num_pages=6)                   # page 6 is not in a 6-page pool
+
+
+def test_clear_drops_an_interrupted_calls_rows():
+    state = DecodeBatchState(max_rows=4, max_pages=3, page_size=4, device=torch.device("cpu"),
+                             separate_device_copy=True)
+    seqs = [_seq([i], 2, i) for i in range(3)]
+    for seq in seqs:
+        state.add(seq)
+    state.clear()
+    assert state.size == 0 and all(seq.row == -1 for seq in seqs)
+    state.add(_seq([3], 1))
+    step = state.prepare_step()
+    assert step["kv_lens"].tolist() == [2] and step["positions"].tolist() == [1]

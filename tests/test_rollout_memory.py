@@ -59,3 +59,19 @@ def test_one_pool_per_step_across_refill_rounds(workspace, tmp_path, keep):
     # the state is sized for the run's longest sequence, so each pool's graphs are captured once
     rows = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     assert pool.captures == (1 if keep else len(rounds)) * len(buckets_for(rows, cfg.rollout.max_num_seqs))
+
+
+def test_a_failed_rollout_still_releases_the_pool(workspace, tmp_path):
+    cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={tmp_path / 'run'}", "trainer.steps=1",
+                                                  "reward.workers=0"])
+    trainer = Trainer(cfg)
+    engine, generate = trainer.engine, trainer.engine.generate
+
+    def failing(*args, **kwargs):
+        generate(*args, **kwargs)                  # allocates the pool, then fails
+        raise RuntimeError("rollout failed")
+
+    engine.generate = failing
+    with pytest.raises(RuntimeError, match="rollout failed"):
+        trainer.train_step()
+    assert engine.pool is None

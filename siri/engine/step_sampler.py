@@ -64,12 +64,12 @@ class StepSampler:
         """Host arrays (tokens int64, logprobs float32, finish reasons int8), each ``[B]``:
         pinned buffers, non-blocking copies, one wait on an event (CUDA)."""
         results = (out.tokens, out.logprobs, out.finish_reason)
-        if self.device.type != "cuda":
-            return _numpy(results)
-        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in results]
-        for dst, src in zip(host, results):
-            dst.copy_(src, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        done.synchronize()
-        return _numpy(host)
+        if self.device.type == "cuda":  # gpu-only: tests/test_engine_cuda.py::test_a_decode_step_never_waits_on_the_device
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in results]
+            for dst, src in zip(host, results):
+                dst.copy_(src, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            done.synchronize()
+            return _numpy(host)
+        return _numpy(results)
