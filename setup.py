@@ -1,4 +1,4 @@
-"""Build siri._C with CMake + Ninja.
+"""Build siri._C with CMake + Ninja (and the test-only module _siri_probes, see below).
 
 Install without build isolation so the build compiles against the torch you already have
 (isolation would download a second, CUDA, torch into a temporary environment):
@@ -13,6 +13,12 @@ Environment variables:
     SIRI_SANITIZE=1       AddressSanitizer + UBSan build of the extension
     MAX_JOBS=N            parallel compile jobs (default: number of CPUs)
     CMAKE_BUILD_TYPE      Release (default) or Debug / RelWithDebInfo
+    SIRI_PROBES_DIR=DIR   write the test probes there instead of tests/ (the sanitizer build;
+                          tests/conftest.py searches the same variable's directory first)
+
+The same build writes _siri_probes (bindings/probes: host entry points into the shared kernel
+headers, for tests only) into tests/, where the tests import it (`import _siri_probes`); it is
+not part of the siri package. A source tree without tests/ (an sdist) builds no probes.
 
 cmake and ninja come from the `build` extra (pip install cmake ninja); those installed in
 this interpreter's environment are preferred over any on PATH.
@@ -96,6 +102,17 @@ def decide_cuda():
     return True, nvcc, f"torch {torch.__version__} (CUDA {torch.version.cuda}), nvcc at {nvcc}"
 
 
+def probe_args() -> list:
+    """CMake arguments for the test probes: built into SIRI_PROBES_DIR, else tests/ when the
+    source tree has one (off otherwise)."""
+    probes_dir = os.environ.get("SIRI_PROBES_DIR")
+    if not probes_dir and (ROOT / "tests").is_dir():
+        probes_dir = str(ROOT / "tests")
+    if not probes_dir:
+        return ["-DSIRI_PROBES=OFF"]
+    return ["-DSIRI_PROBES=ON", f"-DSIRI_PROBES_OUTPUT_DIR={Path(probes_dir).resolve()}"]
+
+
 class CMakeExtension(Extension):
     def __init__(self, name: str):
         super().__init__(name, sources=[])
@@ -133,6 +150,7 @@ class CMakeBuild(build_ext):
             f"-DSIRI_SANITIZE={'ON' if sanitize else 'OFF'}",
             "-DCAFFE2_USE_CUDNN=OFF",
             f"-DCMAKE_MAKE_PROGRAM={ninja}",
+            *probe_args(),
         ]
         if build_cuda:
             cuda_home = str(Path(nvcc).resolve().parent.parent)

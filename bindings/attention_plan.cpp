@@ -2,12 +2,12 @@
 // attention_split_plan / graph_max_splits): the same functions paged_attention_run plans with,
 // for a device kind and size given explicitly, so the engine can compute on the host, before a
 // CUDA-graph replay, the chunk an eager call would use and write it into the graph's
-// chunk_tokens tensor. Not test probes: production code calls these.
+// chunk_tokens tensor; and the partial-buffer bound its CUDA-graph memory estimate counts.
 #include <pybind11/pybind11.h>
 
 #include <string>
 
-#include "header_probes.h"
+#include "attention_plan.h"
 #include "paged_attention.h"
 
 namespace py = pybind11;
@@ -57,6 +57,7 @@ int64_t graph_max_splits(int64_t capacity, int64_t num_queries, int64_t num_q_he
 }  // namespace
 
 void register_attention_plan(py::module_& m) {
+  m.attr("ATTENTION_PARTIAL_BYTES") = siri::kAttentionPartialBytes;
   m.def("attention_split_plan", &attention_split_plan,
         "(chunk_tokens, max_splits) that paged_attention_run plans without chunk_tokens for these host facts on "
         "'cpu' with `units` threads or 'cuda' with `units` SMs (prefill: the call passes query_seq)",

@@ -25,10 +25,14 @@ TORCH_LIBRARY(siri, m) {
   m.def("sample_tokens(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor seeds, "
         "Tensor positions, Tensor lengths, Tensor max_lengths, Tensor finished, Tensor eos_ids, "
         "int pad_id, bool check_values=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Kernel choices (the defaults are the fast paths; False forces the other, for tests and
+  // benchmarks): query_tiled: runs of prefill queries attend a tile of queries at a time;
+  // cpu_bf16_dot: bf16 caches use the CPU's bf16 dot products where the build has them.
   m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, "
-        "Tensor seq_lens, float? scale=None) -> Tensor");
+        "Tensor seq_lens, float? scale=None, bool cpu_bf16_dot=True) -> Tensor");
   m.def("paged_prefill_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, "
-        "Tensor seq_lens, Tensor cu_seqlens, float? scale=None) -> Tensor");
+        "Tensor seq_lens, Tensor cu_seqlens, float? scale=None, bool query_tiled=True, "
+        "bool cpu_bf16_dot=True) -> Tensor");
   m.def("append_kv(Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping) -> ()");
   // The engine's sync-free attention: the split plan comes from host facts (longest and total
   // kv_len), and block ids / kv_lens are trusted on CUDA (the engine checks them on the host;
@@ -36,8 +40,8 @@ TORCH_LIBRARY(siri, m) {
   // chunk_tokens ([1] int32): the split length read at run time (CUDA graphs), with buffers
   // sized for max_kv_len as the capacity.
   m.def("paged_attention_run(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table, Tensor kv_lens, "
-        "Tensor? query_seq, int max_kv_len, int total_kv_len, float? scale=None, Tensor? chunk_tokens=None) "
-        "-> Tensor");
+        "Tensor? query_seq, int max_kv_len, int total_kv_len, float? scale=None, Tensor? chunk_tokens=None, "
+        "bool query_tiled=True, bool cpu_bf16_dot=True) -> Tensor");
   // Rotary embedding of q and k (HF rotate-half) with the rotated k and v written to the cache.
   m.def("rotary_append_kv(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor(a!) k_cache, "
         "Tensor(b!) v_cache, Tensor slot_mapping) -> Tensor");

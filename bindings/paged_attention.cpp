@@ -7,11 +7,10 @@
 #include <cmath>
 
 #include "cpu/paged_attention.h"
+#include "siri/head_dims.h"
 
 namespace siri::bind {
 namespace {
-
-bool supported_head_dim(int64_t d) { return d == 64 || d == 80 || d == 96 || d == 128 || d == 256; }
 
 void check_int_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t size,
                       const at::Tensor& ref, const char* what) {
@@ -84,11 +83,13 @@ struct RunChunk {
 PagedAttentionCall prepare_attention(const at::Tensor& q, const at::Tensor& k_cache,
                                      const at::Tensor& v_cache, const at::Tensor& block_table,
                                      at::Tensor kv_lens, at::Tensor query_seq,
-                                     std::optional<double> scale, SplitPolicy policy,
+                                     std::optional<double> scale, SplitPolicy policy, KernelChoice kernels,
                                      std::optional<KVLenFacts> facts = std::nullopt,
                                      std::optional<RunChunk> run_chunk = std::nullopt) {
   PagedAttentionCall call;
   PagedAttentionParams& p = call.params;
+  p.query_tiled = kernels.query_tiled;
+  p.cpu_bf16_dot = kernels.cpu_bf16_dot;
   p.dtype = check_kv_cache(k_cache, v_cache);
   const int64_t D = k_cache.size(3);
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
@@ -169,8 +170,8 @@ AttnDType check_kv_cache(const at::Tensor& k_cache, const at::Tensor& v_cache) {
   check_same_device(v_cache, "v_cache", k_cache, "k_cache");
   check_contiguous(k_cache, "k_cache");
   check_contiguous(v_cache, "v_cache");
-  TORCH_CHECK_VALUE(supported_head_dim(k_cache.size(3)),
-                    "head_dim (k_cache.shape[3]) must be one of 64, 80, 96, 128, 256, got ", k_cache.size(3));
+  TORCH_CHECK_VALUE(supported_head_dim(k_cache.size(3)), "head_dim (k_cache.shape[3]) must be one of ",
+                    c10::ArrayRef<int>(kSupportedHeadDims), ", got ", k_cache.size(3));
   TORCH_CHECK_VALUE(k_cache.size(1) >= 1 && k_cache.size(2) >= 1,
                     "k_cache must have page_size >= 1 and num_kv_heads >= 1, got shape ", k_cache.sizes());
   const bool cuda = k_cache.is_cuda();
@@ -189,18 +190,18 @@ AttnDType check_kv_cache(const at::Tensor& k_cache, const at::Tensor& v_cache) {
 PagedAttentionCall prepare_decode(const at::Tensor& q, const at::Tensor& k_cache,
                                   const at::Tensor& v_cache, const at::Tensor& block_table,
                                   const at::Tensor& seq_lens, std::optional<double> scale,
-                                  SplitPolicy policy) {
+                                  SplitPolicy policy, KernelChoice kernels) {
   check_kv_cache(k_cache, v_cache);
   check_q(q, k_cache);
   check_pages(block_table, seq_lens, k_cache, at::scalar_tensor(1, seq_lens.options()));
   check_size(q, "q", 0, block_table.size(0), "block_table.shape[0] (the batch)");
-  return prepare_attention(q, k_cache, v_cache, block_table, seq_lens, at::Tensor(), scale, policy);
+  return prepare_attention(q, k_cache, v_cache, block_table, seq_lens, at::Tensor(), scale, policy, kernels);
 }
 
 PagedAttentionCall prepare_prefill(const at::Tensor& q, const at::Tensor& k_cache,
                                    const at::Tensor& v_cache, const at::Tensor& block_table,
                                    const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
-                                   std::optional<double> scale, SplitPolicy policy) {
+                                   std::optional<double> scale, SplitPolicy policy, KernelChoice kernels) {
   check_kv_cache(k_cache, v_cache);
   check_q(q, k_cache);
   const int64_t batch = block_table.dim() == 2 ? block_table.size(0) : 0;
@@ -220,14 +221,15 @@ PagedAttentionCall prepare_prefill(const at::Tensor& q, const at::Tensor& k_cach
   const at::Tensor kv_lens = (seq_lens.index({seq}) - new_tokens.index({seq}) +
                               at::arange(q.size(0), opts) - cu_seqlens.index({seq}) + 1).to(at::kInt);
   return prepare_attention(q, k_cache, v_cache, block_table, kv_lens.contiguous(), query_seq.contiguous(),
-                           scale, policy);
+                           scale, policy, kernels);
 }
 
 PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& k_cache,
                                          const at::Tensor& v_cache, const at::Tensor& block_table,
                                          const at::Tensor& kv_lens, const std::optional<at::Tensor>& query_seq,
                                          int64_t max_kv_len, int64_t total_kv_len, std::optional<double> scale,
-                                         SplitPolicy policy, const std::optional<at::Tensor>& chunk_tokens) {
+                                         SplitPolicy policy, const std::optional<at::Tensor>& chunk_tokens,
+                                         KernelChoice kernels) {
   check_kv_cache(k_cache, v_cache);
   check_q(q, k_cache);
   check_dtype(block_table, "block_table", at::kInt);
@@ -281,7 +283,7 @@ PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& 
     }
   }
   return prepare_attention(q, k_cache, v_cache, block_table, kv_lens,
-                           query_seq ? query_seq->contiguous() : at::Tensor(), scale, policy,
+                           query_seq ? query_seq->contiguous() : at::Tensor(), scale, policy, kernels,
                            KVLenFacts{total_kv_len, max_kv_len}, run_chunk);
 }
 
@@ -324,8 +326,9 @@ SplitPolicy cpu_policy() { return cpu_split_policy(at::get_num_threads()); }
 
 at::Tensor paged_decode_attention_cpu(const at::Tensor& q, const at::Tensor& k_cache,
                                       const at::Tensor& v_cache, const at::Tensor& block_table,
-                                      const at::Tensor& seq_lens, std::optional<double> scale) {
-  const PagedAttentionCall call = prepare_decode(q, k_cache, v_cache, block_table, seq_lens, scale, cpu_policy());
+                                      const at::Tensor& seq_lens, std::optional<double> scale, bool cpu_bf16_dot) {
+  const PagedAttentionCall call = prepare_decode(q, k_cache, v_cache, block_table, seq_lens, scale, cpu_policy(),
+                                                 KernelChoice{true, cpu_bf16_dot});
   siri::cpu::paged_attention(call.params);
   return call.out;
 }
@@ -333,9 +336,9 @@ at::Tensor paged_decode_attention_cpu(const at::Tensor& q, const at::Tensor& k_c
 at::Tensor paged_prefill_attention_cpu(const at::Tensor& q, const at::Tensor& k_cache,
                                        const at::Tensor& v_cache, const at::Tensor& block_table,
                                        const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
-                                       std::optional<double> scale) {
-  const PagedAttentionCall call =
-      prepare_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, scale, cpu_policy());
+                                       std::optional<double> scale, bool query_tiled, bool cpu_bf16_dot) {
+  const PagedAttentionCall call = prepare_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, scale,
+                                                  cpu_policy(), KernelChoice{query_tiled, cpu_bf16_dot});
   siri::cpu::paged_attention(call.params);
   return call.out;
 }
@@ -344,9 +347,11 @@ at::Tensor paged_attention_run_cpu(const at::Tensor& q, const at::Tensor& k_cach
                                    const at::Tensor& block_table, const at::Tensor& kv_lens,
                                    const std::optional<at::Tensor>& query_seq, int64_t max_kv_len,
                                    int64_t total_kv_len, std::optional<double> scale,
-                                   const std::optional<at::Tensor>& chunk_tokens) {
-  const PagedAttentionCall call = prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
-                                                        max_kv_len, total_kv_len, scale, cpu_policy(), chunk_tokens);
+                                   const std::optional<at::Tensor>& chunk_tokens, bool query_tiled,
+                                   bool cpu_bf16_dot) {
+  const PagedAttentionCall call =
+      prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq, max_kv_len, total_kv_len, scale,
+                            cpu_policy(), chunk_tokens, KernelChoice{query_tiled, cpu_bf16_dot});
   siri::cpu::paged_attention(call.params);
   return call.out;
 }

@@ -36,6 +36,13 @@ SplitPlan eager_split_plan(int64_t total_kv_len, int64_t max_kv_len, int64_t num
 int64_t graph_split_count(int64_t max_kv_len, int64_t num_queries, int64_t num_q_heads, int64_t head_dim,
                           const SplitPolicy& policy);
 
+// The kernel choices of a call, from the op's arguments (PagedAttentionParams::query_tiled,
+// cpu_bf16_dot): decided here once, never read from the environment.
+struct KernelChoice {
+  bool query_tiled = true;
+  bool cpu_bf16_dot = true;
+};
+
 // The kernel parameters plus the tensors they point into (kept alive by the caller).
 struct PagedAttentionCall {
   PagedAttentionParams params;
@@ -49,12 +56,12 @@ AttnDType check_kv_cache(const at::Tensor& k_cache, const at::Tensor& v_cache);
 PagedAttentionCall prepare_decode(const at::Tensor& q, const at::Tensor& k_cache,
                                   const at::Tensor& v_cache, const at::Tensor& block_table,
                                   const at::Tensor& seq_lens, std::optional<double> scale,
-                                  SplitPolicy policy);
+                                  SplitPolicy policy, KernelChoice kernels);
 
 PagedAttentionCall prepare_prefill(const at::Tensor& q, const at::Tensor& k_cache,
                                    const at::Tensor& v_cache, const at::Tensor& block_table,
                                    const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
-                                   std::optional<double> scale, SplitPolicy policy);
+                                   std::optional<double> scale, SplitPolicy policy, KernelChoice kernels);
 
 // The engine's path: checks shapes, dtypes and devices only, and plans the splits from the
 // caller's host facts (the longest and total kv_len), so a CUDA call reads no device memory
@@ -66,8 +73,8 @@ PagedAttentionCall prepare_attention_run(const at::Tensor& q, const at::Tensor& 
                                          const at::Tensor& v_cache, const at::Tensor& block_table,
                                          const at::Tensor& kv_lens, const std::optional<at::Tensor>& query_seq,
                                          int64_t max_kv_len, int64_t total_kv_len, std::optional<double> scale,
-                                         SplitPolicy policy,
-                                         const std::optional<at::Tensor>& chunk_tokens = std::nullopt);
+                                         SplitPolicy policy, const std::optional<at::Tensor>& chunk_tokens,
+                                         KernelChoice kernels);
 
 AppendKVParams prepare_append_kv(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache,
                                  const at::Tensor& v_cache, const at::Tensor& slot_mapping);

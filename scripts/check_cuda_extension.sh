@@ -45,12 +45,19 @@ echo "check_cuda_extension: SASS for $(grep -o 'sm_[0-9]*a\?' <<<"$elves" | sort
 # A build is imported from its output directory, with siri's Python sources copied next to _C.
 copy_python_sources() { (cd siri && find . -name "*.py" -exec install -D -m 644 {} "$1/{}" \;); }
 copy_python_sources "$out"
-(cd "$build/out" && "$py" - <<'PYEOF'
+(cd "$build/out" && SIRI_PROBES="$build/probes" "$py" - <<'PYEOF'
+import os
+import sys
 import torch
 import siri
 info = siri.build_info()
 print(info)
 assert "cuda" in info["backends"], "the build has no CUDA backend"
+test_only = [n for n in dir(siri._C) if n.startswith("_") and not n.startswith("__")]
+assert not test_only, f"siri._C exposes test-only entries: {test_only}"
+sys.path.insert(0, os.environ["SIRI_PROBES"])
+import _siri_probes  # the test probes: a module of their own, built by the same CMake project
+assert _siri_probes.__file__.startswith(os.environ["SIRI_PROBES"]), _siri_probes.__file__
 ops = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("siri::"))
 missing = [n for n in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
 assert not missing, f"ops without a CUDA kernel: {missing}"

@@ -1,9 +1,19 @@
 """Shared test fixtures. CUDA variants of every op test are parametrised here and skip
-with a stated reason when the build has no CUDA kernels or no device is visible."""
+with a stated reason when the build has no CUDA kernels or no device is visible.
+
+The test probes of the kernel headers are the module _siri_probes (bindings/probes), which the
+build writes into this directory (on sys.path for the tests: ``import _siri_probes``), or into
+SIRI_PROBES_DIR when that is set (the sanitizer build's): that directory is searched first."""
+import os
+import sys
+
 import pytest
 import torch
 
 import siri
+
+if os.environ.get("SIRI_PROBES_DIR"):
+    sys.path.insert(0, os.path.abspath(os.environ["SIRI_PROBES_DIR"]))
 
 
 def _cuda_skip_reason():

@@ -1,8 +1,9 @@
-"""Split planning for CUDA-graph replays of paged_attention_run (issue item 2) and the kernels'
-per-query split clamp (issue item 6), on the host: siri.ops.paged_attention's
-attention_split_plan / graph_max_splits (the planner the op runs) and siri._C's probe of the
-shared header's query_split (what the CUDA decode and merge kernels compute for each query).
-The op's results under these plans are checked in test_paged_attention_run.py."""
+"""Split planning for CUDA-graph replays of paged_attention_run (planned for the batch being
+replayed, not the graph's capacity) and the kernels' per-query split clamp (a kv_len above the
+planned max_kv_len stays within the planned splits), on the host: siri.ops.paged_attention's
+attention_split_plan / graph_max_splits (the planner the op runs) and the test probe
+_siri_probes.attention_query_splits of the shared header's query_split (what the CUDA decode
+and merge kernels compute for each query). The op's results under these plans are checked in test_paged_attention_run.py."""
 import math
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import _siri_probes as probes
 from siri import _C
 from siri.ops.paged_attention import attention_split_plan, graph_max_splits
 
@@ -24,7 +26,7 @@ def round16(x):
 
 def query_splits(kv_lens, capacity, chunk, max_splits, run_time):
     """[(keys read, chunk, splits)] per query, as the CUDA kernels split them."""
-    return [tuple(s) for s in _C._attention_query_splits(kv_lens, capacity, chunk, max_splits, run_time)]
+    return [tuple(s) for s in probes.attention_query_splits(kv_lens, capacity, chunk, max_splits, run_time)]
 
 
 def longest_item(splits):
@@ -32,7 +34,7 @@ def longest_item(splits):
     return max(min(keys, chunk) for keys, chunk, _ in splits)
 
 
-# ---- issue item 6: the CUDA kernels clamp what they cannot check ----------------------------
+# ---- the CUDA kernels clamp what they cannot check -----------------------------------------
 
 def test_a_kv_len_above_max_kv_len_stays_within_the_planned_splits():
     """The op trusts kv_lens on CUDA. A plan for max_kv_len = 4,096 on 132 SMs, then a row of
@@ -85,7 +87,7 @@ def test_query_split_invariants(kv_len, capacity, chunk, max_splits, run_time):
         assert (splits - 1) * used < keys <= splits * used
 
 
-# ---- issue item 2: graph replays plan for the batch, not the capacity ------------------------
+# ---- graph replays plan for the batch, not the capacity -------------------------------------
 
 @pytest.mark.parametrize("hq,hkv", [(12, 2), (28, 4)])  # Qwen2.5 1.5B / 7B
 @pytest.mark.parametrize("capacity", [32768 + 512, 40960, 65536])
@@ -137,7 +139,7 @@ def test_every_eager_plan_fits_the_graph_buffers(kv_lens, slack, hkv, group, d, 
 def test_the_plan_is_the_one_the_op_makes(device, units):
     """attention_split_plan runs the op's planner: the same plan as the planner probe."""
     for kv_lens in (SKEW, [1024] * 264, [200, 7, 255], [16384] * 256):
-        probe = _C._attention_plan(kv_lens, 12, 2, 128, device, units, False)
+        probe = probes.attention_plan(kv_lens, 12, 2, 128, device, units, False)
         plan = attention_split_plan(sum(kv_lens), max(kv_lens), len(kv_lens), 12, 2, 128, device=device, units=units)
         assert plan == (probe["chunk_tokens"], probe["max_splits"])
 

@@ -1,14 +1,14 @@
 """The paged-attention split planner (csrc/include/siri/paged_attention.h), run on the host
-through siri._C._attention_plan for any device size: the plan the CUDA binding makes on an
-H200 (132 SMs) is checked here without a GPU. The kernels' results under these plans are
-checked against float64 references in test_paged_attention.py."""
+through the test probe _siri_probes.attention_plan for any device size: the plan the CUDA
+binding makes on an H200 (132 SMs) is checked here without a GPU. The kernels' results under
+these plans are checked against float64 references in test_paged_attention.py."""
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siri import _C
+import _siri_probes as probes
 from siri.engine.cuda_graphs import ATTENTION_PARTIAL_BYTES
 
 H200_SMS = 132
@@ -16,7 +16,7 @@ CUDA_MAX_CHUNK = 2048  # cuda_split_limits: the longest chunk one block serves
 
 
 def plan(kv_lens, hq, hkv, d=128, device="cuda", units=H200_SMS, prefill=False):
-    return _C._attention_plan(kv_lens, hq, hkv, d, device, units, prefill)
+    return probes.attention_plan(kv_lens, hq, hkv, d, device, units, prefill)
 
 
 def average_work(kv_lens, hq, hkv, units=H200_SMS):
@@ -29,7 +29,7 @@ def average_work(kv_lens, hq, hkv, units=H200_SMS):
 
 @pytest.mark.parametrize("hq,hkv", [(12, 2), (28, 4), (32, 8)])  # Qwen2.5 1.5B / 7B, Llama-3 8B
 def test_one_long_sequence_among_short_ones_is_split(hq, hkv):
-    """The issue's case: one 32K-token sequence among 63 short ones. The long one is split into
+    """The skewed case: one 32K-token sequence among 63 short ones. The long one is split into
     chunks of about a unit's average work, so no block runs 32K tokens serially while the rest
     of the GPU idles; with 8 KV heads (64 x 8 = 512 blocks > 2 x 132) the old planner did not
     split at all."""

@@ -46,3 +46,23 @@ def test_public_api_is_exported():
     for op in ("group_advantages", "grpo_loss", "token_logprobs", "sample_tokens",
                "paged_decode_attention", "paged_prefill_attention", "append_kv"):
         assert callable(getattr(siri.ops, op)), op
+
+
+def test_extension_exposes_only_production_entries():
+    """siri._C carries nothing test-only: the header probes live in the separate module
+    _siri_probes (bindings/probes), which siri never imports."""
+    from siri import _C
+
+    public = {name for name in dir(_C) if not name.startswith("__")}
+    assert public == {"build_info", "attention_split_plan", "graph_max_splits", "ATTENTION_PARTIAL_BYTES",
+                      "SUPPORTED_HEAD_DIMS"}, public
+    assert isinstance(_C.SUPPORTED_HEAD_DIMS, tuple) and _C.SUPPORTED_HEAD_DIMS == (64, 80, 96, 128, 256)
+    out = subprocess.run([sys.executable, "-c", "import sys, siri, siri.ops, siri.engine; "
+                          "print('_siri_probes' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_probes_module_imports():
+    import _siri_probes
+
+    assert callable(_siri_probes.attention_plan) and callable(_siri_probes.philox4x32_10)

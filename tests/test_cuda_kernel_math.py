@@ -1,5 +1,5 @@
-"""The row traversals and index math of the CUDA sampling and log-prob kernels (issue 21, items
-7-8), run on the host through siri._C's probes: the same __host__ __device__ code
+"""The row traversals and index math of the CUDA sampling and log-prob kernels, run on the
+host through the test probes (module _siri_probes): the same __host__ __device__ code
 (csrc/include/siri/vector_split.h, sampling.h, logprobs.h, numeric.h) the kernels run with
 thread = threadIdx.x, checked against plain Python references for every alignment a row of an
 odd vocabulary can start at."""
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from siri import _C
+import _siri_probes as probes
 
 ELEM_BYTES = {"float32": 4, "bfloat16": 2, "float64": 8}
 TORCH_DTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -44,7 +44,7 @@ def test_vector_split_covers_the_row_with_the_most_aligned_vectors(elem_bytes):
     width = 16 // elem_bytes
     for address in range(0, 64):
         for size in range(0, 45):
-            head, body_end, total = _C._vector_split(address, size, elem_bytes)
+            head, body_end, total = probes.vector_split(address, size, elem_bytes)
             assert total == size and 0 <= head <= body_end <= size, (address, size)
             assert (body_end - head) % width == 0, (address, size)
             if body_end > head:
@@ -58,15 +58,15 @@ def test_vector_split_covers_the_row_with_the_most_aligned_vectors(elem_bytes):
 
 
 def test_vector_split_of_large_addresses_and_rows():
-    assert _C._vector_split(2**47 + 6, 50257, 2) == (5, 5 + (50257 - 5) // 8 * 8, 50257)
-    assert _C._vector_split(2**47, 151936, 4) == (0, 151936, 151936)
+    assert probes.vector_split(2**47 + 6, 50257, 2) == (5, 5 + (50257 - 5) // 8 * 8, 50257)
+    assert probes.vector_split(2**47, 151936, 4) == (0, 151936, 151936)
 
 
 def test_same_vector_phase():
-    assert _C._same_vector_phase(1024 + 4, 4096 + 4)
-    assert _C._same_vector_phase(1024, 1024)
-    assert not _C._same_vector_phase(1024 + 4, 4096 + 8)
-    assert not _C._same_vector_phase(1024, 1024 + 2)
+    assert probes.same_vector_phase(1024 + 4, 4096 + 4)
+    assert probes.same_vector_phase(1024, 1024)
+    assert not probes.same_vector_phase(1024 + 4, 4096 + 8)
+    assert not probes.same_vector_phase(1024, 1024 + 2)
 
 
 # ---- block-strided traversal (logits passes of both kernels) ----------------------------------
@@ -80,7 +80,7 @@ def test_strided_traversal_reads_every_element_once_with_aligned_vectors(dtype, 
         values = (torch.randn(size, generator=g, dtype=torch.float64) * 5).tolist()
         expected = stored(values, dtype)
         for offset in offsets(dtype):
-            split_visits, element_visits = _C._strided_visits(values, dtype, offset, threads)
+            split_visits, element_visits = probes.strided_visits(values, dtype, offset, threads)
             assert sorted(v[1] for v in split_visits) == list(range(size)), (size, offset)
             for _thread, index, value, via_vector, aligned in split_visits:
                 assert same_float(value, expected[index]), (size, offset, index)
@@ -102,11 +102,11 @@ def test_contiguous_shares_cover_the_row_in_order(dtype, threads):
         values = torch.randn(size, generator=g, dtype=torch.float64).tolist()
         expected = stored(values, dtype)
         for offset in offsets(dtype):
-            shares, visits = _C._contiguous_shares(values, dtype, offset, threads)
+            shares, visits = probes.contiguous_shares(values, dtype, offset, threads)
             assert len(shares) == threads and shares[0][0] == 0 and shares[-1][1] == size
             for (_, end), (begin, _) in zip(shares, shares[1:]):
                 assert end == begin
-            head, body_end, _ = _C._vector_split(offset * elem, size, elem)
+            head, body_end, _ = probes.vector_split(offset * elem, size, elem)
             width = 16 // elem
             for begin, _end in shares[1:]:  # interior boundaries sit on vector boundaries
                 assert head <= begin <= body_end and (begin == body_end or (begin - head) % width == 0)
@@ -142,7 +142,7 @@ def test_nth_index_with_key_on_random_rows_with_many_ties(dtype, threads):
         offset = int(torch.randint(0, 16 // ELEM_BYTES[dtype], (), generator=g))
         for n in {1, count, int(torch.randint(1, count + 1, (), generator=g))}:
             expected = reference_nth(values, key_value, n)
-            assert _C._nth_index_with_key(values, dtype, offset, key_value, n, threads) == expected, (size, n)
+            assert probes.nth_index_with_key(values, dtype, offset, key_value, n, threads) == expected, (size, n)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -150,7 +150,7 @@ def test_nth_index_with_key_edge_cases(dtype):
     for offset in offsets(dtype):
         for threads in (1, 3, 256):
             def nth(values, key, n, offset=offset, threads=threads):
-                return _C._nth_index_with_key(values, dtype, offset, key, n, threads)
+                return probes.nth_index_with_key(values, dtype, offset, key, n, threads)
 
             assert nth([2.0], 2.0, 1) == 0                                  # V = 1
             for size in (7, 8, 9, 255, 256, 257, 2051):                     # all equal
@@ -173,7 +173,7 @@ def test_noise_groups_visit_every_group_once_with_its_logits(dtype, threads):
         values = torch.randn(size, generator=g, dtype=torch.float64).tolist()
         expected = stored(values, dtype) + [-math.inf] * 3
         for offset in offsets(dtype):
-            visits = _C._noise_groups(values, dtype, offset, threads)
+            visits = probes.noise_groups(values, dtype, offset, threads)
             assert sorted(group for _, group, _ in visits) == list(range((size + 3) // 4)), (size, offset)
             for _, group, logits in visits:
                 assert list(logits) == expected[4 * group: 4 * group + 4], (size, offset, group)
@@ -183,19 +183,19 @@ def test_noise_groups_visit_every_group_once_with_its_logits(dtype, threads):
 
 def test_warp_mass_sum_is_exact_for_32_maximal_masses():
     top = 1 << 40  # fixed_mass(1.0), the largest mass a token can have
-    assert _C._warp_mass_sum([top] * 32) == 32 * top
-    assert _C._warp_mass_sum([top - 1] * 32) == 32 * (top - 1)
+    assert probes.warp_mass_sum([top] * 32) == 32 * top
+    assert probes.warp_mass_sum([top - 1] * 32) == 32 * (top - 1)
     g = torch.Generator().manual_seed(3)
     for _ in range(200):
         count = int(torch.randint(1, 33, (), generator=g))
         masses = [int(m) for m in torch.randint(0, top + 1, (count,), generator=g)]
-        assert _C._warp_mass_sum(masses) == sum(masses)
+        assert probes.warp_mass_sum(masses) == sum(masses)
 
 
 # ---- log-prob forward ------------------------------------------------------------------------
 
 def test_exp_approx_nonpositive_is_exp_approx_bit_for_bit():
-    checked, first_bad = _C._exp_nonpositive_mismatch(97, 200_000)
+    checked, first_bad = probes.exp_nonpositive_mismatch(97, 200_000)
     assert checked > 20_000_000
     assert first_bad == -1, f"differs at bits {first_bad:#010x}"
 
@@ -224,12 +224,12 @@ def test_forward_softmax_state_on_rows_at_every_alignment(dtype, threads):
             row[int(torch.randint(0, size, (), generator=g))] = 1.5  # at least one real logit
             values = stored(row.tolist(), dtype)
             inv_temp = float(torch.empty(()).uniform_(0.5, 2.0, generator=g))
-            max_, log_norm, entropy = _C._forward_softmax_state(values, dtype, offset, inv_temp, threads, True)
+            max_, log_norm, entropy = probes.forward_softmax_state(values, dtype, offset, inv_temp, threads, True)
             expected_log_norm, expected_entropy = reference_softmax(values, inv_temp)
             assert max_ == max(values)
             assert max_ * inv_temp + log_norm == pytest.approx(expected_log_norm, abs=tol), (size, offset)
             assert entropy == pytest.approx(expected_entropy, abs=10 * tol), (size, offset)
-            assert _C._forward_softmax_state(values, dtype, offset, inv_temp, threads, False) == (max_, log_norm, None)
+            assert probes.forward_softmax_state(values, dtype, offset, inv_temp, threads, False) == (max_, log_norm, None)
 
 
 @pytest.mark.parametrize("entropy", [True, False])
@@ -241,8 +241,8 @@ def test_forward_softmax_state_keeps_nan_and_all_masked_rows(entropy):
             for position in range(size):
                 values = [-math.inf] * size
                 values[position] = math.nan
-                assert math.isnan(_C._forward_softmax_state(values, "float32", 0, 1.0, threads, entropy)[1])
+                assert math.isnan(probes.forward_softmax_state(values, "float32", 0, 1.0, threads, entropy)[1])
                 values[(position + 1) % size] = 2.0
-                assert math.isnan(_C._forward_softmax_state(values, "float32", 0, 1.0, threads, entropy)[1])
+                assert math.isnan(probes.forward_softmax_state(values, "float32", 0, 1.0, threads, entropy)[1])
             # all -inf: an empty sum, as element by element
-            assert _C._forward_softmax_state([-math.inf] * size, "float32", 0, 1.0, threads, entropy)[1] == -math.inf
+            assert probes.forward_softmax_state([-math.inf] * size, "float32", 0, 1.0, threads, entropy)[1] == -math.inf

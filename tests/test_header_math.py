@@ -1,13 +1,13 @@
 """The math the CUDA kernels share with the CPU (csrc/include/siri, __host__ __device__), run
-on the host through siri._C's probes the way the GPU kernels use it: per-thread add() plus
-merge() for the softmax state, strided threads plus a (value, index) reduction for the greedy
-pick. Each is compared with a float64 reference and with the CPU op on the same input."""
+on the host through the test probes (module _siri_probes) the way the GPU kernels use it:
+per-thread add() plus merge() for the softmax state, strided threads plus a (value, index)
+reduction for the greedy pick. Each is compared with a float64 reference and with the CPU op on the same input."""
 import math
 
 import pytest
 import torch
 
-from siri import _C
+import _siri_probes as probes
 from siri.ops.logprobs import token_logprobs, token_logprobs_reference
 from siri.ops.sampling import sample_tokens
 
@@ -26,7 +26,7 @@ def test_softmax_state_entropy_is_finite_after_huge_negative_logits(chunk):
     rescale term delta * sum overflows to -inf while the scale is 0; the entropy must stay the
     float64 reference's, not NaN."""
     values = [-FLT_MAX, -FLT_MAX, 1.0, 2.0]
-    max_, log_norm, entropy = _C._softmax_state(values, 1.0, chunk)
+    max_, log_norm, entropy = probes.softmax_state(values, 1.0, chunk)
     expected_entropy, expected_log_norm = reference_entropy(values)
     assert max_ == 2.0
     assert math.isfinite(entropy) and entropy == pytest.approx(expected_entropy, abs=1e-5)
@@ -47,7 +47,7 @@ def test_softmax_state_matches_float64_on_random_masked_rows(seed):
         values = x.float().tolist()
         inv_temp = float(torch.empty(()).uniform_(0.5, 2.0, generator=g))
         chunk = int(torch.randint(1, 40, (), generator=g))
-        _, _, entropy = _C._softmax_state(values, inv_temp, chunk)
+        _, _, entropy = probes.softmax_state(values, inv_temp, chunk)
         expected, _ = reference_entropy((torch.tensor(values, dtype=torch.float64) * inv_temp).tolist())
         assert math.isfinite(entropy) and entropy == pytest.approx(expected, abs=1e-4), (values, chunk)
 
@@ -93,7 +93,7 @@ def cpu_greedy(values):
 ])
 @pytest.mark.parametrize("threads", [1, 2, 256])
 def test_greedy_pick_rule_is_the_cpus(values, threads):
-    assert _C._greedy_argmax(values, threads) == reference_greedy(values) == cpu_greedy(values)
+    assert probes.greedy_argmax(values, threads) == reference_greedy(values) == cpu_greedy(values)
 
 
 def test_greedy_pick_rule_on_random_rows_with_nan_and_inf():
@@ -107,4 +107,4 @@ def test_greedy_pick_rule_on_random_rows_with_nan_and_inf():
         values = x.tolist()
         threads = int(torch.randint(1, 300, (), generator=g))
         expected = reference_greedy(values)
-        assert _C._greedy_argmax(values, threads) == expected == cpu_greedy(values), (values, threads)
+        assert probes.greedy_argmax(values, threads) == expected == cpu_greedy(values), (values, threads)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import CUDA_SKIP_REASON
-from siri import _C
+import _siri_probes as probes
 from siri.ops import (paged_attention_run, paged_decode_attention_reference, paged_prefill_attention,
                       paged_prefill_attention_reference)
 from siri.ops.paged_attention import attention_split_plan, graph_max_splits
@@ -121,7 +121,7 @@ def test_the_chunk_clamp_engages_in_the_cases_above():
     the kernels' per-query split (siri::query_split) raises them, and leaves the others."""
     max_splits = graph_max_splits(2048, 4, 8, 2, 128, device="cpu")
     for chunk, runs_as, raised in [(16, 16, True), (5, 16, True), (512, 512, False), (1000, 1008, False)]:
-        (keys, used, splits), = _C._attention_query_splits([2048], 2048, chunk, max_splits, True)
+        (keys, used, splits), = probes.attention_query_splits([2048], 2048, chunk, max_splits, True)
         assert keys == 2048 and splits <= max_splits
         assert (used != runs_as) == raised and used >= runs_as, (chunk, used)
 
@@ -196,7 +196,7 @@ def skewed_capacity_batch(device, gen, dtype=torch.float32):
 @pytest.mark.gpu
 @pytest.mark.skipif(CUDA_SKIP_REASON is not None, reason=CUDA_SKIP_REASON or "")
 def test_cuda_kv_lens_above_max_kv_len_stay_memory_safe(gen):
-    """Issue item 6: CUDA trusts kv_lens. With max_kv_len = 600 the plan has one split and no
+    """CUDA trusts kv_lens. With max_kv_len = 600 the plan has one split and no
     partial buffers; row 1 claiming 2,048 (within its pages) or 5,000 (past its block-table
     row) tokens made ceil(kv_len / chunk) splits write through a null partial_o (an illegal
     address). The kernels now clamp: the row takes at most max_splits splits and reads at most

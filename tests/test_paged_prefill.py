@@ -2,7 +2,7 @@
 behind paged_prefill_attention and paged_attention_run, against float64 references on fresh
 random inputs: run lengths around the query tile, GQA groups, head dims, page sizes, cached
 prefixes, shared prompt pages, KV splits, query layouts that are not runs, huge logits; and
-that the tiled path is the one taken (SIRI_PREFILL_TILED=0 selects the per-query kernel)."""
+that the tiled path is the one taken (the ops' query_tiled=False selects the per-query kernel)."""
 import pytest
 import torch
 
@@ -29,9 +29,10 @@ def prefill_case(cached, new, page_size, hkv, group, d, dtype, device, gen):
     return q, k_cache, v_cache, block_table, seq_lens, cu_seqlens
 
 
-def check_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, dtype, scale=None):
+def check_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, dtype, scale=None, query_tiled=True):
     poison(q)
-    out = paged_prefill_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, scale=scale)
+    out = paged_prefill_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, scale=scale,
+                                  query_tiled=query_tiled)
     assert out.shape == q.shape and out.dtype == dtype
     assert torch.isfinite(out).all(), "some output elements were not written"
     ref = paged_prefill_attention_reference(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, scale=scale)
@@ -143,14 +144,21 @@ def test_float16_cuda(gen):
     check_prefill(*prefill_case(cached, new, 16, 2, 6, 128, torch.float16, device, gen), torch.float16)
 
 
-def test_the_tiled_path_is_taken(device, gen, monkeypatch):
-    """SIRI_PREFILL_TILED=0 (read per call) selects the per-query kernel: both are right, and
-    they sum in different orders, so identical fp32 outputs would mean one path ran twice."""
+def test_the_tiled_path_is_taken(device, gen):
+    """query_tiled=False selects the per-query kernel: both are right, and they sum in
+    different orders, so identical fp32 outputs would mean one path ran twice."""
     cached, new = [0, 40], [200, 90]
     case = prefill_case(cached, new, 16, 2, 6, 128, torch.float32, device, gen)
     tiled = check_prefill(*case, torch.float32)
-    monkeypatch.setenv("SIRI_PREFILL_TILED", "0")
-    per_query = check_prefill(*case, torch.float32)
-    assert not torch.equal(tiled, per_query), "SIRI_PREFILL_TILED changed nothing: the tiled kernel did not run"
-    monkeypatch.setenv("SIRI_PREFILL_TILED", "1")
-    torch.testing.assert_close(check_prefill(*case, torch.float32), tiled, atol=0, rtol=0)
+    per_query = check_prefill(*case, torch.float32, query_tiled=False)
+    assert not torch.equal(tiled, per_query), "query_tiled=False changed nothing: the tiled kernel did not run"
+    torch.testing.assert_close(check_prefill(*case, torch.float32, query_tiled=True), tiled, atol=0, rtol=0)
+    # paged_attention_run takes the same choice, per call.
+    q, k_cache, v_cache, block_table, seq_lens, _ = case
+    kv_lens, query_seq = run_inputs(cached, new, device)
+    facts = dict(max_kv_len=int(kv_lens.max()), total_kv_len=int(kv_lens.sum()))
+    run_tiled = paged_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq, **facts)
+    run_per_query = paged_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq, **facts,
+                                        query_tiled=False)
+    torch.testing.assert_close(run_tiled, tiled, atol=0, rtol=0)
+    torch.testing.assert_close(run_per_query, per_query, atol=0, rtol=0)

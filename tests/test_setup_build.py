@@ -64,6 +64,8 @@ def test_setup_venv_uses_venv_build_tools_and_rebuilds_nothing(tmp_path):
     # compile with different include paths).
     for name in ("CMAKE_COMMAND", "CMAKE_MAKE_PROGRAM", "pybind11_DIR"):
         assert cache_entry(cache, name).is_relative_to(venv.resolve()), name
+    # The test probes (a module of their own, not part of siri._C) are built beside the tests.
+    assert list((clone / "tests").glob("_siri_probes*.so")), "the build wrote no tests/_siri_probes module"
     objects = {path: path.stat().st_mtime_ns for path in build_dir.rglob("*.o")}
     assert objects, f"no object files under {build_dir}"
 

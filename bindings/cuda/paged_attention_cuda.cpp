@@ -27,10 +27,11 @@ void run(const PagedAttentionCall& call, const char* op) {
 
 at::Tensor paged_decode_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
                                        const at::Tensor& v_cache, const at::Tensor& block_table,
-                                       const at::Tensor& seq_lens, std::optional<double> scale) {
+                                       const at::Tensor& seq_lens, std::optional<double> scale,
+                                       bool cpu_bf16_dot) {
   const c10::cuda::CUDAGuard guard(q.device());
-  const PagedAttentionCall call =
-      prepare_decode(q, k_cache, v_cache, block_table, seq_lens, scale, cuda_policy(k_cache, false));
+  const PagedAttentionCall call = prepare_decode(q, k_cache, v_cache, block_table, seq_lens, scale,
+                                                 cuda_policy(k_cache, false), KernelChoice{true, cpu_bf16_dot});
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
   run(call, "paged_decode_attention");
   return call.out;
@@ -39,10 +40,10 @@ at::Tensor paged_decode_attention_cuda(const at::Tensor& q, const at::Tensor& k_
 at::Tensor paged_prefill_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
                                         const at::Tensor& v_cache, const at::Tensor& block_table,
                                         const at::Tensor& seq_lens, const at::Tensor& cu_seqlens,
-                                        std::optional<double> scale) {
+                                        std::optional<double> scale, bool query_tiled, bool cpu_bf16_dot) {
   const c10::cuda::CUDAGuard guard(q.device());
-  const PagedAttentionCall call = prepare_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens,
-                                                  scale, cuda_policy(k_cache, true));
+  const PagedAttentionCall call = prepare_prefill(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens, scale,
+                                                  cuda_policy(k_cache, true), KernelChoice{query_tiled, cpu_bf16_dot});
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
   run(call, "paged_prefill_attention");
   return call.out;
@@ -52,13 +53,14 @@ at::Tensor paged_attention_run_cuda(const at::Tensor& q, const at::Tensor& k_cac
                                     const at::Tensor& block_table, const at::Tensor& kv_lens,
                                     const std::optional<at::Tensor>& query_seq, int64_t max_kv_len,
                                     int64_t total_kv_len, std::optional<double> scale,
-                                    const std::optional<at::Tensor>& chunk_tokens) {
+                                    const std::optional<at::Tensor>& chunk_tokens, bool query_tiled,
+                                    bool cpu_bf16_dot) {
   const c10::cuda::CUDAGuard guard(q.device());
   // With chunk_tokens the kernels read the chunk from its storage (no host read): a captured
   // graph follows whatever the engine writes there before each replay.
-  const PagedAttentionCall call = prepare_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
-                                                        max_kv_len, total_kv_len, scale,
-                                                        cuda_policy(k_cache, query_seq.has_value()), chunk_tokens);
+  const PagedAttentionCall call = prepare_attention_run(
+      q, k_cache, v_cache, block_table, kv_lens, query_seq, max_kv_len, total_kv_len, scale,
+      cuda_policy(k_cache, query_seq.has_value()), chunk_tokens, KernelChoice{query_tiled, cpu_bf16_dot});
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) check_aligned(*t, name);
   run(call, "paged_attention_run");
   return call.out;

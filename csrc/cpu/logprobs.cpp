@@ -15,11 +15,11 @@ constexpr int64_t kChunk = 2048;  // elements: 8 KiB of fp32, stays in L1 betwee
 int64_t row_grain(int64_t vocab) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(vocab, 1)); }
 
 template <typename T>
-SoftmaxState<acc_t<T>> row_softmax_state(const T* x, int64_t vocab, acc_t<T> inv_temp,
-                                         bool with_entropy) {
+LogitsSoftmaxState<acc_t<T>> row_softmax_state(const T* x, int64_t vocab, acc_t<T> inv_temp,
+                                               bool with_entropy) {
   using A = acc_t<T>;
   A buf[kChunk];
-  SoftmaxState<A> state = SoftmaxState<A>::empty();
+  LogitsSoftmaxState<A> state = LogitsSoftmaxState<A>::empty();
   for (int64_t begin = 0; begin < vocab; begin += kChunk) {
     const int64_t n = std::min(kChunk, vocab - begin);
     A chunk_max = -INFINITY;
@@ -42,7 +42,7 @@ SoftmaxState<acc_t<T>> row_softmax_state(const T* x, int64_t vocab, acc_t<T> inv
 #pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j < n; ++j) sum += exp_approx((buf[j] - chunk_max) * inv_temp);
     }
-    state.merge(SoftmaxState<A>{chunk_max, sum, weighted}, inv_temp);
+    state.merge(LogitsSoftmaxState<A>{chunk_max, sum, weighted}, inv_temp);
   }
   return state;
 }

@@ -12,12 +12,12 @@
 
 #include "cpu/bf16_dot.h"
 #include "cpu/paged_prefill.h"
+#include "siri/head_dims.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -29,7 +29,7 @@ using HeadVec = f32x8;  // one fp32 value per query head
 constexpr int kHeadLanes = 8;
 constexpr int kScoreRows = 16;  // tokens whose score vectors stay in registers together
 constexpr int64_t kTile = 32;   // tokens per online-softmax update (a multiple of kScoreRows)
-constexpr int kMaxHeadDim = 256;
+constexpr int kMaxHeadDim = kMaxSupportedHeadDim;
 
 alignas(64) const float kZeroRow[kMaxHeadDim] = {};
 alignas(64) const BFloat16Bits kZeroRowBf16[kMaxHeadDim] = {};
@@ -142,7 +142,7 @@ void accumulate_heads(float* acc, const HeadVec* p, int lane, HeadVec alpha,
 // probabilities are rounded to bf16 (as the bf16 dot products will use them) before l sums
 // them, so numerator and denominator agree.
 template <bool kRoundBf16>
-inline HeadVec tile_softmax(HeadVec* s, int64_t n, SoftmaxStateOf<HeadVec>& state) {
+inline HeadVec tile_softmax(HeadVec* s, int64_t n, AttnSoftmaxStateOf<HeadVec>& state) {
   HeadVec tile_max = s[0];
   for (int64_t j = 1; j < n; ++j) tile_max = softmax_max(tile_max, s[j]);
   const HeadVec alpha = softmax_rescale(state, tile_max);
@@ -197,7 +197,7 @@ class FloatTile {
   }
 
   // One block of `heads` query heads: scores, softmax update, accumulation into acc [heads, D].
-  void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
+  void attend(int64_t block, int64_t heads, AttnSoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
     HeadVec s[kTile];
     for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) score_rows<D>(q_.data() + block * D * kHeadLanes, k_rows_ + j0, s + j0, prefetch);
     const HeadVec alpha = tile_softmax<false>(s, n_, state);
@@ -248,7 +248,7 @@ class Bf16DotTile {
     n_ = n;
   }
 
-  void attend(int64_t block, int64_t heads, SoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
+  void attend(int64_t block, int64_t heads, AttnSoftmaxStateOf<HeadVec>& state, float* acc, PrefetchStream& prefetch) {
     HeadVec s[kTile];
     for (int64_t j0 = 0; j0 < n_; j0 += kScoreRows) {
       bf16_dot::score_rows<D, kScoreRows>(q_.data() + block * D / 2 * kHeadLanes, k_rows_ + j0, s + j0, prefetch);
@@ -317,7 +317,7 @@ void attend_with(const PagedAttentionParams& p, const WorkItem& w, Tile& tile) {
     tile.set_query((head / G) * blocks + (head % G) / kHeadLanes, (head % G) % kHeadLanes, q + head * D, p.scale);
   }
   std::vector<float> acc(p.num_q_heads * D, 0.0f);  // [Hq, D]
-  std::vector<SoftmaxStateOf<HeadVec>> state(Hkv * blocks, {HeadVec{} - INFINITY, HeadVec{}});
+  std::vector<AttnSoftmaxStateOf<HeadVec>> state(Hkv * blocks, {HeadVec{} - INFINITY, HeadVec{}});
 
   // The next tile's lines are spread over the score chunks and AXPY steps of this one.
   int64_t passes = 0;  // AXPY passes per tile, all KV heads
@@ -356,7 +356,7 @@ void attend_with(const PagedAttentionParams& p, const WorkItem& w, Tile& tile) {
   float row[kMaxHeadDim];
   for (int64_t head = 0; head < p.num_q_heads; ++head) {
     const int64_t block = (head / G) * blocks + (head % G) / kHeadLanes, lane = (head % G) % kHeadLanes;
-    const SoftmaxState head_state{state[block].m[lane], state[block].l[lane]};
+    const AttnSoftmaxState head_state{state[block].m[lane], state[block].l[lane]};
     const float* o = tile.output_row(acc.data() + head * D, row);
     if (splits == 1) {
       store_row(o, 1.0f / head_state.l, static_cast<T*>(p.out) + (w.query * p.num_q_heads + head) * D, D);
@@ -368,22 +368,14 @@ void attend_with(const PagedAttentionParams& p, const WorkItem& w, Tile& tile) {
   }
 }
 
-// Whether bf16 caches use bf16 dot products (when built for a CPU that has them);
-// SIRI_CPU_BF16_DOT=0 in the environment selects the fp32 arithmetic instead (read once).
-bool use_bf16_dot() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("SIRI_CPU_BF16_DOT");
-    return SIRI_CPU_BF16_DOT && !(env && std::strcmp(env, "0") == 0);
-  }();
-  return enabled;
-}
-
+// bf16 caches use bf16 dot products when the build targets a CPU that has them and the call
+// asks for them (params.cpu_bf16_dot, the op's argument); otherwise the fp32 arithmetic.
 template <typename T, int D>
 void attend(const PagedAttentionParams& p, const WorkItem& w) {
   const int64_t blocks = (p.num_q_heads / p.num_kv_heads + kHeadLanes - 1) / kHeadLanes * p.num_kv_heads;
 #if SIRI_CPU_BF16_DOT
   if constexpr (std::is_same_v<T, BFloat16Bits> && D % 32 == 0) {
-    if (use_bf16_dot()) {
+    if (p.cpu_bf16_dot) {
       Bf16DotTile<D> tile(blocks, p.scale);
       return attend_with<T, D>(p, w, tile);
     }
@@ -393,15 +385,10 @@ void attend(const PagedAttentionParams& p, const WorkItem& w) {
   attend_with<T, D>(p, w, tile);
 }
 
+// The binding admits only the supported head sizes (siri/head_dims.h).
 template <typename T>
 void attend_any_dim(const PagedAttentionParams& p, const WorkItem& w) {
-  switch (p.head_dim) {
-    case 64: return attend<T, 64>(p, w);
-    case 80: return attend<T, 80>(p, w);
-    case 96: return attend<T, 96>(p, w);
-    case 128: return attend<T, 128>(p, w);
-    default: return attend<T, 256>(p, w);  // the binding admits no other head_dim
-  }
+  visit_head_dim(p.head_dim, [&](auto d) { attend<T, decltype(d)::value>(p, w); });
 }
 
 // out[query, head] = sum over splits of w_i * o_i, with weights from the partial lse values.
@@ -410,7 +397,7 @@ void merge_splits(const PagedAttentionParams& p, int64_t query, int64_t head, fl
   const int64_t D = p.head_dim, H = p.num_q_heads;
   const int64_t splits = num_splits(p.kv_lens[query], p.chunk_tokens);
   std::fill(acc, acc + D, 0.0f);
-  SoftmaxState state = softmax_init();
+  AttnSoftmaxState state = softmax_init();
   for (int64_t i = 0; i < splits; ++i) {
     const int64_t part = (query * p.max_splits + i) * H + head;
     const float alpha = softmax_rescale(state, p.partial_lse[part]);

@@ -9,12 +9,13 @@
 // sorted by cost and handed out dynamically, as in the per-query kernel.
 #include "cpu/paged_prefill.h"
 
+#include "siri/head_dims.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <cstdlib>
 #include <cstring>
 
 namespace siri::cpu {
@@ -102,7 +103,7 @@ struct TileBuffers {
   std::vector<float> keys;    // [keys, D]: the key tile in fp32, then rows whose scores go unread
   std::vector<float> values;  // [keys, kDimsPadded]: the value tile in fp32 (columns past D stay 0)
   std::vector<int32_t> limits;                  // [rows]: row r sees keys t < limits[r]
-  std::vector<SoftmaxStateOf<Lanes>> states;  // [rows / kLanes]: kLanes rows' (m, l) per vector
+  std::vector<AttnSoftmaxStateOf<Lanes>> states;  // [rows / kLanes]: kLanes rows' (m, l) per vector
 };
 
 // Online-softmax update of kLanes rows' state with the scores of keys [t0, t0 + n)
@@ -111,7 +112,7 @@ struct TileBuffers {
 // must be scaled by.
 template <bool kMasked>
 inline Lanes tile_softmax(float* s, int64_t stride, int64_t n, int64_t t0, LaneInts limit,
-                          SoftmaxStateOf<Lanes>& state) {
+                          AttnSoftmaxStateOf<Lanes>& state) {
   const Lanes neg_inf = Lanes{} - INFINITY;
   const auto visible = [&](int64_t j) { return LaneInts{} + static_cast<int32_t>(t0 + j) < limit; };
   Lanes tile_max = neg_inf;
@@ -189,7 +190,7 @@ void attend_tile(const PagedAttentionParams& p, const TileItem& w, TileBuffers<D
       Lanes alpha[kVecs];
       for (int c = 0; c < kVecs; ++c) {
         const LaneInts limit = load_vec<LaneInts>(limits + r0 + kLanes * c);
-        SoftmaxStateOf<Lanes>& state = buf.states[r0 / kLanes + c];
+        AttnSoftmaxStateOf<Lanes>& state = buf.states[r0 / kLanes + c];
         alpha[c] = masked ? tile_softmax<true>(s + kLanes * c, stride, n, t0, limit, state)
                           : tile_softmax<false>(s + kLanes * c, stride, n, t0, limit, state);
       }
@@ -205,7 +206,7 @@ void attend_tile(const PagedAttentionParams& p, const TileItem& w, TileBuffers<D
     const int64_t query = w.first + r / G, head = w.kv_head * G + r % G;
     const int64_t splits = num_splits(p.kv_lens[query], p.chunk_tokens);
     if (w.split >= splits) continue;  // the query ends before this split
-    const SoftmaxState state{buf.states[r / kLanes].m[r % kLanes], buf.states[r / kLanes].l[r % kLanes]};
+    const AttnSoftmaxState state{buf.states[r / kLanes].m[r % kLanes], buf.states[r / kLanes].l[r % kLanes]};
     for (int64_t d = 0; d < D; ++d) o[d] = o_t[d * stride + r];
     if (splits == 1) {
       store_row(o, 1.0f / state.l, static_cast<T*>(p.out) + (query * Hq + head) * D, D);
@@ -227,27 +228,17 @@ void attend_items(const PagedAttentionParams& p, const std::vector<TileItem>& it
   });
 }
 
+// The binding admits only the supported head sizes (siri/head_dims.h).
 template <typename T>
 void attend_items_any_dim(const PagedAttentionParams& p, const std::vector<TileItem>& items, int64_t rows_capacity) {
-  switch (p.head_dim) {
-    case 64: return attend_items<T, 64>(p, items, rows_capacity);
-    case 80: return attend_items<T, 80>(p, items, rows_capacity);
-    case 96: return attend_items<T, 96>(p, items, rows_capacity);
-    case 128: return attend_items<T, 128>(p, items, rows_capacity);
-    default: return attend_items<T, 256>(p, items, rows_capacity);  // the binding admits no other head_dim
-  }
-}
-
-bool query_tiling_enabled() {
-  const char* env = std::getenv("SIRI_PREFILL_TILED");
-  return !(env && std::strcmp(env, "0") == 0);
+  visit_head_dim(p.head_dim, [&](auto d) { attend_items<T, decltype(d)::value>(p, items, rows_capacity); });
 }
 
 }  // namespace
 
 std::vector<QueryRun> runs_to_tile(const PagedAttentionParams& p) {
   std::vector<QueryRun> runs;
-  if (!p.query_seq || !query_tiling_enabled()) return runs;
+  if (!p.query_seq || !p.query_tiled) return runs;
   for (int64_t i = 0; i < p.num_queries;) {
     int64_t end = i + 1;
     while (end < p.num_queries && p.query_seq[end] == p.query_seq[i] &&

@@ -20,9 +20,9 @@ struct QueryRun {
 };
 
 // The runs of at least two queries in params' (host) kv_lens / query_seq, in query order;
-// none when params.query_seq is null (one query per row) or when SIRI_PREFILL_TILED=0 is set
-// in the environment (read per call, so one process can time both paths). The other queries
-// are left to the per-query kernel.
+// none when params.query_seq is null (one query per row) or params.query_tiled is false (the
+// op's argument, so one process can time both paths). The other queries are left to the
+// per-query kernel.
 std::vector<QueryRun> runs_to_tile(const PagedAttentionParams& params);
 
 // Attends every query of `runs` (into params.out, or into the split partials for queries

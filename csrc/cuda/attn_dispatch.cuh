@@ -1,6 +1,6 @@
-// The switches from run-time attention parameters to the compile-time ones the kernels are
-// instantiated for, shared by the decode, prefill and rotary launchers: the element type of an
-// AttnDType, and the head sizes the bindings admit.
+// The switch from an AttnDType to the element type the attention kernels are instantiated for,
+// shared by the decode, prefill and rotary launchers. The head-size switch is the one the CPU
+// kernels use too (siri/head_dims.h: dispatch_head_dim).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "siri/head_dims.h"
 #include "siri/paged_attention.h"
 
 namespace siri::cuda {
@@ -30,20 +31,6 @@ cudaError_t dispatch_attn_dtype(AttnDType dtype, Fn&& fn) {
     case AttnDType::kFloat16: return fn(ElementTag<__half>{});
   }
   return cudaErrorInvalidValue;
-}
-
-// Returns fn(std::integral_constant<int, D>{}) for head_dim D in {64, 80, 96, 128, 256} (the
-// head sizes the bindings admit), or `unsupported` for any other.
-template <typename R, typename Fn>
-R dispatch_head_dim(int64_t head_dim, R unsupported, Fn&& fn) {
-  switch (head_dim) {
-    case 64: return fn(std::integral_constant<int, 64>{});
-    case 80: return fn(std::integral_constant<int, 80>{});
-    case 96: return fn(std::integral_constant<int, 96>{});
-    case 128: return fn(std::integral_constant<int, 128>{});
-    case 256: return fn(std::integral_constant<int, 256>{});
-    default: return unsupported;
-  }
 }
 
 }  // namespace siri::cuda

@@ -17,21 +17,21 @@ constexpr int kBackwardThreads = 256;
 constexpr int kBackwardElemsPerThread = 16;
 
 template <typename A>
-__device__ SoftmaxState<A> shfl_down(const SoftmaxState<A>& s, int offset) {
+__device__ LogitsSoftmaxState<A> shfl_down(const LogitsSoftmaxState<A>& s, int offset) {
   return {__shfl_down_sync(0xffffffffu, s.max, offset), __shfl_down_sync(0xffffffffu, s.sum, offset),
           __shfl_down_sync(0xffffffffu, s.weighted, offset)};
 }
 
 // Merges the states of all threads of the block; the result is valid in thread 0.
 template <bool kEntropy, typename A>
-__device__ SoftmaxState<A> block_merge(SoftmaxState<A> s, A inv_temp) {
-  __shared__ SoftmaxState<A> warp_states[kForwardThreads / 32];
+__device__ LogitsSoftmaxState<A> block_merge(LogitsSoftmaxState<A> s, A inv_temp) {
+  __shared__ LogitsSoftmaxState<A> warp_states[kForwardThreads / 32];
   for (int offset = 16; offset > 0; offset >>= 1) s.template merge<kEntropy>(shfl_down(s, offset), inv_temp);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) warp_states[warp] = s;
   __syncthreads();
   if (warp == 0) {
-    s = lane < kForwardThreads / 32 ? warp_states[lane] : SoftmaxState<A>::empty();
+    s = lane < kForwardThreads / 32 ? warp_states[lane] : LogitsSoftmaxState<A>::empty();
     for (int offset = 16; offset > 0; offset >>= 1) s.template merge<kEntropy>(shfl_down(s, offset), inv_temp);
   }
   return s;
@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kForwardThreads) token_logprobs_kernel(Logprob
   }
   const T* x = p.logits + p.layout.offset(row);
   const A inv_temp = p.inv_temperature;
-  SoftmaxState<A> state = SoftmaxState<A>::empty();
+  LogitsSoftmaxState<A> state = LogitsSoftmaxState<A>::empty();
   for_each_strided(
       x, p.vocab, threadIdx.x, kForwardThreads, AccLoad(),
       [&](int64_t, A v) { state.template add<kEntropy>(v, inv_temp); },

@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p
 
   float q[kHeads][L::kPerThread];
   float acc[kHeads][L::kPerThread];
-  SoftmaxState state[kHeads];
+  AttnSoftmaxState state[kHeads];
 #pragma unroll
   for (int g = 0; g < kHeads; ++g) {
     const int64_t head = head0 + (g < heads ? g : 0);  // heads past the group: unused copies
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p
 
   // Combine the thread groups' states.
   __shared__ float sm_acc[L::kGroups][kHeads][D];
-  __shared__ SoftmaxState sm_state[L::kGroups][kHeads];
+  __shared__ AttnSoftmaxState sm_state[L::kGroups][kHeads];
 #pragma unroll
   for (int g = 0; g < kHeads; ++g) {  // unrolled, so the register arrays stay in registers
     if (g >= heads) break;
@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedAttentionParams p
   __syncthreads();
   for (int idx = threadIdx.x; idx < heads * D; idx += kThreads) {
     const int g = idx / D, d = idx % D;
-    SoftmaxState total = softmax_init();
+    AttnSoftmaxState total = softmax_init();
     float o = 0.0f;
     for (int gr = 0; gr < L::kGroups; ++gr) {
       float alpha_total, alpha_part;
@@ -179,7 +179,7 @@ __global__ void merge_kernel(PagedAttentionParams p) {
   const int64_t splits = query_split(p, query).splits;  // as the decode kernel split it
   if (splits == 1) return;
   for (int64_t d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
-    SoftmaxState state = softmax_init();
+    AttnSoftmaxState state = softmax_init();
     float o = 0.0f;
     for (int64_t i = 0; i < splits; ++i) {
       const int64_t part = (query * p.max_splits + i) * p.num_q_heads + head;

@@ -10,8 +10,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <cstdlib>
-#include <cstring>
 
 #include "cuda/attn_dispatch.cuh"
 #include "cuda/element_convert.cuh"
@@ -92,7 +90,7 @@ __device__ void attend_run(const PagedAttentionParams& p, int64_t first, int cou
   // Row i of this thread sees keys t < limit[i]. Rows past the run see every key: zero
   // queries, finite scores, never stored.
   int64_t limit[S::kRowsPerThread];
-  SoftmaxState state[S::kRowsPerThread];
+  AttnSoftmaxState state[S::kRowsPerThread];
   float o[S::kRowsPerThread][S::kDimsPerThread];
 #pragma unroll
   for (int i = 0; i < S::kRowsPerThread; ++i) {
@@ -224,9 +222,7 @@ size_t smem_bytes(int64_t head_dim) {
 }  // namespace
 
 bool use_paged_prefill(const PagedAttentionParams& params) {
-  if (!params.query_seq || params.max_splits != 1) return false;
-  const char* env = std::getenv("SIRI_PREFILL_TILED");
-  if (env && std::strcmp(env, "0") == 0) return false;
+  if (!params.query_seq || params.max_splits != 1 || !params.query_tiled) return false;
   int device = 0, max_smem = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {

@@ -10,8 +10,8 @@ namespace siri::cuda {
 
 // Whether launch_paged_prefill serves these params, decided on the host from params alone
 // (no device read, so a captured graph keeps its choice): queries carry block-table rows
-// (query_seq: prefill), the plan has no KV split (max_splits == 1), SIRI_PREFILL_TILED=0 is
-// not set in the environment (read per call), and the tile fits in the device's shared memory.
+// (query_seq: prefill), the plan has no KV split (max_splits == 1), the call asks for the
+// tiled kernel (params.query_tiled), and the tile fits in the device's shared memory.
 bool use_paged_prefill(const PagedAttentionParams& params);
 
 // Attention of params.num_queries queries, a tile of consecutive queries per block: each

@@ -20,7 +20,7 @@ from siri._ext import _C  # loading it registers torch.ops.siri
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_table: torch.Tensor, seq_lens: torch.Tensor, *,
-                           scale: Optional[float] = None) -> torch.Tensor:
+                           scale: Optional[float] = None, cpu_bf16_dot: bool = True) -> torch.Tensor:
     """One decode step of attention for a batch of sequences over their pages.
 
     Args:
@@ -28,12 +28,17 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
             (float16 too on CUDA), contiguous.
         k_cache, v_cache: ``[num_pages, page_size, Hkv, D]``, the dtype of ``q``, contiguous.
             ``Hq`` must be a multiple of ``Hkv`` (grouped-query attention: query head ``h``
-            reads KV head ``h // (Hq // Hkv)``). ``D`` is one of 64, 80, 96, 128, 256.
+            reads KV head ``h // (Hq // Hkv)``). ``D`` is one of 64, 80, 96, 128, 256
+            (``siri._C.SUPPORTED_HEAD_DIMS``).
         block_table: ``[B, max_pages]`` int32; the first ``ceil(seq_lens[b] / page_size)``
             entries of row ``b`` must be block ids in ``[0, num_pages)``, the rest are ignored.
         seq_lens: ``[B]`` int32, each in ``[1, max_pages * page_size]``: tokens in the cache
             for that sequence, the current one included (append it first with :func:`append_kv`).
         scale: softmax scale, default ``1 / sqrt(D)``.
+        cpu_bf16_dot: on the CPU, bf16 caches use bf16 dot products (AVX512-BF16, fp32
+            accumulation) when the build targets a CPU that has them
+            (``siri.build_info()["simd"] == "AVX512+BF16"``); False forces the fp32 arithmetic
+            (bf16 rows widened once per tile) that every other CPU runs. Ignored on CUDA.
 
     Returns:
         ``[B, Hq, D]`` in the dtype of ``q``: ``out[b, h] = softmax(q[b, h] . K_b^T * scale) . V_b``
@@ -44,13 +49,14 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
             ``seq_lens`` outside ``[1, capacity]``. TypeError: unsupported or mismatched dtypes.
     """
     return torch.ops.siri.paged_decode_attention(q, k_cache, v_cache, block_table, seq_lens,
-                                                 _float_or_none(scale))
+                                                 _float_or_none(scale), bool(cpu_bf16_dot))
 
 
 def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                             block_table: torch.Tensor, seq_lens: torch.Tensor,
                             cu_seqlens: torch.Tensor, *,
-                            scale: Optional[float] = None) -> torch.Tensor:
+                            scale: Optional[float] = None, query_tiled: bool = True,
+                            cpu_bf16_dot: bool = True) -> torch.Tensor:
     """Causal attention of each sequence's new tokens against its pages (varlen prefill).
 
     Sequence ``b``'s new tokens are ``q[cu_seqlens[b]:cu_seqlens[b+1]]``; they are the last
@@ -67,25 +73,30 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         seq_lens: ``[B]`` int32, each in ``[n_b, max_pages * page_size]``.
         cu_seqlens: ``[B + 1]`` int32, non-decreasing, from 0 to ``T``.
         scale: softmax scale, default ``1 / sqrt(D)``.
+        query_tiled: attend a sequence's new tokens a tile of queries at a time (below); False
+            selects the per-query path, for comparison.
+        cpu_bf16_dot: as in :func:`paged_decode_attention`.
 
     Returns:
         ``[T, Hq, D]`` in the dtype of ``q``.
 
     A sequence's new tokens are attended a tile of queries at a time (CPU: 64 query rows, a
     row being one token's query head; CUDA: 64 tokens, 32 for head_dim 256), each K/V tile read
-    once per query tile. Setting ``SIRI_PREFILL_TILED=0`` in the environment (read per call)
-    selects the per-query path instead, which streams every query's visible keys on its own
-    (O(sum of visible lengths) reads), for comparison; on CUDA that path also serves calls
-    whose plan splits the keys (a few new tokens after a long prefix).
+    once per query tile. ``query_tiled=False`` selects the per-query path instead, which
+    streams every query's visible keys on its own (O(sum of visible lengths) reads); on CUDA
+    that path also serves calls whose plan splits the keys (a few new tokens after a long
+    prefix).
     """
     return torch.ops.siri.paged_prefill_attention(q, k_cache, v_cache, block_table, seq_lens,
-                                                  cu_seqlens, _float_or_none(scale))
+                                                  cu_seqlens, _float_or_none(scale), bool(query_tiled),
+                                                  bool(cpu_bf16_dot))
 
 
 def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                         block_table: torch.Tensor, kv_lens: torch.Tensor, query_seq: Optional[torch.Tensor],
                         *, max_kv_len: int, total_kv_len: int, scale: Optional[float] = None,
-                        chunk_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        chunk_tokens: Optional[torch.Tensor] = None, query_tiled: bool = True,
+                        cpu_bf16_dot: bool = True) -> torch.Tensor:
     """Paged attention for a caller that built the batch: the engine's sync-free path.
 
     Like flashinfer's plan/run split: the caller knows its batch on the host, so it passes the
@@ -119,6 +130,10 @@ def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
             as 16 (on CUDA also 0 and negative values; on the CPU a value < 1 is an error). On
             the CPU all queries of the call share one chunk, the value raised so the longest
             query fits. The result is the same as without ``chunk_tokens`` (to fp32 rounding).
+        query_tiled: False sends every query to the per-query kernel, runs included (see
+            :func:`paged_prefill_attention`). Decided per call: a CUDA graph keeps the choice
+            it was captured with.
+        cpu_bf16_dot: as in :func:`paged_decode_attention`.
 
     Returns:
         ``[N, Hq, D]`` in the dtype of ``q``.
@@ -134,7 +149,7 @@ def paged_attention_run(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     """
     return torch.ops.siri.paged_attention_run(q, k_cache, v_cache, block_table, kv_lens, query_seq,
                                               int(max_kv_len), int(total_kv_len), _float_or_none(scale),
-                                              chunk_tokens)
+                                              chunk_tokens, bool(query_tiled), bool(cpu_bf16_dot))
 
 
 def _device_units(device, units):
@@ -220,21 +235,21 @@ def _float_or_none(scale):
 
 
 @torch.library.register_fake("siri::paged_decode_attention")
-def _paged_decode_attention_fake(q, k_cache, v_cache, block_table, seq_lens, scale=None):
+def _paged_decode_attention_fake(q, k_cache, v_cache, block_table, seq_lens, scale=None, cpu_bf16_dot=True):
     torch._check(q.dim() == 3, lambda: "q must be 3-D")
     return torch.empty_like(q)
 
 
 @torch.library.register_fake("siri::paged_prefill_attention")
 def _paged_prefill_attention_fake(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens,
-                                  scale=None):
+                                  scale=None, query_tiled=True, cpu_bf16_dot=True):
     torch._check(q.dim() == 3, lambda: "q must be 3-D")
     return torch.empty_like(q)
 
 
 @torch.library.register_fake("siri::paged_attention_run")
 def _paged_attention_run_fake(q, k_cache, v_cache, block_table, kv_lens, query_seq, max_kv_len, total_kv_len,
-                              scale=None, chunk_tokens=None):
+                              scale=None, chunk_tokens=None, query_tiled=True, cpu_bf16_dot=True):
     torch._check(q.dim() == 3, lambda: "q must be 3-D")
     return torch.empty_like(q)
 

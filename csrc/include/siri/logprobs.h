@@ -75,17 +75,17 @@ struct AccLoad {
 // Running state of part of a row: max raw logit, sum of exp(d) and sum of exp(d) * d with
 // d = (x - max) / T. The last gives the entropy; -inf logits add nothing to either sum.
 template <typename A>
-struct SoftmaxState {
+struct LogitsSoftmaxState {
   A max;
   A sum;
   A weighted;
 
-  SIRI_HOST_DEVICE static SoftmaxState empty() { return {-INFINITY, A(0), A(0)}; }
+  SIRI_HOST_DEVICE static LogitsSoftmaxState empty() { return {-INFINITY, A(0), A(0)}; }
 
   // Merge another partial state (of disjoint elements) into this one. kEntropy = false leaves
   // `weighted` meaningless (the GPU forward when no entropy is asked for).
   template <bool kEntropy = true>
-  SIRI_HOST_DEVICE void merge(const SoftmaxState& o, A inv_temp) {
+  SIRI_HOST_DEVICE void merge(const LogitsSoftmaxState& o, A inv_temp) {
     if (o.sum == A(0)) return;
     if (sum == A(0)) { *this = o; return; }
     const A m = max > o.max ? max : o.max;
@@ -164,7 +164,7 @@ SIRI_HOST_DEVICE A log_softmax_at(A x, A row_max, A log_norm, A inv_temp) {
 // Writes row `row`'s outputs from its completed softmax state (x: the row's logits).
 template <typename T>
 SIRI_HOST_DEVICE void write_row_outputs(const LogprobParams<T>& p, int64_t row, const T* x,
-                                        const SoftmaxState<acc_t<T>>& state) {
+                                        const LogitsSoftmaxState<acc_t<T>>& state) {
   const acc_t<T> log_norm = state.log_norm();
   p.softmax_stats[2 * row] = state.max;
   p.softmax_stats[2 * row + 1] = log_norm;

@@ -39,6 +39,12 @@ struct PagedAttentionParams {
   const int32_t* chunk_tokens_at;
   float scale;
   AttnDType dtype;
+  // Kernel choices, made once per call by the binding from the op's arguments, so a captured
+  // CUDA graph keeps them and a test or benchmark can force either path:
+  bool query_tiled;   // runs of prefill queries (query_seq rows, kv_len rising by one) go to the
+                      // query-tiled kernel; false: every query on its own (the per-query path)
+  bool cpu_bf16_dot;  // CPU, bf16 caches: bf16 dot products where the build has them
+                      // (cpu/bf16_dot.h); false: rows widened to fp32. The CUDA kernels ignore it.
 };
 
 struct AppendKVParams {
@@ -226,13 +232,13 @@ inline int64_t graph_attention_max_splits(int64_t capacity, int64_t num_queries,
 // The attention output is acc / l, where acc = sum exp(score - m) * v.
 // F is float, or on the CPU a vector of floats holding one head's state per lane.
 template <typename F>
-struct SoftmaxStateOf {
+struct AttnSoftmaxStateOf {
   F m;
   F l;
 };
-using SoftmaxState = SoftmaxStateOf<float>;
+using AttnSoftmaxState = AttnSoftmaxStateOf<float>;
 
-SIRI_HOST_DEVICE SoftmaxState softmax_init() { return SoftmaxState{-INFINITY, 0.0f}; }
+SIRI_HOST_DEVICE AttnSoftmaxState softmax_init() { return AttnSoftmaxState{-INFINITY, 0.0f}; }
 
 SIRI_HOST_DEVICE float softmax_max(float a, float b) { return fmaxf(a, b); }
 SIRI_HOST_DEVICE float softmax_exp(float x) { return expf(x); }
@@ -278,7 +284,7 @@ inline F softmax_exp(F x) {
 // exp(-inf) = 0 for the first block (about 1e-38 lane-wise on the CPU; l and the accumulator
 // are still 0 then).
 template <typename F>
-SIRI_HOST_DEVICE F softmax_rescale(SoftmaxStateOf<F>& s, F block_max) {
+SIRI_HOST_DEVICE F softmax_rescale(AttnSoftmaxStateOf<F>& s, F block_max) {
   const F m_new = softmax_max(s.m, block_max);
   const F alpha = softmax_exp(s.m - m_new);
   s.l *= alpha;
@@ -290,17 +296,17 @@ SIRI_HOST_DEVICE F softmax_rescale(SoftmaxStateOf<F>& s, F block_max) {
 // o_i, out = sum_i w_i o_i with w_i = exp(lse_i - lse_total). The merge is itself an online
 // softmax whose "scores" are the lse_i: softmax_rescale(state, lse_i) rescales the
 // accumulator, then the weight of o_i is exp(lse_i - state.m), added to state.l.
-SIRI_HOST_DEVICE float softmax_weight(SoftmaxState& s, float score) {
+SIRI_HOST_DEVICE float softmax_weight(AttnSoftmaxState& s, float score) {
   const float w = expf(score - s.m);
   s.l += w;
   return w;
 }
 
-SIRI_HOST_DEVICE float softmax_lse(const SoftmaxState& s) { return s.m + logf(s.l); }
+SIRI_HOST_DEVICE float softmax_lse(const AttnSoftmaxState& s) { return s.m + logf(s.l); }
 
 // Combines two unnormalised states (a absorbs b): returns the factors for a's and b's
 // accumulators.
-SIRI_HOST_DEVICE void softmax_combine(SoftmaxState& a, const SoftmaxState& b, float& alpha_a,
+SIRI_HOST_DEVICE void softmax_combine(AttnSoftmaxState& a, const AttnSoftmaxState& b, float& alpha_a,
                                       float& alpha_b) {
   const float m = fmaxf(a.m, b.m);
   alpha_a = a.m == -INFINITY ? 0.0f : expf(a.m - m);

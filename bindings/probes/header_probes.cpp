@@ -1,7 +1,6 @@
-// Host entry points into the shared kernel headers (csrc/include/siri), for tests only. The
-// CUDA kernels cannot run without a GPU, but the math they share with the CPU is
-// __host__ __device__: these probes run it on the host the way the GPU kernels use it, so a
-// CPU test can check the GPU's arithmetic and reduction rules.
+// Probes of the log-prob, sampler and vector-traversal math (siri/logprobs.h, siri/sampling.h,
+// siri/vector_split.h), run on the host the way the GPU kernels run it. Test-only: part of the
+// module _siri_probes (module.cpp), not of siri._C.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -10,7 +9,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "header_probes.h"
+#include "probes.h"
 #include "siri/logprobs.h"
 #include "siri/numeric.h"
 #include "siri/sampling.h"
@@ -24,9 +23,9 @@ namespace {
 // within each run of `chunk` values (one thread's share), then merge() the runs in order.
 py::tuple softmax_state(const std::vector<float>& values, float inv_temp, int64_t chunk) {
   if (chunk < 1) throw py::value_error("chunk must be >= 1");
-  auto total = siri::SoftmaxState<float>::empty();
+  auto total = siri::LogitsSoftmaxState<float>::empty();
   for (size_t lo = 0; lo < values.size(); lo += static_cast<size_t>(chunk)) {
-    auto part = siri::SoftmaxState<float>::empty();
+    auto part = siri::LogitsSoftmaxState<float>::empty();
     for (size_t i = lo; i < values.size() && i < lo + static_cast<size_t>(chunk); ++i) part.add(values[i], inv_temp);
     total.merge(part, inv_temp);
   }
@@ -276,9 +275,9 @@ py::tuple forward_softmax_state(const std::vector<double>& values, const std::st
     const A inv = static_cast<A>(inv_temp);
     const auto run = [&](auto with_entropy) {
       constexpr bool kEntropy = decltype(with_entropy)::value;
-      auto total = siri::SoftmaxState<A>::empty();
+      auto total = siri::LogitsSoftmaxState<A>::empty();
       for (int64_t t = 0; t < threads; ++t) {
-        auto state = siri::SoftmaxState<A>::empty();
+        auto state = siri::LogitsSoftmaxState<A>::empty();
         siri::for_each_strided(
             row, static_cast<int64_t>(values.size()), t, threads, ProbeLoad(),
             [&](int64_t, A v) { state.template add<kEntropy>(v, inv); },
@@ -299,48 +298,47 @@ py::tuple forward_softmax_state(const std::vector<double>& values, const std::st
 }  // namespace
 
 void register_header_probes(py::module_& m) {
-  m.def("_softmax_state", &softmax_state,
-        "Test probe: (max, log_norm, entropy) of softmax(values * inv_temp) built with the shared "
-        "SoftmaxState's add() within runs of `chunk` values and merge() across them (fp32)",
+  m.def("softmax_state", &softmax_state,
+        "(max, log_norm, entropy) of softmax(values * inv_temp) built with the shared "
+        "LogitsSoftmaxState's add() within runs of `chunk` values and merge() across them (fp32)",
         py::arg("values"), py::arg("inv_temp"), py::arg("chunk"));
-  m.def("_greedy_argmax", &greedy_argmax,
-        "Test probe: the CUDA sampler's greedy index of `values` with `threads` strided threads, "
+  m.def("greedy_argmax", &greedy_argmax,
+        "The CUDA sampler's greedy index of `values` with `threads` strided threads, "
         "by the shared argmax_key / argmax_better rule",
         py::arg("values"), py::arg("threads"));
-  m.def("_vector_split", &vector_split,
-        "Test probe: split_for_vectors -> (head, body_end, size) for `size` elements of `elem_bytes` "
+  m.def("vector_split", &vector_split,
+        "split_for_vectors -> (head, body_end, size) for `size` elements of `elem_bytes` "
         "bytes at `address`",
         py::arg("address"), py::arg("size"), py::arg("elem_bytes"));
-  m.def("_same_vector_phase", &same_vector_phase, "Test probe: same_vector_phase of two addresses",
+  m.def("same_vector_phase", &same_vector_phase, "same_vector_phase of two addresses",
         py::arg("a"), py::arg("b"));
-  m.def("_strided_visits", &strided_visits,
-        "Test probe: for_each_strided by `threads` threads over a row stored as `dtype` `offset` elements "
+  m.def("strided_visits", &strided_visits,
+        "for_each_strided by `threads` threads over a row stored as `dtype` `offset` elements "
         "after a 16-byte boundary -> ([(thread, index, value, via_vector, vector_aligned)], "
         "[(thread, index, value)] from the element-only form)",
         py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("threads"));
-  m.def("_contiguous_shares", &contiguous_shares,
-        "Test probe: contiguous_share of each of `threads` threads and the (index, value) for_each_in_order "
+  m.def("contiguous_shares", &contiguous_shares,
+        "contiguous_share of each of `threads` threads and the (index, value) for_each_in_order "
         "visits in it -> ([(begin, end)], [[(index, value)]])",
         py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("threads"));
-  m.def("_nth_index_with_key", &nth_index_with_key,
-        "Test probe: the CUDA sampler's parallel top-p tie scan, the index of the n-th (1-based) token "
+  m.def("nth_index_with_key", &nth_index_with_key,
+        "The CUDA sampler's parallel top-p tie scan, the index of the n-th (1-based) token "
         "whose order_key equals that of key_value (vocab - 1 if fewer)",
         py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("key_value"), py::arg("n"),
         py::arg("threads"));
-  m.def("_noise_groups", &noise_groups,
-        "Test probe: for_each_noise_group by `threads` threads -> [(thread, group, (4 logits))]",
+  m.def("noise_groups", &noise_groups,
+        "for_each_noise_group by `threads` threads -> [(thread, group, (4 logits))]",
         py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("threads"));
-  m.def("_warp_mass_sum", &warp_mass_sum,
-        "Test probe: a warp's mass sum from uint32 sums of mass_low_part / mass_high_part, joined",
+  m.def("warp_mass_sum", &warp_mass_sum,
+        "A warp's mass sum from uint32 sums of mass_low_part / mass_high_part, joined",
         py::arg("masses"));
-  m.def("_exp_nonpositive_mismatch", &exp_nonpositive_mismatch,
-        "Test probe: exp_approx_nonpositive vs exp_approx bit for bit on non-positive floats -> "
+  m.def("exp_nonpositive_mismatch", &exp_nonpositive_mismatch,
+        "exp_approx_nonpositive vs exp_approx bit for bit on non-positive floats -> "
         "(checked, first mismatching bit pattern or -1)",
         py::arg("stride"), py::arg("dense"));
-  m.def("_forward_softmax_state", &forward_softmax_state,
-        "Test probe: the CUDA log-prob forward's per-thread softmax states (for_each_strided, add/add_run) "
+  m.def("forward_softmax_state", &forward_softmax_state,
+        "The CUDA log-prob forward's per-thread softmax states (for_each_strided, add/add_run) "
         "merged -> (max, log_norm, entropy or None)",
         py::arg("values"), py::arg("dtype"), py::arg("offset"), py::arg("inv_temp"), py::arg("threads"),
         py::arg("entropy"));
-  register_attention_probes(m);
 }

@@ -1,7 +1,7 @@
-// Host probe of the paged-attention split planner (csrc/include/siri/paged_attention.h), for
-// tests only: the plan the CPU and CUDA bindings make, computed for any device size, so a CPU
-// test can check the CUDA plan for a skewed batch on an H200's 132 SMs. A separate file from
-// header_probes.cpp because the attention and log-prob headers both name a SoftmaxState.
+// Probe of the paged-attention split planner (siri/paged_attention.h): the plan the CPU and CUDA
+// bindings make, computed for any device size, so a CPU test can check the CUDA plan for a
+// skewed batch on an H200's 132 SMs; and the per-query split the CUDA kernels compute.
+// Test-only: part of the module _siri_probes (module.cpp), not of siri._C.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "header_probes.h"
+#include "probes.h"
 #include "siri/paged_attention.h"
 
 namespace py = pybind11;
@@ -76,15 +76,14 @@ py::list attention_query_splits(const std::vector<int32_t>& kv_lens, int64_t cap
 }  // namespace
 
 void register_attention_probes(py::module_& m) {
-  m.attr("ATTENTION_PARTIAL_BYTES") = siri::kAttentionPartialBytes;
-  m.def("_attention_plan", &attention_plan,
-        "Test probe: the paged-attention split plan (siri/paged_attention.h) for a batch of kv_lens on "
+  m.def("attention_plan", &attention_plan,
+        "The paged-attention split plan (siri/paged_attention.h) for a batch of kv_lens on "
         "'cuda' with `units` SMs or 'cpu' with `units` threads: chunk_tokens, max_splits, "
         "longest_item_tokens, heads_per_block, max_partial_bytes",
         py::arg("kv_lens"), py::arg("num_q_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
         py::arg("device"), py::arg("units"), py::arg("prefill") = false);
-  m.def("_attention_query_splits", &attention_query_splits,
-        "Test probe: siri::query_split(params, i) for each kv_len (the CUDA kernels' per-query split) -> "
+  m.def("attention_query_splits", &attention_query_splits,
+        "siri::query_split(params, i) for each kv_len (the CUDA kernels' per-query split) -> "
         "[(keys read, chunk, splits)]; run_time: chunk is the chunk_tokens tensor's value",
         py::arg("kv_lens"), py::arg("capacity"), py::arg("chunk"), py::arg("max_splits"), py::arg("run_time"));
 }
