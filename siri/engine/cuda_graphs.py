@@ -28,7 +28,7 @@ import torch
 from siri._ext import _C
 from siri.engine.batch_state import DecodeBatchState
 from siri.engine.model_runner import Batch, ModelRunner
-from siri.model_shape import ModelShape
+from siri.models.shape import ModelShape
 from siri.ops.paged_attention import attention_split_plan, graph_max_splits
 
 

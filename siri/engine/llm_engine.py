@@ -11,13 +11,13 @@ import torch
 from siri.engine import device_memory
 from siri.engine.batch_state import DecodeBatchState
 from siri.engine.cuda_graphs import DecodeGraphs, graph_memory_bytes
-from siri.engine.model_runner import DEVICE_READING_ROPE_TYPES, Batch, ModelRunner
+from siri.engine.model_runner import Batch, ModelRunner
 from siri.engine.page_pool import PagePool, release_freed_memory
 from siri.engine.params import CompletionOutput, SamplingParams
 from siri.engine.scheduler import PrefillItem, Scheduler
 from siri.engine.sequence import Sequence
 from siri.engine.step_sampler import StepSampler
-from siri.model_shape import ModelShape
+from siri.models.shape import ModelShape
 
 _FINISH_REASONS = {1: "stop", 2: "length"}
 _MASK64 = (1 << 64) - 1
@@ -123,7 +123,7 @@ class LLMEngine:
 
     def _use_graphs(self, requested: bool | None) -> bool:
         rope = self.runner.rope_type
-        if rope in DEVICE_READING_ROPE_TYPES:
+        if not self.runner.rope_graph_capturable:
             if requested:
                 raise ValueError(f"cuda_graphs=True: this model's RoPE (rope_type {rope!r}) reads a device value "
                                  f"in every forward, which a CUDA graph cannot capture; use cuda_graphs=False")

@@ -7,6 +7,9 @@ Attention is siri's: ``rotary_append_kv`` rotates q and k and writes k/v to the 
 and ``paged_attention_run`` attends, planned from host facts, so a layer reads no device
 memory on the host. A decode layer of a Qwen2/Llama model is 18 torch ops (the projections 3,
 rotary+append 1, attention 1, o_proj 2, two RMSNorms 4, MLP 5, residual adds 2).
+
+What differs between the model families (Qwen3's q/k norm, which RoPE variants run, sliding
+windows) is each family's module in ``siri.models.families``, looked up by ``model_type``.
 """
 from __future__ import annotations
 
@@ -16,21 +19,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from siri._ext import _C
+from siri.models import SUPPORTED_MODEL_TYPES, find_family, rope_type
 from siri.ops.paged_attention import paged_attention_run
 from siri.ops.rotary import rotary_append_kv
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
-SUPPORTED_HEAD_DIMS = (64, 80, 96, 128, 256)
-#: RoPE variants whose HF module reads a device value in every forward (dynamic NTK scaling
-#: compares the longest position with its cached length): such a forward syncs, and a CUDA
-#: graph cannot capture it.
-DEVICE_READING_ROPE_TYPES = ("dynamic",)
-
-
-def rope_type(config) -> str:
-    """The model's RoPE variant ("default", "linear", "dynamic", "yarn", "llama3", ...)."""
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    return params.get("rope_type", params.get("type", "default"))
+#: the head sizes siri's paged-attention kernels are compiled for (csrc's one list)
+SUPPORTED_HEAD_DIMS: tuple[int, ...] = tuple(_C.SUPPORTED_HEAD_DIMS)
 
 
 @dataclass
@@ -71,11 +66,12 @@ class ModelRunner:
     def __init__(self, model: torch.nn.Module):
         # a transformers model: its config and submodules are read by attribute, untyped
         config: Any = model.config
-        if config.model_type not in SUPPORTED_MODEL_TYPES:
+        family = find_family(config.model_type)
+        if family is None:
             raise ValueError(f"siri's engine supports the model types {SUPPORTED_MODEL_TYPES}; "
                              f"got {config.model_type!r} ({type(model).__name__})")
-        if getattr(config, "use_sliding_window", False) and config.model_type != "llama":
-            raise ValueError("sliding-window attention is not supported by siri's engine")
+        family.check_engine_config(config)
+        self.family = family
         self.model: Any = model
         self.backbone: Any = model.model
         self.num_heads = config.num_attention_heads
@@ -84,8 +80,10 @@ class ModelRunner:
         self.num_layers = config.num_hidden_layers
         self.vocab_size = config.vocab_size
         self.max_positions = getattr(config, "max_position_embeddings", None)
-        self.has_qk_norm = config.model_type == "qwen3"
+        self.has_qk_norm = family.qk_norm
         self.rope_type = rope_type(config)
+        #: whether a CUDA graph can capture this model's rotary module (see ``ModelFamily``)
+        self.rope_graph_capturable = family.rope_graph_capturable(self.rope_type)
         if self.head_dim not in SUPPORTED_HEAD_DIMS:
             raise ValueError(f"siri's paged attention supports head_dim in {SUPPORTED_HEAD_DIMS}; this model has "
                              f"head_dim {self.head_dim}")

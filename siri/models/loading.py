@@ -51,7 +51,7 @@ def load_model(path: str, *, device: torch.device, dtype: torch.dtype, trust_rem
     check_model_reference(path)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers types .to by its decorator
 
 
 def check_model_reference(path: str) -> None:

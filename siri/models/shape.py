@@ -4,14 +4,19 @@
     shape.num_parameters()        # 1,777,088,000
     shape.kv_bytes_per_token(2)   # 28,672: K and V of every layer in bf16
 
-Covers the Llama/Qwen2/Mistral family (RMSNorm, grouped-query attention, SwiGLU MLP), which
-is what the memory plan's activation counts are measured on. The shapes of the paper's
+Covers the Llama/Qwen2/Qwen3/Mistral family (RMSNorm, grouped-query attention, SwiGLU MLP),
+which is what the memory plan's activation counts are measured on; where a family's
+parameters differ (biases, Qwen3's q/k norms), its module in ``siri.models.families`` says
+how, and a model type with none counts as Llama with the config's ``attention_bias``. The shapes of the paper's
 models are built in, so planning their runs needs neither the network nor a download.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from siri.models.family import ModelFamily, config_value
+from siri.models.registry import find_family
 
 #: HF config fields of models whose runs people plan before downloading them.
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
@@ -31,7 +36,8 @@ class ModelShape:
     """Sizes of a decoder-only transformer.
 
     ``qkv_bias`` / ``o_bias``: the q/k/v and the output projections carry biases (Qwen2: q/k/v
-    only; Llama with ``attention_bias``: all four)."""
+    only; Llama with ``attention_bias``: all four). ``mlp_bias``: the MLP's three projections
+    do (Llama with ``mlp_bias``). ``qk_norm``: each layer RMS-normalises q and k per head (Qwen3)."""
 
     hidden_size: int
     intermediate_size: int
@@ -43,12 +49,16 @@ class ModelShape:
     tie_word_embeddings: bool
     qkv_bias: bool = False
     o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
     model_type: str = "unknown"
 
     @classmethod
     def from_hf_config(cls, config) -> "ModelShape":
         """From a ``transformers.PretrainedConfig`` or a dict of its fields."""
-        get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+        def get(name: str, default: Any = None) -> Any:
+            return config_value(config, name, default)
+
         missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "vocab_size") if get(k) is None]
         if missing:
@@ -57,14 +67,15 @@ class ModelShape:
         heads = int(get("num_attention_heads"))
         hidden = int(get("hidden_size"))
         model_type = str(get("model_type", "unknown"))
+        family = find_family(model_type) or ModelFamily()
+        qkv_bias, o_bias = family.projection_biases(config)
         return cls(hidden_size=hidden, intermediate_size=int(get("intermediate_size")),
                    num_layers=int(get("num_hidden_layers")), num_heads=heads,
                    num_kv_heads=int(get("num_key_value_heads") or heads),
                    head_dim=int(get("head_dim") or hidden // heads), vocab_size=int(get("vocab_size")),
                    tie_word_embeddings=bool(get("tie_word_embeddings", False)),
-                   qkv_bias=model_type == "qwen2" or bool(get("attention_bias", False)),
-                   o_bias=model_type != "qwen2" and bool(get("attention_bias", False)),
-                   model_type=model_type)
+                   qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=family.mlp_bias(config),
+                   qk_norm=family.qk_norm, model_type=model_type)
 
     @property
     def kv_dim(self) -> int:
@@ -78,7 +89,12 @@ class ModelShape:
             attention += q + 2 * self.kv_dim
         if self.o_bias:
             attention += h
-        return attention + 3 * h * self.intermediate_size + 2 * h  # SwiGLU MLP, two RMSNorms
+        if self.qk_norm:
+            attention += 2 * self.head_dim
+        mlp = 3 * h * self.intermediate_size
+        if self.mlp_bias:
+            mlp += 2 * self.intermediate_size + h
+        return attention + mlp + 2 * h  # SwiGLU MLP, two RMSNorms
 
     def num_parameters(self) -> int:
         embedding = self.vocab_size * self.hidden_size
@@ -97,7 +113,7 @@ class ModelShape:
 def model_shape(path: str, *, trust_remote_code: bool = False) -> ModelShape:
     """The shape of the model at ``path`` (a directory or Hub id): its config on this machine,
     else the built-in table, else the config downloaded by transformers (config.json only)."""
-    from siri.model_loading import local_model_config
+    from siri.models.loading import local_model_config
 
     config = local_model_config(path, trust_remote_code=trust_remote_code)
     if config is None and path in KNOWN_MODELS:

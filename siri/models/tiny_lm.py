@@ -42,14 +42,15 @@ def build_model(vocab_size: int, *, hidden_size: int = 128, layers: int = 2, hea
                 intermediate_size: int | None = None, max_positions: int = 2048, eos_token_id: int | None = None,
                 pad_token_id: int | None = None, seed: int = 0):
     """A randomly initialised Qwen2 causal LM (float32, SDPA attention). The head size is
-    ``hidden_size // heads``, which must be one the paged-attention kernels support (64, 80,
-    96, 128, 256)."""
+    ``hidden_size // heads``, which must be one the paged-attention kernels support
+    (``siri._C.SUPPORTED_HEAD_DIMS``)."""
     import transformers
 
     config = transformers.Qwen2Config(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size or 4 * hidden_size,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        head_dim=hidden_size // heads, max_position_embeddings=max_positions, tie_word_embeddings=True,
+        head_dim=hidden_size // heads,  # type: ignore[call-arg]  # not a declared field; kept as an attribute
+        max_position_embeddings=max_positions, tie_word_embeddings=True,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=None)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
