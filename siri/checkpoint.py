@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from siri.faults import fault_point
+
+if TYPE_CHECKING:
+    from siri.config import TrainerConfig
+    from siri.distributed import DistContext
 
 MARKER = "siri_checkpoint.json"
 STATE = "trainer_state.pt"
@@ -164,6 +170,78 @@ def load_for_resume(path: str | os.PathLike, step: int | None = None) -> dict[st
     except Exception as e:      # torn or foreign files: say which checkpoint, in one line
         first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(f"{path} cannot be read: {type(e).__name__}: {first}") from e
+
+
+def resume_source(run_dir: str | os.PathLike, mode: str, dist: DistContext
+                  ) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint a run resumes from (``trainer.resume``: ``never``, ``auto`` or a
+    checkpoint directory) and its trainer state, the same on every rank; (None, None) to
+    start afresh.
+
+    Rank 0 chooses the step (``auto``: its newest complete checkpoint; a directory: that
+    checkpoint's step) and broadcasts it, because the ranks' run directories may be different
+    disks (one per node) that hold different checkpoints. Every rank then reads that step from
+    its own ``run_dir`` (or the given directory), and the ranks agree on success before any of
+    them goes on: a rank that cannot read it makes every rank stop with the same error,
+    instead of starting from other weights (or step 0) and hanging or silently diverging."""
+    if mode == "never":
+        return None, None
+    if mode == "auto":
+        chosen = latest_step(run_dir) if dist.is_main else None
+        step = dist.broadcast_int(-1 if chosen is None else chosen)
+        if step < 0:
+            return None, None
+        path = checkpoint_dir(run_dir) / f"step_{step}"
+    else:
+        path = Path(mode)
+        info = read_info(path) if dist.is_main else None
+        step = dist.broadcast_int(-1 if info is None else info["step"])
+    error, state = None, None
+    try:
+        # step -1: rank 0 cannot read the trainer.resume directory (and says why below)
+        state = load_for_resume(path, None if step < 0 else step)
+    except ValueError as e:
+        error = str(e)
+    what = f"resuming from {path} (trainer.resume)" if mode != "auto" else \
+        f"resuming from step_{step} (rank 0's newest checkpoint)"
+    if dist.enabled:
+        dist.agree(error, what, hint="every rank reads the checkpoint rank 0 chose from its own "
+                   "trainer.run_dir: put the run directory on storage every node shares, or copy the "
+                   "checkpoint to the same path on every node (trainer.resume=never starts afresh)")
+    elif error is not None:
+        raise ValueError(f"{what} failed: {error}")
+    return path, state
+
+
+def checkpoint_kinds(step: int, cfg: TrainerConfig, peaks: set[int], troughs: set[int]) -> list[str]:
+    """Which checkpoints to write after step ``step`` (0-based): ``periodic`` every
+    ``save_every`` steps, ``peak`` / ``trough`` at the schedule's extrema (``save_at_extrema``),
+    ``final`` after the last step. Empty: none."""
+    kinds = []
+    if cfg.save_every and (step + 1) % cfg.save_every == 0:
+        kinds.append("periodic")
+    if cfg.save_at_extrema and step in peaks:
+        kinds.append("peak")
+    if cfg.save_at_extrema and step in troughs:
+        kinds.append("trough")
+    if step + 1 == cfg.steps:
+        kinds.append("final")
+    return kinds
+
+
+def rng_states() -> dict[str, Any]:
+    """The process's random states (torch, Python, numpy, every CUDA device) for ``trainer_state.pt``."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Set what :func:`rng_states` saved (the CUDA states only where CUDA is available)."""
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if states.get("cuda") is not None and torch.cuda.is_available():  # gpu-only: tests/test_mixed_precision.py::test_mixed_precision_resume_is_exact
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def prune(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:

@@ -57,7 +57,7 @@ import math
 from dataclasses import dataclass, field
 
 from siri.engine.cuda_graphs import graph_memory_bytes
-from siri.model_shape import ModelShape
+from siri.models.shape import ModelShape
 
 GiB = 2**30
 
@@ -307,8 +307,7 @@ class _RunState:
         if cfg.algo.kl_coef > 0:
             persistent.append(MemoryItem("reference model", n_params * c, f"frozen {compute} copy (kl_coef > 0)"))
 
-        schedule = cfg.length_schedule()
-        longest = cfg.data.max_prompt_tokens + max(schedule(t) for t in range(cfg.trainer.steps))
+        longest = cfg.data.max_prompt_tokens + cfg.length_schedule().longest_cap(cfg.trainer.steps)
         # sequences of one optimizer step on this rank
         per_update = (math.ceil(cfg.rollout.prompts_per_step / world_size / cfg.algo.mini_batches)
                       * cfg.rollout.group_size)
@@ -324,7 +323,7 @@ class _RunState:
 def _resolve_shape(cfg, shape: ModelShape | None) -> ModelShape:
     if shape is not None:
         return shape
-    from siri.model_shape import model_shape
+    from siri.models.shape import model_shape
 
     return model_shape(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
 
@@ -532,3 +531,30 @@ def _advice(plan: MemoryPlan, cfg, shape, device_memory_gb, world_size, device) 
         advice.append("with several GPUs, trainer.parallelism=fsdp and --nproc N divide the master weights, "
                       "gradients and AdamW state by N")
     return advice
+
+
+def engine_kv_cache_bytes(cfg, model_config, device, *, world_size: int = 1) -> int | None:
+    """The KV pool's size for the trainer's engine: ``rollout.kv_cache_gb``; else, with
+    ``rollout.keep_kv_cache`` (the pool stays allocated through every update), a size that
+    leaves room for the update's peak: ``gpu_memory_fraction`` of the memory free now (the
+    weights and AdamW state in place) less what this plan says the update adds, less the CUDA
+    graphs (:func:`kept_kv_cache_bytes`). Else None: the engine takes its share of the free
+    memory at each rollout, and the trainer frees the pool before each update. Where no
+    free-memory query exists (the CPU), the engine's default.
+
+    Args:
+        cfg: the run's Config. model_config: the policy's HF config.
+        device: the torch.device the engine runs on. world_size: ranks of the job.
+    """
+    from siri.engine import device_memory
+
+    r = cfg.rollout
+    if r.kv_cache_gb is not None:
+        return int(r.kv_cache_gb * 2**30)
+    if not r.keep_kv_cache:
+        return None
+    free = device_memory.free_bytes(device)
+    if free is None:
+        return None
+    shape = ModelShape.from_hf_config(model_config)
+    return kept_kv_cache_bytes(cfg, shape, free, world_size=world_size, device=device.type)

@@ -1,23 +1,163 @@
-"""Per-step training metrics: ``RUN_DIR/metrics.jsonl`` plus optional TensorBoard / W&B sinks.
+"""Per-step training metrics: what a step reports, and ``RUN_DIR/metrics.jsonl`` plus
+optional TensorBoard / W&B sinks.
 
-One JSON object per line per step. Always present: ``step, cap, phase, reward_mean,
-accuracy, response_len_mean, response_len_p50, response_len_max, truncation_rate, loss``;
-see :meth:`siri.trainer.Trainer.train_step` for the rest.
+One JSON object per line per step: the keys of :data:`STEP_METRICS`, in that order (built by
+:func:`step_metrics`), plus those of :data:`EVAL_METRICS` on the steps that evaluate. A
+non-finite number is written as ``null``.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import torch
 
 from siri.atomic_io import write_text_atomic
 from siri.faults import fault_point
 
+if TYPE_CHECKING:
+    from siri.algo.policy_update import UpdateStats
+    from siri.algo.step_samples import RewardFailures, SampleStats
+
+STEP_METRICS: dict[str, str] = {
+    "step": "int: the step's index t (0-based); the weights after it are checkpoint step_<t+1>",
+    "cap": "int: the step's rollout length cap, schedule(t) (max_tokens of every response)",
+    "phase": 'str: "compress" or "expand", the schedule\'s phase at t',
+    # every response sampled in the step (all sampling rounds, every rank)
+    "reward_mean": "float: mean shaped reward (correctness plus length terms) of the responses",
+    "reward_std": "float: their standard deviation (unbiased; 0.0 for a single response)",
+    "accuracy": "float: fraction of responses that are correct (siri.rewards.is_correct of the reward "
+                "function's own score)",
+    "response_len_mean": "float: mean response length in tokens (stop token included)",
+    "response_len_p50": "float: median response length",
+    "response_len_max": "int: longest response (<= cap)",
+    "response_len_min": "int: shortest response",
+    "truncation_rate": 'float: fraction of responses cut at the cap (finish_reason "length")',
+    "groups_all_equal": "float: fraction of prompt groups whose responses are all equal under "
+                        "algo.filter_metric (all right or all wrong; or all the same reward)",
+    # which groups train (siri.algo.dynamic_sampling)
+    "sampling_rounds": "int: rounds of prompts sampled (> 1 only with algo.dynamic_sampling)",
+    "groups_drawn": "int: prompt groups sampled over the rounds",
+    "groups_discarded": "int: groups drawn but not trained on (all equal, or surplus of the last round)",
+    "groups_trained": "int: groups the update trained on",
+    "truncated_masked": "int: truncated responses of the trained groups left out of the loss "
+                        "(algo.mask_truncated; else 0)",
+    # reward calls that failed and scored 0 (siri.rewards.scoring)
+    "reward_errors": "int: failed reward calls, all causes (raised, timed out, crashed, returned NaN)",
+    "reward_timeouts": "int: failed calls that ran past reward.timeout_s",
+    "reward_workers_replaced": "int: reward worker processes killed at the deadline or dead, and replaced",
+    # the update (siri.algo.policy_update): means over the step's optimizer steps, 0 when none ran
+    "loss": "float: the policy loss (token mean over each mini-batch's response tokens)",
+    "grad_norm": "float: global gradient norm before clipping",
+    "update_skipped": "float: fraction of optimizer steps skipped for a non-finite loss or gradient",
+    "train_tokens": "float: response tokens in each optimizer step's loss (over all ranks)",
+    "clip_frac_low": "float: fraction of tokens with A < 0 where the lower clip (1 - clip_low) is active",
+    "clip_frac_high": "float: fraction of tokens with A > 0 where the upper clip (1 + clip_high) is active",
+    "clip_frac_dual": "float: fraction of tokens with A < 0 where the dual clip (clip_c) is active",
+    "approx_kl": "float: mean over tokens of old_logprob - logprob",
+    "entropy": "float: mean token entropy of the policy (at the rollout temperature)",
+    "optimizer_steps": "int: optimizer steps taken (ppo_epochs x mini-batches with tokens)",
+    "lr": "float: the learning rate after the step's optimizer steps (what the next one uses; warmup applied)",
+    "skipped_steps": "int: optimizer steps skipped so far in the run",
+    "tokens_generated": "int: response tokens sampled in the step (all rounds, every rank)",
+    "rollout_tokens_per_s": "float: tokens_generated / time_rollout_s",
+    # seconds of wall-clock time
+    "time_rollout_s": "float: generating the responses (every round)",
+    "time_reward_s": "float: scoring them, shaping rewards, advantages and gathering over ranks",
+    "time_update_s": "float: the update (old logprobs, forward, backward, optimizer)",
+    "time_step_s": "float: the whole step",
+}
+"""Every key of a step's metrics (:func:`step_metrics`, ``Trainer.train_step``), in order,
+with its type and meaning."""
+
+EVAL_METRICS: dict[str, str] = {
+    "eval_accuracy": "float: mean over held-out problems of the fraction of correct samples (truncated: wrong)",
+    "eval_response_len_mean": "float: mean over problems of the mean sample length in tokens",
+    "eval_truncation_rate": "float: fraction of samples cut at the cap",
+    "eval_num_samples": "int: problems x eval.n",
+    "eval_seconds": "float: wall-clock time of the evaluation",
+}
+"""The keys a step's line gains when it evaluates (``siri.training_eval``: every
+``trainer.eval_every`` steps and at the schedule's peaks and troughs)."""
+
 REQUIRED_FIELDS = ("step", "cap", "phase", "reward_mean", "accuracy", "response_len_mean",
                    "response_len_p50", "response_len_max", "truncation_rate", "loss")
+"""The keys every reader of a metrics.jsonl may rely on (a subset of :data:`STEP_METRICS`)."""
+
+
+class StageTimer:
+    """Wall-clock seconds of a step's stages (the ``time_*_s`` metrics), from its creation on.
+
+    ``with timer.measure("rollout"): ...`` adds the block's seconds to that stage;
+    :meth:`seconds` gives ``rollout``, ``reward``, ``update`` and the whole ``step``.
+    """
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+        self._seconds = {"rollout": 0.0, "reward": 0.0, "update": 0.0}
+
+    @contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self._seconds[stage] += time.perf_counter() - started
+
+    def seconds(self) -> dict[str, float]:
+        return {**self._seconds, "step": time.perf_counter() - self._started}
+
+
+def step_metrics(step: int, cap: int, phase: str, *, samples: Sequence[SampleStats],
+                 trained: Sequence[SampleStats], mask_truncated: bool, all_equal: Sequence[bool],
+                 sampling: Mapping[str, float], reward_failures: RewardFailures, update: UpdateStats, lr: float,
+                 skipped_steps: int, seconds: Mapping[str, float]) -> dict[str, Any]:
+    """A step's metrics: the keys of :data:`STEP_METRICS`, in order.
+
+    Args:
+        step, cap, phase: the step, its cap and its schedule phase.
+        samples: every response sampled in the step (all rounds, every rank), non-empty.
+        trained: those of the groups that trained.
+        mask_truncated: ``algo.mask_truncated`` (truncated responses are left out of the loss).
+        all_equal: each drawn group's all-equal flag (``siri.algo.dynamic_sampling.group_all_equal``).
+        sampling: ``GroupCollector.stats()``: sampling_rounds, groups_drawn, groups_discarded,
+            groups_trained.
+        reward_failures: the step's failed reward calls, summed over rounds and ranks.
+        update: the update's means over its optimizer steps.
+        lr: the learning rate after the step.
+        skipped_steps: optimizer steps skipped so far in the run.
+        seconds: wall-clock seconds of ``rollout``, ``reward``, ``update`` and the whole ``step``.
+    """
+    lengths = [s.num_tokens for s in samples]
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
+    generated = sum(lengths)
+    return {
+        "step": step, "cap": cap, "phase": phase,
+        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+        "accuracy": sum(s.correct for s in samples) / len(samples),
+        "response_len_mean": statistics.fmean(lengths), "response_len_p50": float(statistics.median(lengths)),
+        "response_len_max": max(lengths), "response_len_min": min(lengths),
+        "truncation_rate": sum(s.truncated for s in samples) / len(lengths),
+        "groups_all_equal": sum(all_equal) / len(all_equal),
+        "sampling_rounds": sampling["sampling_rounds"], "groups_drawn": sampling["groups_drawn"],
+        "groups_discarded": sampling["groups_discarded"], "groups_trained": sampling["groups_trained"],
+        "truncated_masked": sum(s.truncated for s in trained) if mask_truncated else 0,
+        "reward_errors": reward_failures.errors, "reward_timeouts": reward_failures.timeouts,
+        "reward_workers_replaced": reward_failures.workers_replaced,
+        "loss": update.loss, "grad_norm": update.grad_norm, "update_skipped": update.update_skipped,
+        "train_tokens": update.train_tokens, "clip_frac_low": update.clip_frac_low,
+        "clip_frac_high": update.clip_frac_high, "clip_frac_dual": update.clip_frac_dual,
+        "approx_kl": update.approx_kl, "entropy": update.entropy, "optimizer_steps": update.optimizer_steps,
+        "lr": lr, "skipped_steps": skipped_steps, "tokens_generated": generated,
+        "rollout_tokens_per_s": generated / max(seconds["rollout"], 1e-9),
+        "time_rollout_s": seconds["rollout"], "time_reward_s": seconds["reward"],
+        "time_update_s": seconds["update"], "time_step_s": seconds["step"],
+    }
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -70,7 +210,7 @@ class MetricsLog:
             kept = [row for row in read_metrics(self.path) if row.get("step", math.inf) < resume_step]
         write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self._file = open(self.path, "a", encoding="utf-8")
-        self._sinks = []
+        self._sinks: list[_TensorBoardSink | _WandbSink] = []
         if tensorboard:
             self._sinks.append(_TensorBoardSink(Path(run_dir) / "tensorboard"))
         if wandb:

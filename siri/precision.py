@@ -31,15 +31,22 @@ DDP uses a bf16 working copy rather than autocast: the engine needs bf16 weights
 (its paged kernels and projections read the module's parameters), so one bf16 copy serves
 both the training forward and the rollouts, and the forward is the same bf16 computation the
 engine runs, with no per-forward casts of every weight.
+
+:class:`PolicyOptimizer` is AdamW over the master weights (its moments in ``param_dtype``)
+with the end of every optimizer step: the ranks' gradients summed in ``param_dtype``, the
+global norm clipped, and a step with a non-finite loss or gradient skipped.
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
 
-from siri.distributed import full_model_state, shard_model
+from siri.config import OptimConfig
+from siri.distributed import (DistContext, full_model_state, full_optimizer_state, load_full_optimizer_state,
+                              shard_model)
 
 
 def compute_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -148,6 +155,110 @@ class PolicyWeights:
         if self.sharded:
             return full_model_state(self.train_model)
         return self.master_model.state_dict()
+
+
+class TrainingAborted(RuntimeError):
+    """Training cannot continue (e.g. too many consecutive non-finite gradients)."""
+
+
+class PolicyOptimizer:
+    """AdamW over the policy's master weights, its learning-rate warmup, and the end of every
+    optimizer step (:meth:`step`): gradient reduce, clip, and step or skip.
+
+    The AdamW state exists from construction on (:func:`init_optimizer_state`), so memory
+    sized before the first step sees it.
+
+    Args:
+        weights: the policy's weights; AdamW updates ``weights.optimizer_parameters()``.
+        optim: ``lr``, ``betas``, ``eps``, ``weight_decay``; ``warmup_steps`` (a linear ramp
+            over that many optimizer steps, then constant); ``grad_clip`` (the global norm's
+            bound; 0: no clipping).
+        dist: the process group whose ranks' gradients are summed (DDP).
+        max_consecutive_skips: this many skipped steps in a row raise :class:`TrainingAborted`.
+
+    Attributes:
+        optimizer (torch.optim.AdamW), lr_scheduler (torch.optim.lr_scheduler.LambdaLR).
+        skipped_steps (int): steps skipped so far in the run (checkpointed).
+    """
+
+    def __init__(self, weights: PolicyWeights, optim: OptimConfig, dist: DistContext, *, max_consecutive_skips: int):
+        self.weights, self.dist, self.max_consecutive_skips = weights, dist, max_consecutive_skips
+        self.max_norm = optim.grad_clip if optim.grad_clip > 0 else float("inf")
+        self.optimizer = torch.optim.AdamW(weights.optimizer_parameters(), lr=optim.lr, betas=optim.betas,
+                                           eps=optim.eps, weight_decay=optim.weight_decay)
+        init_optimizer_state(self.optimizer)
+        warmup = optim.warmup_steps
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+
+    def step(self, loss_sum: float, train_step: int) -> tuple[float, bool]:
+        """End an optimizer step whose micro-batches have all run their backward.
+
+        Under DDP the ranks' gradients are summed (the loss is normalised by the global token
+        count, so the sum is exactly the single-process gradient; FSDP2 sums them itself).
+        Then the global gradient norm is clipped to ``grad_clip``, and AdamW and the warmup
+        step, unless the loss or the norm is not finite: then the step is skipped (weights,
+        moments and learning rate unchanged) and counted in ``skipped_steps``. Gradients are
+        zeroed either way.
+
+        Args:
+            loss_sum: the mini-batch's loss, summed over ranks.
+            train_step: the training step, for the error message.
+
+        Returns:
+            ``(grad_norm, applied)``: the global gradient norm before clipping (0.0 when no
+            parameter has a gradient), and whether the step was taken.
+
+        Raises:
+            TrainingAborted: ``max_consecutive_skips`` steps in a row were skipped.
+        """
+        params = self.weights.optimizer_parameters()
+        if self.dist.enabled and not self.weights.sharded:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                self.dist.all_reduce_sum(p.grad)
+        params = [p for p in params if p.grad is not None]
+        grad_norm = 0.0
+        if params:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        applied = math.isfinite(loss_sum) and math.isfinite(grad_norm)
+        if applied:
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.weights.after_optimizer_step()
+            self.consecutive_skips = 0
+        else:
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+        self.weights.zero_grad()
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            raise TrainingAborted(f"{self.consecutive_skips} consecutive optimizer steps had a non-finite loss or "
+                                  f"gradient (last: loss {loss_sum}, grad norm {grad_norm}) at step {train_step}; "
+                                  f"lower optim.lr, check the data, or use float32")
+        return grad_norm, applied
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return float(self.lr_scheduler.get_last_lr()[0])
+
+    def state_dict(self) -> dict[str, Any]:
+        """``skipped_steps``, ``optimizer`` (the full state, keyed by parameter name; a
+        collective under FSDP2: every rank calls it) and ``lr_scheduler``: the keys of the
+        trainer state that checkpoints hold."""
+        optimizer = full_optimizer_state(self.weights.master_model, self.optimizer)
+        return {"skipped_steps": self.skipped_steps, "optimizer": optimizer,
+                "lr_scheduler": self.lr_scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (other keys of ``state`` are ignored)."""
+        load_full_optimizer_state(self.weights.master_model, self.optimizer, state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.skipped_steps = state.get("skipped_steps", 0)
 
 
 def init_optimizer_state(optimizer: torch.optim.Optimizer) -> int:

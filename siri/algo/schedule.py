@@ -6,6 +6,7 @@
     s.phase(100)          # "compress"
     s.peaks(1920)         # [0, 640, 1280]  (checkpoint the expanded model here)
     s.troughs(1920)       # [320, 960, 1600] (and the compressed one here)
+    s.longest_cap(1920), s.shortest_cap(1920)   # 16384, 8192
 
 Kinds and their continuous value ``L(t)`` (mid = (l_max+l_min)/2, amp = (l_max-l_min)/2):
 
@@ -47,7 +48,6 @@ from typing import Any, Sequence
 
 __all__ = ["KINDS", "LengthSchedule", "make_schedule", "schedule_from_dict"]
 
-KINDS = ("constant", "cosine", "stair", "stair_cosine", "piecewise")
 PARAMS = ("l_max", "l_min", "period", "compress_fraction", "points", "multiple_of")
 
 # Two unrounded values closer than this (relative) count as equal when reading the phase, so
@@ -76,6 +76,11 @@ class LengthSchedule(abc.ABC):
     @abc.abstractmethod
     def _params(self) -> dict[str, Any]:
         ...
+
+    def _extreme_candidates(self, num_steps: int) -> Sequence[int]:
+        """Steps in [0, num_steps) among which the run's largest and smallest caps both occur
+        (every step unless a subclass knows better)."""
+        return range(num_steps)
 
     # ---- the interface -----------------------------------------------------------------
     def __call__(self, t: int) -> int:
@@ -115,6 +120,16 @@ class LengthSchedule(abc.ABC):
         phases = [self.phase(t) for t in range(num_steps + 1)]
         return [t for t in range(num_steps) if phases[t] == here and phases[t + 1] == after]
 
+    def longest_cap(self, num_steps: int) -> int:
+        """The largest cap over steps [0, num_steps): what must hold a whole response (the
+        engine's ``max_seq_len``, evaluation's default cap). Exact and cheap for any length of
+        run: a periodic schedule looks at one period, a piecewise one at its points."""
+        return max(self(t) for t in self._extreme_candidates(_check_num_steps(num_steps)))
+
+    def shortest_cap(self, num_steps: int) -> int:
+        """The smallest cap over steps [0, num_steps) (found like :meth:`longest_cap`)."""
+        return min(self(t) for t in self._extreme_candidates(_check_num_steps(num_steps)))
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (kind plus parameters) that ``schedule_from_dict`` turns back into an
         equal schedule."""
@@ -133,6 +148,9 @@ class ConstantSchedule(LengthSchedule):
 
     def _lookback(self) -> int:
         return 0
+
+    def _extreme_candidates(self, num_steps: int) -> Sequence[int]:
+        return range(1)
 
     def _params(self) -> dict[str, Any]:
         return {"l_max": self.l_max}
@@ -156,6 +174,9 @@ class _PeriodicSchedule(LengthSchedule):
 
     def _lookback(self) -> int:
         return self.period
+
+    def _extreme_candidates(self, num_steps: int) -> Sequence[int]:
+        return range(min(num_steps, self.period))     # L(t) repeats every period
 
     def _params(self) -> dict[str, Any]:
         return {"l_max": self.l_max, "l_min": self.l_min, "period": self.period}
@@ -229,6 +250,9 @@ class PiecewiseSchedule(LengthSchedule):
                 return "expand" if cur > prev else "compress"
         return "expand"
 
+    def _extreme_candidates(self, num_steps: int) -> Sequence[int]:
+        return [step for step, _ in self.points if step < num_steps]    # the cap changes only there
+
     def _params(self) -> dict[str, Any]:
         return {"points": [list(p) for p in self.points]}
 
@@ -286,6 +310,18 @@ def _check_step(t: int) -> int:
     return step
 
 
+def _check_num_steps(num_steps: int) -> int:
+    """A run's length for :meth:`LengthSchedule.longest_cap` / ``shortest_cap`` as a Python int
+    (numpy integers are accepted); ValueError unless an int >= 1."""
+    try:
+        n = operator.index(num_steps)
+    except TypeError:
+        n = None
+    if isinstance(num_steps, bool) or n is None or n < 1:
+        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    return n
+
+
 def _positive_int(name: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -340,7 +376,8 @@ def _constant(p: dict[str, Any], m: int) -> LengthSchedule:
     return ConstantSchedule(multiple_of=m, l_max=_positive_int("l_max", p["l_max"]))
 
 
-# kind -> (required params, optional params, builder)
+# The registry of kinds: kind -> (required params, optional params, builder). A new kind is
+# one entry here; KINDS, make_schedule's checks and its error messages follow from it.
 _BUILDERS = {
     "constant": (("l_max",), (), _constant),
     "cosine": (("l_max", "l_min", "period"), (), _periodic(CosineSchedule)),
@@ -348,3 +385,6 @@ _BUILDERS = {
     "stair_cosine": (("l_max", "l_min", "period"), (), _periodic(StairCosineSchedule)),
     "piecewise": (("points",), (), _piecewise),
 }
+
+KINDS = tuple(_BUILDERS)
+"""The schedule kinds, in the registry's order (the values of the config's ``schedule.kind``)."""

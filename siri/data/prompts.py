@@ -182,3 +182,20 @@ class _Progress:
         if self.enabled:
             self._progress.__exit__(*exc)
         return False
+
+
+def load_prompt_dataset(data, tokenizer) -> tuple[PromptDataset, dict]:
+    """The training prompts a ``DataConfig`` describes, tokenized with ``tokenizer``, and a
+    report of what was read: ``source``, ``rows``, ``skipped_bad_rows`` (by reason),
+    ``skipped_too_long`` (over ``max_prompt_tokens``) and ``usable_prompts``."""
+    from siri.data.formatting import PromptFormatter
+    from siri.data.sources import load_rows
+
+    loaded = load_rows(data.train, path=data.path, split=data.split, prompt_key=data.prompt_key,
+                       answer_key=data.answer_key, on_error=data.on_error)
+    formatter = PromptFormatter(tokenizer, instruction=data.instruction, use_chat_template=data.use_chat_template,
+                                system_prompt=data.system_prompt)
+    dataset = PromptDataset(loaded.rows, formatter, max_prompt_tokens=data.max_prompt_tokens)
+    report = {"source": loaded.source, "rows": len(loaded.rows), "skipped_bad_rows": dict(loaded.skipped),
+              "skipped_too_long": dataset.num_too_long, "usable_prompts": len(dataset)}
+    return dataset, report
