@@ -48,14 +48,14 @@ cuda-check:
 
 ## on a GPU machine: CUDA build + all tests + benchmarks, results in bench_results/
 gpu-suite:
-	bash benchmarks/gpu_suite.sh
+	bash scripts/gpu_suite.sh
 
 ## here, before a GPU run: .whl/ gets the pinned wheels the GPU machine lacks (about 14 MiB)
 gpu-wheels: setup
 	$(PY) scripts/gpu_wheels.py --baselines
 
 clean:
-	rm -rf build *.egg-info siri/_C*.so
+	rm -rf build *.egg-info siri/_C*.so tests/_siri_probes*.so
 
 ## compile + link + import the whole extension with CUDA (bindings too) on a CPU-only
 ## machine, against a CUDA torch in .venv-cuda (about 5.5 GB, installed on first use)

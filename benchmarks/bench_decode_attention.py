@@ -25,7 +25,7 @@ from siri.ops import paged_decode_attention  # noqa: E402
 
 PAGE_SIZE = 16
 # (long, short) lengths of the skewed case, one long sequence among 63 short ones, indexed by
-# "is CUDA": the 32K case on the GPU, a quarter of it on the CPU to keep the run short
+# "is CUDA": a 32K-token sequence on the GPU, a quarter of it on the CPU to keep the run short
 SKEWED_LENGTHS = {True: (32768, 512), False: (8192, 256)}
 
 

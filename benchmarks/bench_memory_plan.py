@@ -29,7 +29,7 @@ import common  # noqa: E402
 
 from siri import Trainer, load_config  # noqa: E402
 from siri.memory_plan import GiB, plan_memory  # noqa: E402
-from siri.tiny_lm import build_tokenizer  # noqa: E402
+from siri.models.tiny_lm import build_tokenizer  # noqa: E402
 
 
 def build_workspace(root: Path, args) -> Path:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from siri.rewards.capped import capped_reward  # noqa: E402
-from siri.rewards.pool import RewardPool  # noqa: E402
-from siri.rewards.scoring import default_reward_workers, score_serially  # noqa: E402
+from siri.rewards.pool import RewardPool, default_reward_workers  # noqa: E402
+from siri.rewards.scoring import score_serially  # noqa: E402
 
 SPEC = "siri.rewards.capped:capped_reward"
 WORDS = ("so", "the", "we", "get", "then", "therefore", "let", "note", "that", "sum", "of", "both",

@@ -4,7 +4,8 @@ vocabulary), fp32 and bf16 logits, one process, timed alternately.
 Baselines (all compute the same outputs: token, unfiltered logprob, stop bookkeeping):
   torch_hf:   Hugging Face's way: scores / T, TopKLogitsWarper, TopPLogitsWarper (ascending
               sort, softmax, cumsum, scatter), softmax, torch.multinomial, log_softmax gather,
-              then the EOS / cap bookkeeping as separate tensor ops. The issue's baseline.
+              then the EOS / cap bookkeeping as separate tensor ops. The main baseline: what
+              a Hugging Face generate() step does.
   torch_race: the same, but drawing with vLLM's exponential race (probs / Exp(1), argmax)
               instead of torch.multinomial, which is faster on the CPU. Reported for honesty.
 Optional baseline (CUDA only, when installed; otherwise the reason is printed and recorded):

@@ -4,7 +4,8 @@
 No GPU and no torch needed: each ``csrc/cuda/*.cu`` file is compiled for one architecture and
 ptxas's report becomes a table, one row per kernel instantiation. It fails (exit 1) when a kernel
 spills (float64 instantiations excepted), or when a decode-attention kernel for bf16 with at most 4 query heads per block uses more
-than 128 registers (the budget that keeps 4 blocks of 128 threads resident per SM; issue 21).
+than 128 registers (the budget that keeps 4 blocks of 128 threads resident per SM, so memory
+latency stays hidden while decode streams the KV cache).
 
 Usage: scripts/cuda_resource_usage.py [--arch sm_90] [--nvcc PATH] [FILE.cu ...]
 """

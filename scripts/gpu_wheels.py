@@ -13,7 +13,7 @@ when they fit the transfer limit (liger-kernel; flashinfer's wheels are over 100
     python scripts/gpu_wheels.py --list       # print the requirements, download nothing
     python scripts/gpu_wheels.py --check      # on the GPU machine: are siri's pins installed?
 
-benchmarks/gpu_suite.sh installs whatever .whl/ holds (``--no-index --no-deps``) before it
+scripts/gpu_suite.sh installs whatever .whl/ holds (``--no-index --no-deps``) before it
 builds siri. .whl/ is git-ignored, so a device run must name it in ``carry``.
 """
 from __future__ import annotations

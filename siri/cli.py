@@ -36,16 +36,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_transformers() -> None:
-    """siri shows its own progress; transformers' per-file load/save bars would interleave."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train with a YAML config plus dotted overrides; --dry-run only validates and prints."""
     from siri.config import ConfigError, load_config
+    from siri.progress import quiet_transformers
 
     overrides = list(args.overrides)
     if args.run_dir:
@@ -66,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from siri.distributed import RankFailure, leave_process_group
     from siri.trainer import Trainer
 
-    _quiet_transformers()
+    quiet_transformers()
     try:
         trainer = Trainer(cfg)
     except RankFailure as e:
@@ -98,7 +92,7 @@ def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
 
     from siri.config import config_to_dict
     from siri.memory_plan import plan_memory
-    from siri.model_loading import local_model_config
+    from siri.models.loading import local_model_config
     from siri.progress import make_console
 
     # planned first: a bad --device-memory-gb / --nproc or an unreadable model config raises
@@ -135,10 +129,12 @@ def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a model directory on one or more benchmarks; print a table, write JSON."""
-    from siri.data import DEEPSCALER_INSTRUCTION, NAMED_DATASETS
+    from dataclasses import replace
+
+    from siri.data import DEFAULT_PROMPT_FORMAT, NAMED_DATASETS, resolve_prompt_format
+    from siri.progress import quiet_transformers
     from siri.eval import EvalSettings, default_report_path, evaluate_model, print_eval_table
-    from siri.model_loading import check_model_reference
-    from siri.prompt_format import PromptFormat, resolve_prompt_format
+    from siri.models.loading import check_model_reference
 
     benchmarks = {}
     for spec in args.data:
@@ -150,9 +146,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                             seed=args.seed, batch_prompts=args.batch_prompts)
     out = Path(args.out) if args.out else default_report_path(args.model)
-    _quiet_transformers()
+    quiet_transformers()
     check_model_reference(args.model)
-    fallback = PromptFormat(DEEPSCALER_INSTRUCTION, use_chat_template=True, source="siri eval's default (DeepScaleR)")
+    fallback = replace(DEFAULT_PROMPT_FORMAT, source="siri eval's default (DeepScaleR)")
     fmt = resolve_prompt_format(args.model, fallback, instruction=args.instruction,
                                 no_instruction=args.no_instruction, use_chat_template=args.chat_template)
     print(f"prompt format ({fmt.source}): instruction {fmt.instruction!r}, chat template "
@@ -182,9 +178,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """SIRI in miniature: base model, RL arms, eval, summary, verdict and plots."""
     from dataclasses import replace
 
+    from siri.progress import quiet_transformers
     from siri.demo.run import SMOKE_CONFIG, DemoSettings, run_demo
 
-    _quiet_transformers()
+    quiet_transformers()
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     config, settings = args.config, DemoSettings.study() if args.study else DemoSettings()
@@ -208,6 +205,9 @@ DESCRIPTION = ("siri: SIRI (length-oscillating GRPO/DAPO) training, evaluation a
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from siri.config import config_choices
+    from siri.eval import EvalSettings
+
     parser = _Parser(prog="siri", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     with_defaults = argparse.ArgumentDefaultsHelpFormatter
@@ -234,12 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--data", action="append", required=True, metavar="SPEC",
                         help="a .jsonl/.parquet file or dataset dir, a named benchmark (aime24, aime25, amc, "
                              "math500), or NAME=LOCAL_PATH; repeat for several")
-    p_eval.add_argument("--n", type=int, default=64, help="samples per prompt (pass@1 is averaged over them)")
-    p_eval.add_argument("--temperature", type=float, default=0.6, help="sampling temperature")
-    p_eval.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1: off)")
-    p_eval.add_argument("--max-tokens", type=int, default=16384, help="response cap; a truncated response is wrong")
-    p_eval.add_argument("--seed", type=int, default=0, help="seed of the sampling draws")
-    p_eval.add_argument("--batch-prompts", type=int, default=64, help="prompts per engine call")
+    p_eval.add_argument("--n", type=int, default=EvalSettings.n, help="samples per prompt (pass@1 is averaged over them)")
+    p_eval.add_argument("--temperature", type=float, default=EvalSettings.temperature, help="sampling temperature")
+    p_eval.add_argument("--top-p", type=float, default=EvalSettings.top_p, help="nucleus sampling threshold (1: off)")
+    p_eval.add_argument("--max-tokens", type=int, default=EvalSettings.max_tokens,
+                        help="response cap; a truncated response is wrong")
+    p_eval.add_argument("--seed", type=int, default=EvalSettings.seed, help="seed of the sampling draws")
+    p_eval.add_argument("--batch-prompts", type=int, default=EvalSettings.batch_prompts, help="prompts per engine call")
     p_eval.add_argument("--instruction", default=None,
                         help="appended to every prompt; default: the one the model was trained with (a siri "
                              "checkpoint or the demo's base model knows it), else DeepScaleR's")
@@ -247,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
                         help="wrap prompts in the tokenizer's chat template (--no-chat-template: the raw text); "
                              "default: as the model was trained, else on")
-    p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    p_eval.add_argument("--device", default="auto", choices=config_choices()["model.device"],
                         help="auto: CUDA when visible and siri has CUDA kernels")
-    p_eval.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+    p_eval.add_argument("--dtype", default="auto", choices=config_choices()["model.dtype"],
                         help="auto: bf16 on CUDA, fp32 on the CPU")
     p_eval.add_argument("--label", help="the report's label (default: the model directory's name)")
     p_eval.add_argument("--out", help="JSON report path (default RUN_DIR/eval/step_N.json for a checkpoint)")

@@ -4,7 +4,9 @@ command-line overrides fill them in, and ``validate`` runs before any work start
     from siri import load_config
     cfg = load_config("configs/siri_r1_distill_qwen_1.5b.yaml", ["trainer.steps=10", "rollout.group_size=4"])
 
-Every field is documented where it is declared. Defaults are the paper's recipe (SIRI on
+Every field is documented where it is declared, and a field with a fixed set of values declares
+them there too (``metadata["choices"]``, read by validation, ``config_choices`` and the CLI; a
+registry's names where one exists). Defaults are the paper's recipe (SIRI on
 DeepSeek-R1-Distill-Qwen-1.5B: DAPO clip 0.2/0.28, no KL, token-mean, lr 1e-6, temperature 1.0).
 """
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any
 import yaml
 
 from siri.algo.schedule import LengthSchedule, schedule_from_dict
+from siri.data.formatting import DEEPSCALER_INSTRUCTION
+from siri.rewards.length_shaping import LENGTH_REWARDS
 from siri.rewards.loader import DEFAULT_REWARD
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "RolloutConfig", "AlgoConfig", "OptimConfig",
            "RewardConfig", "TrainerConfig", "EvalConfig", "ConfigError", "load_config", "config_from_dict",
-           "config_to_dict", "apply_overrides"]
+           "config_to_dict", "apply_overrides", "config_choices"]
 
 
 class ConfigError(ValueError):
@@ -36,20 +40,23 @@ class ConfigError(ValueError):
 class ModelConfig:
     path: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
     """A local Hugging Face model directory, or a Hub id (downloaded by transformers)."""
-    dtype: str = "auto"
+    dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16")})
     """Compute dtype of the training forward/backward and of the rollout engine: "float32",
     "bfloat16", or "auto" (bf16 on CUDA, fp32 on CPU)."""
-    param_dtype: str = "float32"
+    param_dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16")})
     """Dtype of the master weights, of the gradients' accumulation and reduction, and of the
     AdamW state (and of the saved checkpoints). When it is wider than ``dtype`` the trainer
     keeps an fp32 master copy and refreshes the compute copy after every optimizer step (at
     lr 1e-6 a bf16 weight cannot absorb the update). "bfloat16" trains purely in bf16 (only
     sensible with a bf16 ``dtype`` and a large lr)."""
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
     """"cuda", "cpu", or "auto" (CUDA when visible and siri was built with CUDA kernels)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, about 30% more compute)."""
     trust_remote_code: bool = False
+    """Let transformers run the Python code shipped in the model repository (custom
+    architectures or tokenizers) when it loads the config, model and tokenizer. Off by default:
+    turn it on only for a repository you trust. Qwen2 (the paper's model) needs none."""
 
 
 @dataclass
@@ -60,18 +67,26 @@ class DataConfig:
     path: str | None = None
     """Local copy of a named dataset (any of the formats above)."""
     split: str | None = None
+    """The split to read from a ``datasets.save_to_disk`` directory or the Hub; null: the
+    named dataset's own (deepscaler: "train"), "train" for a path. Single-split files
+    (.jsonl, .parquet) ignore it."""
     prompt_key: str | None = None
     """Field holding the problem text (default "prompt" for files, the spec's for names)."""
     answer_key: str | None = None
-    instruction: str | None = "Let's think step by step and output the final answer within \\boxed{}."
+    """Field holding the reference answer (default "answer" for files, the spec's for names)."""
+    instruction: str | None = DEEPSCALER_INSTRUCTION
     """Appended to every prompt (DeepScaleR's instruction by default); null for none."""
     system_prompt: str | None = None
+    """A system turn put before every prompt (needs ``use_chat_template``); null: none, as
+    DeepSeek-R1's distilled models are trained and evaluated without one."""
     use_chat_template: bool = True
     """Wrap prompts in the tokenizer's chat template (with the generation prompt)."""
     max_prompt_tokens: int = 1024
     """Longer prompts are skipped and counted."""
     shuffle: bool = True
-    on_error: str = "skip"
+    """Visit the prompts in a fresh random order every epoch (the order follows
+    ``trainer.seed`` and the epoch, so a resumed run continues it exactly); false: file order."""
+    on_error: str = field(default="skip", metadata={"choices": ("skip", "raise")})
     """Malformed rows: "skip" (count them in the log) or "raise" (fail naming file and row)."""
 
 
@@ -82,8 +97,15 @@ class RolloutConfig:
     group_size: int = 8
     """Completions per prompt (GRPO's G)."""
     temperature: float = 1.0
+    """Sampling temperature of the rollouts (> 0). The loss's logprobs are taken at the same
+    temperature (``log_softmax(logits / temperature)``), so the ratio compares the policy that
+    sampled with the one being trained. The paper: 1.0, sampling the policy as it is."""
     top_p: float = 1.0
+    """Nucleus sampling of the rollouts: draw from the smallest set of most likely tokens whose
+    probability mass reaches ``top_p``, in (0, 1]; 1.0 is off (the paper). The loss still uses
+    the logprobs of the unfiltered policy."""
     top_k: int = 0
+    """Draw rollout tokens from the ``top_k`` most likely ones only; 0 is off (the paper)."""
     page_size: int = 16
     """Tokens per KV page; the schedule's caps are rounded down to a multiple of it."""
     max_num_seqs: int = 256
@@ -100,6 +122,8 @@ class RolloutConfig:
     """Keep the KV pool allocated between rollouts. Default false: the pool is allocated when
     a rollout starts and freed before the update, so training activations get that memory."""
     max_prefill_tokens: int = 8192
+    """The most prompt tokens the engine prefills in one forward pass, which bounds the
+    prefill's activation and logits memory; a prompt longer than it is prefilled alone."""
     cuda_graphs: bool | None = None
     """Replay the decode forward from CUDA graphs (one per batch-size bucket, captured at the
     start of each rollout; their memory comes out of the KV pool's budget). Null: on with
@@ -109,6 +133,8 @@ class RolloutConfig:
 @dataclass
 class AlgoConfig:
     clip_low: float = 0.2
+    """PPO's epsilon on the low side: the ratio is clipped below at ``1 - clip_low``, in
+    (0, 1) (DAPO and the paper: 0.2)."""
     clip_high: float = 0.28
     """DAPO's clip-higher: ratio clipped to [1 - clip_low, 1 + clip_high]."""
     clip_c: float | None = 3.0
@@ -117,9 +143,11 @@ class AlgoConfig:
     verl's default, kept by its DAPO recipe; the SIRI paper does not say. null is off."""
     kl_coef: float = 0.0
     """k3 KL penalty against the initial policy (loads a frozen reference copy when > 0)."""
-    advantage_scale: str = "group"
+    advantage_scale: str = field(default="group", metadata={"choices": ("group", "none")})
     """"group": (r - mean) / (std + eps) (GRPO); "none": r - mean (Dr. GRPO)."""
     advantage_eps: float = 1e-6
+    """Added to the group's reward std before dividing (``advantage_scale: group``), so a group
+    whose rewards are all equal gets advantage 0 rather than 0/0 (verl's 1e-6)."""
     ppo_epochs: int = 1
     """Passes over each step's rollouts."""
     mini_batches: int = 1
@@ -129,7 +157,7 @@ class AlgoConfig:
     micro_batch_tokens: int = 16384
     """Token budget of one forward/backward (padded sequences x length), so cost follows real
     tokens. Sequences longer than the budget run alone."""
-    old_logprobs: str = "recompute"
+    old_logprobs: str = field(default="recompute", metadata={"choices": ("recompute", "engine")})
     """Where the ratio's denominator comes from: "recompute" (a no-grad forward of the policy
     before the update) or "engine" (the sampler's logprobs; only exactly on-policy, i.e.
     ppo_epochs = mini_batches = 1). The engine's forward differs in rounding from the
@@ -144,7 +172,7 @@ class AlgoConfig:
     new prompts until that many other groups are collected (surplus ones are discarded) or
     ``max_sampling_rounds`` rounds were drawn. Off in the SIRI paper, on in verl's DAPO
     recipe. Metrics: sampling_rounds, groups_drawn, groups_discarded, groups_trained."""
-    filter_metric: str = "acc"
+    filter_metric: str = field(default="acc", metadata={"choices": ("acc", "reward")})
     """What "all equal" means for ``dynamic_sampling`` and ``filter_equal_groups`` (and the
     ``groups_all_equal`` metric): "acc" (DAPO, verl's ``filter_groups.metric: acc``): the
     responses' correctness flags (the reward function's own score >= 0.5,
@@ -165,9 +193,16 @@ class AlgoConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-6
+    """AdamW's learning rate, reached after ``warmup_steps`` and constant from then on (> 0).
+    The paper: 1e-6, which needs fp32 master weights (``model.param_dtype``) to take effect."""
     weight_decay: float = 0.01
+    """AdamW's decoupled weight decay, applied to every parameter (torch's and verl's 0.01)."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's decay rates of its running averages of the gradient and of its square (torch's
+    and verl's defaults)."""
     eps: float = 1e-8
+    """AdamW's epsilon, added to the square root of the second moment before dividing, so
+    parameters whose gradients are about 0 do not take huge steps (torch's default)."""
     warmup_steps: int = 0
     """Linear warmup from 0 to lr over this many optimizer steps, then constant."""
     grad_clip: float = 1.0
@@ -199,7 +234,7 @@ class RewardConfig:
     4096 of 20480)."""
     overlong_penalty: float = 1.0
     """The penalty at the cap with ``overlong_buffer`` (DAPO: 1.0)."""
-    length_reward: str = "none"
+    length_reward: str = field(default="none", metadata={"choices": LENGTH_REWARDS})
     """A length term from the efficient-reasoning literature, added to every reward:
     "kimi" (Kimi k1.5: +0.5 for the group's shortest response down to -0.5 for its longest;
     wrong responses only the negative part), "l1_target" (L1's LCPO-Exact:
@@ -215,6 +250,9 @@ class TrainerConfig:
     steps: int = 1920
     """Training steps (the paper: 3 cycles of 640)."""
     seed: int = 0
+    """Seeds the whole run: the torch / numpy / Python generators at start, the prompt order
+    (``data.shuffle``), the rollouts' sampling (keyed by seed, step, sampling round, prompt and
+    sample, so a resumed run draws what the uninterrupted one would) and evaluation's draws."""
     run_dir: str = "runs/siri"
     """Holds config.yaml, metrics.jsonl, checkpoints/, eval/ and plots/."""
     save_every: int = 50
@@ -228,7 +266,7 @@ class TrainerConfig:
     checkpoint directory."""
     progress: bool = True
     """Show a progress bar (step, cap, phase, reward, length, truncation)."""
-    parallelism: str = "ddp"
+    parallelism: str = field(default="ddp", metadata={"choices": ("ddp", "fsdp")})
     """Multi-process runs: "ddp" (every rank holds the whole model and optimizer; gradients
     all-reduced) or "fsdp" (FSDP2: parameters, gradients and optimizer state sharded across
     ranks; the engine generates from a full copy gathered once per step)."""
@@ -248,8 +286,13 @@ class TrainerConfig:
     """With ``eval.data`` set: also evaluate at every schedule peak and trough, the points of
     SIRI's accuracy-vs-tokens path (``siri plot RUN_DIR`` draws it)."""
     tensorboard: bool = False
+    """Also write the metrics to TensorBoard event files in ``run_dir/tensorboard`` (needs
+    ``pip install 'siri[tensorboard]'``)."""
     wandb: bool = False
+    """Also log the metrics to Weights & Biases, with the config (needs
+    ``pip install 'siri[wandb]'`` and a login)."""
     wandb_project: str = "siri"
+    """The W&B project of the run, with ``wandb``."""
 
 
 @dataclass
@@ -262,7 +305,9 @@ class EvalConfig:
     path: str | None = None
     """Local copy of a named ``data`` set."""
     prompt_key: str | None = None
+    """Field holding the problem text, as ``data.prompt_key``."""
     answer_key: str | None = None
+    """Field holding the reference answer, as ``data.answer_key``."""
     limit: int | None = None
     """Evaluate on the first N problems only (null: all)."""
     n: int = 4
@@ -271,23 +316,35 @@ class EvalConfig:
     """The response cap of evaluation (a response that reaches it is wrong); null: the
     schedule's largest cap, so SIRI's troughs are judged with room to reason."""
     temperature: float = 0.6
+    """Sampling temperature of evaluation (> 0); 0.6 is DeepSeek-R1's recommended setting for
+    its distilled models, which their published scores use."""
     top_p: float = 1.0
+    """Nucleus threshold of evaluation in (0, 1]; 1.0 is off."""
 
 
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy: where it is loaded from, its dtypes and device."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The training prompts and how they are formatted."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling the responses: batch, group size, sampling parameters and the engine's KV pool."""
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    """The policy update: advantages, the clipped loss, epochs and batching, group filtering."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """The AdamW optimizer and its learning-rate warmup."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    """Scoring the responses, and the length terms added to the score."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """The run: steps, seed, run directory, checkpoints, evaluation points, logging."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation during training."""
     schedule: dict[str, Any] = field(default_factory=lambda: dict(
         kind="cosine", l_max=16384, l_min=8192, period=640))
-    """The length schedule: ``kind`` plus ``make_schedule`` parameters (l_max, l_min, period,
-    compress_fraction, points, multiple_of). multiple_of defaults to the page size."""
+    """The length schedule: ``kind`` (one of ``siri.algo.schedule.KINDS``) plus ``make_schedule``
+    parameters (l_max, l_min, period, compress_fraction, points, multiple_of). multiple_of
+    defaults to the page size."""
 
     def length_schedule(self) -> LengthSchedule:
         params = dict(self.schedule)
@@ -462,21 +519,21 @@ def yaml_error_line(path: str | os.PathLike, error: yaml.YAMLError) -> str:
 
 # ---- validation --------------------------------------------------------------------------
 
-_CHOICES = {
-    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "model.param_dtype": ("float32", "bfloat16"),
-    "model.device": ("auto", "cpu", "cuda"),
-    "data.on_error": ("skip", "raise"),
-    "algo.advantage_scale": ("group", "none"),
-    "algo.old_logprobs": ("recompute", "engine"),
-    "algo.filter_metric": ("acc", "reward"),
-    "trainer.parallelism": ("ddp", "fsdp"),
-    "reward.length_reward": ("none", "kimi", "l1_target"),
-}
+def config_choices() -> dict[str, tuple[str, ...]]:
+    """``"section.key"`` -> its allowed values, for every field that declares them
+    (``field(..., metadata={"choices": ...})``: a tuple, or a registry dict whose keys are the
+    names, read when this is called), in the order of the sections and fields."""
+    out = {}
+    for section, cls in typing.get_type_hints(Config).items():
+        if dataclasses.is_dataclass(cls):
+            for f in dataclasses.fields(cls):
+                if "choices" in f.metadata:
+                    out[f"{section}.{f.name}"] = tuple(f.metadata["choices"])
+    return out
 
 
 def _validate(cfg: Config, check_files: bool) -> None:
-    for key, choices in _CHOICES.items():
+    for key, choices in config_choices().items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in choices:
@@ -540,7 +597,7 @@ def _validate(cfg: Config, check_files: bool) -> None:
         raise ConfigError(f"'schedule': {e}") from e
     _validate_length_control(cfg)
     _validate_eval(cfg)
-    from siri.model_loading import local_model_config
+    from siri.models.loading import local_model_config
 
     model_config = local_model_config(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     if model_config is not None:
@@ -559,7 +616,7 @@ def _validate_length_control(cfg: Config) -> None:
     if r.workers is not None and r.workers < 0:
         raise ConfigError(f"'reward.workers' must be >= 0 or null, got {r.workers}")
     if r.overlong_buffer:
-        shortest = shortest_cap(cfg.length_schedule(), cfg.trainer.steps)
+        shortest = cfg.length_schedule().shortest_cap(cfg.trainer.steps)
         if r.overlong_buffer >= shortest:
             raise ConfigError(f"'reward.overlong_buffer' ({r.overlong_buffer}) must be smaller than the schedule's "
                               f"shortest cap ({shortest}), or every response would be penalised")
@@ -567,8 +624,8 @@ def _validate_length_control(cfg: Config) -> None:
         raise ConfigError(f"'reward.overlong_penalty' must be >= 0, got {r.overlong_penalty}")
     if r.length_reward_weight is not None and not r.length_reward_weight >= 0:
         raise ConfigError(f"'reward.length_reward_weight' must be >= 0 or null, got {r.length_reward_weight}")
-    if r.length_reward == "l1_target" and (r.length_target is None or r.length_target < 1):
-        raise ConfigError(f"'reward.length_reward: l1_target' needs 'reward.length_target' >= 1 (tokens), got "
+    if LENGTH_REWARDS[r.length_reward].needs_target and (r.length_target is None or r.length_target < 1):
+        raise ConfigError(f"'reward.length_reward: {r.length_reward}' needs 'reward.length_target' >= 1 (tokens), got "
                           f"{r.length_target}")
 
 
@@ -587,24 +644,11 @@ def _validate_eval(cfg: Config) -> None:
         raise ConfigError(f"'eval.n' ({e.n}) exceeds 'rollout.max_num_seqs' ({cfg.rollout.max_num_seqs})")
 
 
-def shortest_cap(schedule: LengthSchedule, steps: int) -> int:
-    """The schedule's smallest cap over the run (probed like :func:`longest_cap`)."""
-    probe = range(steps) if steps <= 20000 else {0, *schedule.troughs(20000)}
-    return min(schedule(t) for t in probe)
-
-
-def longest_cap(schedule: LengthSchedule, steps: int) -> int:
-    """The schedule's largest cap over the run: every step for short runs; for long ones the
-    steps that can hold the maximum (the start and the peaks of a periodic schedule)."""
-    probe = range(steps) if steps <= 20000 else {0, *schedule.peaks(20000)}
-    return max(schedule(t) for t in probe)
-
-
 def check_positions(cfg: Config, model_config) -> None:
     """ConfigError unless the schedule's largest cap plus ``data.max_prompt_tokens`` fits the
     model's ``max_position_embeddings`` (``model_config``: a transformers config). Validation
     runs it when the model is on this machine; the trainer again once the model is loaded."""
-    longest = longest_cap(cfg.length_schedule(), cfg.trainer.steps)
+    longest = cfg.length_schedule().longest_cap(cfg.trainer.steps)
     limit = getattr(model_config, "max_position_embeddings", None)
     if limit is not None and longest + cfg.data.max_prompt_tokens > limit:
         raise ConfigError(

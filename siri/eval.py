@@ -228,13 +228,13 @@ def evaluate_model(model_path: str, benchmarks: dict[str, tuple[str, str | None]
         out: the JSON report to write.
         label: the report's label (default: the model directory's name).
         instruction, use_chat_template: the prompt format (see
-            :func:`siri.prompt_format.resolve_prompt_format` for the one the model was trained
+            :func:`siri.data.resolve_prompt_format` for the one the model was trained
             with); recorded in the report with ``prompt_source``.
 
     Returns:
         The report dict (``model, label, step, settings, prompt, benchmarks``).
     """
-    from siri.model_loading import load_model, load_tokenizer, resolve_device, resolve_dtype
+    from siri.models.loading import load_model, load_tokenizer, resolve_device, resolve_dtype
 
     torch_device = resolve_device(device)
     model = load_model(model_path, device=torch_device, dtype=resolve_dtype(dtype, torch_device)).eval()

@@ -60,3 +60,13 @@ class TrainProgress:
     def close(self) -> None:
         if self.enabled:
             self._bar.stop()
+
+
+def quiet_transformers() -> None:
+    """No transformers progress bars ("Loading weights", "Writing model shards"): siri shows
+    its own progress, and transformers' per-file load/save bars would interleave with it (the
+    demo loads and saves many tiny checkpoints, several processes at once). ``siri train``,
+    ``siri eval`` and ``siri demo`` call it before loading a model."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from siri.config import Config, longest_cap
+from siri.config import Config
 from siri.eval import EvalSettings, evaluate_examples, load_eval_examples
 
 __all__ = ["TrainingEvaluator", "wrong_when_truncated"]
@@ -61,7 +61,7 @@ class TrainingEvaluator:
         self.examples = examples[dist.rank::dist.world_size]
         schedule = cfg.length_schedule()
         self.settings = EvalSettings(n=e.n, temperature=e.temperature, top_p=e.top_p, seed=cfg.trainer.seed,
-                                     max_tokens=e.max_tokens or longest_cap(schedule, cfg.trainer.steps))
+                                     max_tokens=e.max_tokens or schedule.longest_cap(cfg.trainer.steps))
         t = cfg.trainer
         self.every = t.eval_every
         self.extrema = set(schedule.peaks(t.steps)) | set(schedule.troughs(t.steps)) if t.eval_at_extrema else set()

@@ -147,12 +147,12 @@ def test_dry_run_of_a_local_model_and_data_file(tmp_path, capsys):
 
 
 def test_dry_run_of_a_named_dataset_with_a_local_copy(tmp_path, monkeypatch, capsys):
-    import siri.model_loading
+    import siri.models.loading
 
     copy = tmp_path / "deepscaler.jsonl"
     copy.write_text('{"problem": "1+1?", "answer": "2"}\n')
     # the paper's model as if it were not in this machine's Hugging Face cache
-    monkeypatch.setattr(siri.model_loading, "local_model_config", lambda path, trust_remote_code=False: None)
+    monkeypatch.setattr(siri.models.loading, "local_model_config", lambda path, trust_remote_code=False: None)
     assert main(["train", PAPER_CONFIG, "--dry-run", f"data.path={copy}"]) == 0
     out = capsys.readouterr().out
     assert f"data deepscaler from {copy}\n" in out
@@ -196,7 +196,7 @@ def test_eval_hands_benchmarks_settings_and_prompt_format_to_the_evaluator(tmp_p
 
 def test_eval_defaults_to_the_saved_prompt_format_and_the_model_dirs_report(tmp_path, monkeypatch, capsys):
     import siri.eval
-    from siri.prompt_format import PromptFormat
+    from siri.data import PromptFormat
 
     model = tmp_path / "model"
     model.mkdir()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from siri.cli import main
-from siri.tiny_lm import save_tiny_lm
+from siri.models.tiny_lm import save_tiny_lm
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = str(REPO / "configs" / "siri_r1_distill_qwen_1.5b.yaml")
@@ -45,6 +45,11 @@ MISTAKES = {
                               ["deepscalr", "named dataset"]),
     "eval without data": (["eval", "{root}/empty_dir"], ["--data"]),
     "eval bad number": (["eval", "{root}/empty_dir", "--data", "aime24", "--n", "many"], ["--n", "invalid int"]),
+    # the allowed values are model.device's and model.dtype's (siri.config.config_choices)
+    "eval bad device": (["eval", "{root}/model", "--data", "aime24", "--device", "tpu"],
+                        ["--device", "invalid choice", "'auto', 'cpu', 'cuda'"]),
+    "eval bad dtype": (["eval", "{root}/model", "--data", "aime24", "--dtype", "fp8"],
+                       ["--dtype", "invalid choice", "'float16'"]),
     "demo missing config": (["demo", "--out", "{root}/demo", "--config", "{root}/nope.yaml", "--smoke"],
                             ["not found", "nope.yaml"]),
     "demo bad flag": (["demo", "--fast"], ["--fast", "siri demo --help"]),

@@ -1,5 +1,5 @@
 """scripts/cuda_resource_usage.py: ptxas's register/spill report as a table with a budget check
-(issue 21: decode attention in bf16 with GQA groups up to 4 within 128 registers, no spills)."""
+(decode attention in bf16 with GQA groups up to 4 within 128 registers, no spills)."""
 import importlib.util
 import shutil
 from pathlib import Path

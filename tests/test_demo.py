@@ -144,7 +144,7 @@ def test_siri_eval_defaults_to_the_prompt_format_the_model_was_trained_with(demo
     overrides it, and the report records which was used."""
     from siri.cli import main
     from siri.data import DEEPSCALER_INSTRUCTION
-    from siri.prompt_format import saved_prompt_format
+    from siri.data import saved_prompt_format
 
     out, summary = demo
     base = out / "base"

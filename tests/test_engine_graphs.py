@@ -11,7 +11,7 @@ from siri.engine import LLMEngine, SamplingParams, device_memory
 from siri.engine.cuda_graphs import (DecodeGraphs, EagerCapture, batch_buckets, buckets_for, graph_logits_bytes,
                                      graph_memory_bytes, replay_chunk_tokens)
 from siri.engine.page_pool import PagePool
-from siri.model_shape import ModelShape
+from siri.models.shape import ModelShape
 from siri.ops.paged_attention import attention_split_plan, graph_max_splits
 from tiny_models import assert_greedy_matches_hf, random_prompts, tiny_model
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_suite.sh without a GPU: its options, the steps of each tier (--list), a whole
+"""scripts/gpu_suite.sh without a GPU: its options, the steps of each tier (--list), a whole
 run with stand-ins for python, nvidia-smi and compute-sanitizer (step results, time limits,
 the summary, the exit status), and the options every benchmark takes from the suite."""
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUITE = REPO / "benchmarks" / "gpu_suite.sh"
+SUITE = REPO / "scripts" / "gpu_suite.sh"
 BENCHMARKS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "benchmarks").glob("bench_*.py"))
 
 # Records its arguments; fails or hangs when they contain $FAIL_MATCH or $SLOW_MATCH.
@@ -55,7 +55,7 @@ def test_the_script_parses():
 def test_help_prints_the_usage():
     out = suite("--help")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("usage: bash benchmarks/gpu_suite.sh")
+    assert out.stdout.startswith("usage: bash scripts/gpu_suite.sh")
     for option in ("--sanitize", "--list", "--help", "SIRI_BENCH_TIME_LIMIT_S"):
         assert option in out.stdout
 
@@ -92,7 +92,7 @@ def test_tier_1_runs_the_cuda_tests_a_trainer_smoke_and_every_benchmark_under_a_
     (ops,) = [line for line in lines if line.startswith("[tier 1] CUDA op tests")]
     assert " -k cuda " in ops
     for name in ("group_advantages", "logprobs", "grpo_loss", "sampling", "paged_attention", "paged_attention_run",
-                 "rotary", "header_math", "attention_graph_plan"):
+                 "rotary", "header_math", "attention_graph_plan", "paged_prefill", "cuda_kernel_math"):
         assert f" tests/test_{name}.py " in ops
     (engine,) = [line for line in lines if line.startswith("[tier 1] CUDA engine tests")]
     assert " tests/test_engine_cuda.py " in engine

@@ -288,7 +288,7 @@ def assert_same_with_nan(actual, expected, atol=1e-5):
 @pytest.mark.parametrize("kl_coef, clip_c", [(0.0, None), (0.1, 3.0)])
 @pytest.mark.parametrize("inplace", [True, False])
 def test_a_nan_logit_gives_a_nan_loss_and_gradient(device, gen, kl_coef, clip_c, inplace):
-    """Issue item 7: one NaN logit in an otherwise normal batch makes that token's logp NaN.
+    """One NaN logit in an otherwise normal batch makes that token's logp NaN.
     The loss must be NaN (as the float64 reference's is) so the trainer's non-finite check
     fires; a clamp written with fmin/fmax turned the NaN log-ratio into -20, a finite loss and a
     zero gradient. The NaN row's gradient is NaN, every other row's equals the reference's."""

@@ -72,6 +72,23 @@ def test_shape_rewards_rejects_bad_input():
         shape_rewards([0.0] * 2, [1, 2], 10, 2, LengthShaping(length_reward="shorter"))
 
 
+def test_a_length_reward_is_one_registry_entry(monkeypatch):
+    from siri.config import config_choices, config_from_dict
+    from siri.rewards.length_shaping import LENGTH_REWARDS, LengthReward
+
+    assert config_choices()["reward.length_reward"] == tuple(LENGTH_REWARDS) == ("none", "kimi", "l1_target")
+    assert (LENGTH_REWARDS["kimi"].default_weight, LENGTH_REWARDS["l1_target"].default_weight) == (1.0, 0.0003)
+    monkeypatch.setitem(LENGTH_REWARDS, "shortest", LengthReward(
+        terms=lambda rewards, lengths, group_size, target: [-float(n) for n in lengths], default_weight=0.5))
+    shaping = LengthShaping(length_reward="shortest")
+    assert shaping.active
+    assert shape_rewards([1.0, 0.0], [4, 6], 10, 2, shaping) == [1.0 - 2.0, 0.0 - 3.0]
+    # the config accepts it, and names it among the allowed values of a bad one
+    config_from_dict({"reward": {"length_reward": "shortest"}}).validate(check_files=False)
+    with pytest.raises(ValueError, match=r"\['none', 'kimi', 'l1_target', 'shortest'\], got 'longest'"):
+        config_from_dict({"reward": {"length_reward": "longest"}}).validate(check_files=False)
+
+
 def _train(workspace, run_dir, *overrides):
     cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", "trainer.steps=3", "reward.workers=0",
                                                   *overrides])

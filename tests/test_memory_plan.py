@@ -13,7 +13,7 @@ from siri.config import load_config
 from siri.engine.cuda_graphs import graph_memory_bytes
 from siri.memory_plan import (GiB, MicroBatchShape, activation_bytes, layer_activation_bytes_per_token,
                               plan_memory)
-from siri.model_shape import KNOWN_MODELS, ModelShape
+from siri.models.shape import KNOWN_MODELS, ModelShape
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "configs" / "siri_r1_distill_qwen_1.5b.yaml"

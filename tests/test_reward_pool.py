@@ -12,9 +12,8 @@ import pytest
 
 import pool_reward_fns
 from siri.rewards.capped import capped_reward
-from siri.rewards.pool import RewardPool
-from siri.rewards.scoring import (SerialScorer, call_with_timeout, default_reward_workers, make_scorer,
-                                  score_serially)
+from siri.rewards.pool import RewardPool, default_reward_workers, make_scorer
+from siri.rewards.scoring import SerialScorer, call_with_timeout, score_serially
 
 SCRIPTED = "pool_reward_fns:scripted"
 TIMEOUT_S, GRACE_S = 0.5, 0.5

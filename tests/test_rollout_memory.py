@@ -4,7 +4,6 @@ the engine's batch state is sized once for the run's longest sequence."""
 import pytest
 
 from siri import Trainer, load_config
-from siri.config import longest_cap
 from siri.engine.cuda_graphs import buckets_for
 
 
@@ -44,7 +43,7 @@ def test_one_pool_per_step_across_refill_rounds(workspace, tmp_path, keep):
                                                   f"rollout.keep_kv_cache={str(keep).lower()}"])
     seen = []
     trainer = Trainer(cfg, callbacks=[seen.append])
-    assert trainer.engine.max_seq_len == cfg.data.max_prompt_tokens + longest_cap(trainer.schedule, 3)
+    assert trainer.engine.max_seq_len == cfg.data.max_prompt_tokens + trainer.schedule.longest_cap(3)
     pool = PoolEvents(trainer.engine)
     trainer.fit()
     rounds = [m["sampling_rounds"] for m in seen]

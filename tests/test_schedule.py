@@ -1,4 +1,4 @@
-"""Length schedules: values against the issue's formulas (recomputed here with math), the
+"""Length schedules: values against their defining formulas (recomputed here with math), the
 multiple_of flooring, phase labels, peaks/troughs, serialisation and parameter errors."""
 import json
 import math
@@ -170,3 +170,38 @@ def test_numpy_integer_steps():
     s = make_schedule("cosine", l_max=L_MAX, l_min=L_MIN, period=64)
     assert s(np.int64(10)) == s(10) and type(s(np.int64(10))) is int
     assert s.phase(np.int32(40)) == s.phase(40)
+
+
+@pytest.mark.parametrize("kind,params,ref,period", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("multiple_of", [1, 16])
+def test_longest_and_shortest_cap_are_the_extremes_over_the_run(kind, params, ref, period, multiple_of):
+    s = make_schedule(kind, **params, multiple_of=multiple_of)
+    for steps in (1, 2, period // 2, period // 2 + 1, period, 3 * period + 5):
+        caps = [s(t) for t in range(steps)]
+        assert s.longest_cap(steps) == max(caps), (kind, steps)
+        assert s.shortest_cap(steps) == min(caps), (kind, steps)
+
+
+def test_extreme_caps_of_long_runs_are_exact_and_cheap():
+    # a period longer than a probe of the first steps would see: the trough is at 25000
+    s = make_schedule("cosine", l_max=16384, l_min=8192, period=50000)
+    assert s.shortest_cap(30000) == 8192 and s.longest_cap(10**9) == 16384
+    late = make_schedule("piecewise", points=[(0, 100), (30000, 400), (60000, 50)])
+    assert (late.longest_cap(30000), late.longest_cap(30001), late.shortest_cap(60001)) == (100, 400, 50)
+
+
+def test_extreme_caps_reject_an_empty_run():
+    s = make_schedule("constant", l_max=8)
+    for bad in (0, -3, True, 2.0):
+        with pytest.raises(ValueError, match="num_steps"):
+            s.longest_cap(bad)
+    with pytest.raises(ValueError, match="num_steps"):
+        s.shortest_cap(0)
+
+
+def test_kinds_are_the_registry():
+    from siri.algo import schedule
+
+    assert KINDS == tuple(schedule._BUILDERS)
+    with pytest.raises(ValueError, match="expected one of " + ", ".join(KINDS)):
+        make_schedule("sawtooth", l_max=8)

@@ -86,12 +86,12 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_pa
     assert (tmp_path / "a" / "b" / "new.txt").read_text() == "x"
 
 
-# ---- siri.model_loading --------------------------------------------------------------------
+# ---- siri.models.loading -------------------------------------------------------------------
 
 def test_cuda_without_a_visible_device_is_a_clear_error(monkeypatch):
     import torch
 
-    from siri import model_loading
+    from siri.models import loading as model_loading
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="^device 'cuda' was asked for, but no CUDA device is visible$"):
@@ -103,7 +103,7 @@ def test_cuda_without_a_visible_device_is_a_clear_error(monkeypatch):
 def test_cuda_with_a_device_but_a_cpu_only_build_is_a_clear_error(monkeypatch):
     import torch
 
-    from siri import model_loading
+    from siri.models import loading as model_loading
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(model_loading, "has_cuda_kernels", lambda: False)
@@ -118,7 +118,7 @@ def test_cuda_with_a_device_but_a_cpu_only_build_is_a_clear_error(monkeypatch):
 def test_dtypes_resolve_per_device_and_float16_needs_cuda():
     import torch
 
-    from siri.model_loading import resolve_dtype
+    from siri.models.loading import resolve_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_dtype("auto", cpu) == torch.float32 and resolve_dtype("auto", cuda) == torch.bfloat16
@@ -129,7 +129,7 @@ def test_dtypes_resolve_per_device_and_float16_needs_cuda():
 
 
 def test_local_model_config_never_downloads(tmp_path, monkeypatch):
-    from siri.model_loading import local_model_config
+    from siri.models.loading import local_model_config
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert local_model_config("siri-tests/no-such-model-anywhere") is None     # a Hub id not in the cache
@@ -145,7 +145,7 @@ def test_local_model_config_never_downloads(tmp_path, monkeypatch):
 def test_stop_token_ids_merge_the_tokenizer_and_generation_config():
     from types import SimpleNamespace as NS
 
-    from siri.model_loading import stop_token_ids
+    from siri.models.loading import stop_token_ids
 
     def model(eos):
         return NS(generation_config=NS(eos_token_id=eos))
@@ -157,8 +157,8 @@ def test_stop_token_ids_merge_the_tokenizer_and_generation_config():
 
 
 def test_a_tokenizer_without_a_pad_token_pads_with_eos(tmp_path):
-    from siri.model_loading import load_tokenizer
-    from siri.tiny_lm import build_tokenizer
+    from siri.models.loading import load_tokenizer
+    from siri.models.tiny_lm import build_tokenizer
 
     tokenizer = build_tokenizer(["one two three", "four five"], vocab_size=300)
     tokenizer.pad_token = None
@@ -169,11 +169,11 @@ def test_a_tokenizer_without_a_pad_token_pads_with_eos(tmp_path):
     assert loaded.pad_token == loaded.eos_token and loaded.pad_token_id == loaded.eos_token_id
 
 
-# ---- siri.prompt_format ----------------------------------------------------------------------
+# ---- siri.data.formatting -------------------------------------------------------------------
 
 def test_prompt_format_from_a_data_config_object_and_a_dict():
     from siri.config import DataConfig
-    from siri.prompt_format import PromptFormat
+    from siri.data import PromptFormat
 
     fmt = PromptFormat.from_data_config(DataConfig(instruction="Box it.", use_chat_template=False,
                                                    system_prompt="Be brief."), source="cfg")
@@ -185,7 +185,7 @@ def test_a_checkpoint_without_its_own_file_uses_its_runs_config(tmp_path):
     import yaml
 
     from siri.config import DataConfig
-    from siri.prompt_format import PromptFormat, resolve_prompt_format, saved_prompt_format
+    from siri.data import PromptFormat, resolve_prompt_format, saved_prompt_format
 
     step = tmp_path / "run" / "checkpoints" / "step_4"
     step.mkdir(parents=True)

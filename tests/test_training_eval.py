@@ -9,7 +9,7 @@ from siri import Trainer, load_config
 from siri.engine import LLMEngine
 from siri.eval import EvalSettings, evaluate_examples, load_eval_examples
 from siri.metrics import read_metrics
-from siri.model_loading import load_model, load_tokenizer
+from siri.models.loading import load_model, load_tokenizer
 from siri.plot import plot_run, trajectory_points
 from siri.rewards.loader import load_reward_fn
 from siri.training_eval import wrong_when_truncated

@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from siri.tiny_lm import save_tiny_lm
+from siri.models.tiny_lm import save_tiny_lm
 
 TESTS = Path(__file__).resolve().parent
 # Fields that measure time, not the computation: they differ between any two runs.

@@ -1,5 +1,5 @@
 """The demo's arms: length-control methods trained with the same config, steps, batch and seeds,
-differing only in their cap schedule and reward. Each is a list of config overrides.
+differing only in their cap schedule and reward. Each carries its config overrides as data.
 
 - ``siri``: SIRI, a cosine cap L_max -> L_min -> L_max (arXiv 2509.25176).
 - ``baseline``: a fixed cap at L_max (the DAPO recipe).
@@ -16,36 +16,36 @@ from dataclasses import dataclass
 __all__ = ["ARMS", "DEFAULT_ARMS", "STUDY_ARMS", "Arm", "checkpoints_of"]
 
 
+_CONSTANT = ("schedule.kind=constant", "schedule.l_min=null", "schedule.period=null")
+
+
 @dataclass(frozen=True)
 class Arm:
+    """One arm: its name, a one-line description, and its config overrides as
+    ``section.key=value`` templates over ``{l_max}``, ``{l_min}``, ``{period}``, ``{l_mid}``
+    (``(l_max + l_min) // 2``) and ``{two_periods}`` (``2 * period``)."""
+
     name: str
     description: str
+    override_templates: tuple[str, ...]
 
     def overrides(self, l_max: int, l_min: int, period: int) -> list[str]:
         """The config overrides (``section.key=value``) of this arm."""
-        constant = ["schedule.kind=constant", "schedule.l_min=null", "schedule.period=null"]
-        if self.name == "siri":
-            return ["schedule.kind=cosine", f"schedule.l_max={l_max}", f"schedule.l_min={l_min}",
-                    f"schedule.period={period}"]
-        if self.name == "baseline":
-            return [*constant, f"schedule.l_max={l_max}"]
-        if self.name == "compress_only":
-            return [*constant, f"schedule.l_max={l_min}"]
-        if self.name == "thinkprune":
-            middle = (l_max + l_min) // 2
-            return ["schedule.kind=piecewise", "schedule.l_max=null", "schedule.l_min=null", "schedule.period=null",
-                    f"schedule.points=[[0, {l_max}], [{period}, {middle}], [{2 * period}, {l_min}]]"]
-        if self.name == "length_penalty":
-            return [*constant, f"schedule.l_max={l_max}", "reward.length_reward=kimi"]
-        raise ValueError(f"unknown arm {self.name!r}")
+        values = {"l_max": l_max, "l_min": l_min, "period": period, "l_mid": (l_max + l_min) // 2,
+                  "two_periods": 2 * period}
+        return [template.format(**values) for template in self.override_templates]
 
 
 ARMS = {arm.name: arm for arm in (
-    Arm("siri", "cosine cap L_max -> L_min -> L_max (SIRI)"),
-    Arm("baseline", "fixed cap L_max (DAPO)"),
-    Arm("compress_only", "fixed cap L_min"),
-    Arm("thinkprune", "staged cap L_max -> (L_max+L_min)/2 -> L_min, stays (ThinkPrune)"),
-    Arm("length_penalty", "fixed cap L_max + in-group length reward (Kimi k1.5)"),
+    Arm("siri", "cosine cap L_max -> L_min -> L_max (SIRI)",
+        ("schedule.kind=cosine", "schedule.l_max={l_max}", "schedule.l_min={l_min}", "schedule.period={period}")),
+    Arm("baseline", "fixed cap L_max (DAPO)", (*_CONSTANT, "schedule.l_max={l_max}")),
+    Arm("compress_only", "fixed cap L_min", (*_CONSTANT, "schedule.l_max={l_min}")),
+    Arm("thinkprune", "staged cap L_max -> (L_max+L_min)/2 -> L_min, stays (ThinkPrune)",
+        ("schedule.kind=piecewise", "schedule.l_max=null", "schedule.l_min=null", "schedule.period=null",
+         "schedule.points=[[0, {l_max}], [{period}, {l_mid}], [{two_periods}, {l_min}]]")),
+    Arm("length_penalty", "fixed cap L_max + in-group length reward (Kimi k1.5)",
+        (*_CONSTANT, "schedule.l_max={l_max}", "reward.length_reward=kimi")),
 )}
 DEFAULT_ARMS = ("siri", "baseline", "compress_only")
 STUDY_ARMS = tuple(ARMS)

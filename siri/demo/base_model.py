@@ -10,10 +10,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from siri.data import PromptFormat
 from siri.demo.sft import SftSettings, supervised_finetune
 from siri.demo.task import INSTRUCTION, Problem, verbose_trace
-from siri.prompt_format import PromptFormat
-from siri.tiny_lm import build_model, build_tokenizer
+from siri.models.tiny_lm import build_model, build_tokenizer
 
 MARKER = "demo_base.json"
 

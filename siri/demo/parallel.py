@@ -14,20 +14,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable
 
+from siri.progress import quiet_transformers
+
 
 def default_jobs(num_tasks: int) -> int:
     """One job per available core, at most one per task."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, num_tasks))
-
-
-def quiet_transformers() -> None:
-    """No transformers progress bars ("Loading weights", "Writing model shards"): the demo
-    loads and saves many tiny checkpoints, several processes at once, and its own bars and
-    stage lines say what is happening."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
 
 
 def _worker_init() -> None:

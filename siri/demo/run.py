@@ -41,7 +41,8 @@ from siri.data import PromptFormatter
 from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
 from siri.demo.base_model import BaseModelSettings, build_base_model, fingerprint, load_cached
 from siri.demo.caps import base_lengths, choose_caps, concise_lengths
-from siri.demo.parallel import default_jobs, quiet_transformers, run_jobs
+from siri.demo.parallel import default_jobs, run_jobs
+from siri.progress import quiet_transformers
 from siri.demo.sft import SftSettings
 from siri.demo.task import INSTRUCTION, TIERS, Problem, make_problems
 from siri.eval import EvalExample, EvalSettings

@@ -1,11 +1,13 @@
 """Rewards: final-answer extraction, math verification (math-verify) and the length-capped
-reward; ``is_correct``, the one definition of a correct response (training, dynamic sampling,
+reward; the length terms added to it (``shape_rewards``, the registry ``LENGTH_REWARDS``);
+``is_correct``, the one definition of a correct response (training, dynamic sampling,
 eval); ``load_reward_fn`` resolves a user reward named ``"package.module:function"``."""
 from siri.rewards.answer import extract_final_answer
 from siri.rewards.capped import capped_reward
 from siri.rewards.correctness import CORRECT_THRESHOLD, is_correct
+from siri.rewards.length_shaping import LENGTH_REWARDS, LengthShaping, shape_rewards
 from siri.rewards.loader import DEFAULT_REWARD, RewardFunction, load_reward_fn
 from siri.rewards.math_reward import math_equal
 
-__all__ = ["CORRECT_THRESHOLD", "DEFAULT_REWARD", "RewardFunction", "capped_reward", "extract_final_answer",
-           "is_correct", "load_reward_fn", "math_equal"]
+__all__ = ["CORRECT_THRESHOLD", "DEFAULT_REWARD", "LENGTH_REWARDS", "LengthShaping", "RewardFunction",
+           "capped_reward", "extract_final_answer", "is_correct", "load_reward_fn", "math_equal", "shape_rewards"]

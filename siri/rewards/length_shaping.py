@@ -16,21 +16,20 @@ l1_target          L1 / LCPO-Exact (2503.04697)                closeness to a ta
 
 Every length is a response's token count including its stop token (what the engine
 returns), so ``length == cap`` for a response cut at the cap.
+
+``reward.length_reward`` names an entry of the registry :data:`LENGTH_REWARDS` (its terms,
+its paper's weight, whether it needs ``reward.length_target``); the config's allowed values
+and validation read it, so a new method is one entry there.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from siri.rewards.correctness import is_correct
 
-__all__ = ["LENGTH_REWARDS", "LengthShaping", "kimi_length", "l1_target", "overlong_penalty", "shape_rewards"]
-
-LENGTH_REWARDS = ("none", "kimi", "l1_target")
-"""Values of ``reward.length_reward``."""
-
-DEFAULT_LENGTH_REWARD_WEIGHT = {"kimi": 1.0, "l1_target": 0.0003}
-"""The weight each paper uses when ``reward.length_reward_weight`` is null: Kimi k1.5 adds its
-length reward as is; L1 uses alpha = 0.0003 per token."""
+__all__ = ["LENGTH_REWARDS", "LengthReward", "LengthShaping", "kimi_length", "l1_target", "overlong_penalty",
+           "shape_rewards"]
 
 
 def overlong_penalty(length: int, cap: int, buffer: int, factor: float = 1.0) -> float:
@@ -73,8 +72,8 @@ class LengthShaping:
     """The length terms a run adds to its rewards (``reward.*`` of the config).
 
     overlong_buffer / overlong_factor: see :func:`overlong_penalty` (buffer 0: off).
-    length_reward: one of :data:`LENGTH_REWARDS`. weight: multiplies it (null: the paper's,
-    :data:`DEFAULT_LENGTH_REWARD_WEIGHT`). target: the target length of ``l1_target``.
+    length_reward: a name in :data:`LENGTH_REWARDS`. weight: multiplies it (null: the
+    paper's, the method's ``default_weight``). target: the target length of ``l1_target``.
     """
 
     overlong_buffer: int = 0
@@ -85,7 +84,9 @@ class LengthShaping:
 
     @property
     def active(self) -> bool:
-        return self.overlong_buffer > 0 or self.length_reward != "none"
+        """Whether :func:`shape_rewards` changes anything (an unknown name counts: it raises there)."""
+        method = LENGTH_REWARDS.get(self.length_reward)
+        return self.overlong_buffer > 0 or method is None or method.terms is not None
 
 
 def shape_rewards(rewards: list[float], lengths: list[int], cap: int, group_size: int,
@@ -108,18 +109,60 @@ def shape_rewards(rewards: list[float], lengths: list[int], cap: int, group_size
                          f"{group_size}")
     shaped = [r + overlong_penalty(n, cap, shaping.overlong_buffer, shaping.overlong_factor)
               for r, n in zip(rewards, lengths)]
-    if shaping.length_reward == "none":
+    method = _method(shaping.length_reward)
+    if method.terms is None:
         return shaped
-    if shaping.length_reward not in LENGTH_REWARDS:
-        raise ValueError(f"length_reward must be one of {list(LENGTH_REWARDS)}, got {shaping.length_reward!r}")
-    weight = shaping.weight if shaping.weight is not None else DEFAULT_LENGTH_REWARD_WEIGHT[shaping.length_reward]
-    if shaping.length_reward == "kimi":
-        terms: list[float] = []
-        for lo in range(0, len(rewards), group_size):
-            terms += kimi_length(lengths[lo:lo + group_size],
-                                 [is_correct(r) for r in rewards[lo:lo + group_size]])
-    else:
-        if shaping.target is None:
-            raise ValueError("length_reward 'l1_target' needs a target length (reward.length_target)")
-        terms = [l1_target(n, shaping.target) for n in lengths]
+    weight = shaping.weight if shaping.weight is not None else method.default_weight
+    terms = method.terms(rewards, lengths, group_size, shaping.target)
     return [s + weight * t for s, t in zip(shaped, terms)]
+
+
+# ---- the registry of ``reward.length_reward`` methods ------------------------------------
+
+LengthTerms = Callable[[list[float], list[int], int, int | None], list[float]]
+"""``(rewards, lengths, group_size, target) -> one term per response`` (same order as
+:func:`shape_rewards`' arguments)."""
+
+
+@dataclass(frozen=True)
+class LengthReward:
+    """One value of ``reward.length_reward``: how its terms are computed and how much they
+    weigh by default."""
+
+    terms: LengthTerms | None
+    """The per-response terms; None adds nothing (``"none"``)."""
+    default_weight: float = 0.0
+    """The weight its paper uses, applied when ``reward.length_reward_weight`` is null."""
+    needs_target: bool = False
+    """Whether it reads ``reward.length_target`` (config validation requires one >= 1)."""
+
+
+def _kimi_terms(rewards: list[float], lengths: list[int], group_size: int, target: int | None) -> list[float]:
+    terms: list[float] = []
+    for lo in range(0, len(rewards), group_size):
+        terms += kimi_length(lengths[lo:lo + group_size], [is_correct(r) for r in rewards[lo:lo + group_size]])
+    return terms
+
+
+def _l1_target_terms(rewards: list[float], lengths: list[int], group_size: int,
+                     target: int | None) -> list[float]:
+    if target is None:
+        raise ValueError("length_reward 'l1_target' needs a target length (reward.length_target)")
+    return [l1_target(n, target) for n in lengths]
+
+
+LENGTH_REWARDS: dict[str, LengthReward] = {
+    "none": LengthReward(terms=None),
+    # Kimi k1.5 adds its length reward as is
+    "kimi": LengthReward(terms=_kimi_terms, default_weight=1.0),
+    # L1 weights the distance to the target by alpha = 0.0003 per token
+    "l1_target": LengthReward(terms=_l1_target_terms, default_weight=0.0003, needs_target=True),
+}
+"""The values of ``reward.length_reward`` (the config's choices come from here), by name."""
+
+
+def _method(name: str) -> LengthReward:
+    try:
+        return LENGTH_REWARDS[name]
+    except KeyError:
+        raise ValueError(f"length_reward must be one of {list(LENGTH_REWARDS)}, got {name!r}") from None

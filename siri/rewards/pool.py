@@ -1,4 +1,6 @@
-"""Reward scoring in worker processes: ``RewardPool``.
+"""Reward scoring in worker processes: ``RewardPool``; and ``make_scorer``, which hides whether
+scoring runs in the caller's thread (``siri.rewards.scoring.SerialScorer``) or in a pool, with
+``default_reward_workers``, the pool's size when the config leaves it open.
 
 Why processes: rewards such as math-verify are pure Python (SymPy), so threads would share
 one GIL and score no faster than the trainer's loop; and the per-response timeouts, ours
@@ -48,10 +50,10 @@ from collections import deque
 from typing import Sequence
 
 from siri.rewards.loader import load_reward_fn
-from siri.rewards.scoring import (DEFAULT_GRACE_S, ClosingContext, ScoreItem, ScoreResult, check_timeout,
-                                  check_workers, score_one)
+from siri.rewards.scoring import (DEFAULT_GRACE_S, ClosingContext, ScoreItem, Scorer, ScoreResult, SerialScorer,
+                                  check_timeout, score_one)
 
-__all__ = ["RewardPool"]
+__all__ = ["RewardPool", "default_reward_workers", "make_scorer"]
 
 _PRELOAD = ["siri.rewards.pool", "math_verify"]
 _STARTING, _IDLE, _BUSY = "starting", "idle", "busy"
@@ -268,6 +270,50 @@ class RewardPool(ClosingContext):
         self._workers[self._workers.index(w)] = self._spawn()
         if call is not None:
             call.replaced_workers += 1
+
+
+def make_scorer(spec: str, workers: int, timeout_s: float | None, *,
+                grace_s: float = DEFAULT_GRACE_S) -> Scorer:
+    """The scorer for ``reward.workers``.
+
+    Args:
+        spec: the reward, ``"package.module:function"``.
+        workers: 0 scores serially in this process (``SerialScorer``); >= 1 starts that many
+            worker processes (``RewardPool``), which load ``spec`` themselves.
+        timeout_s: per-item limit in seconds (> 0), or None for none.
+        grace_s: pool only: a worker still busy ``timeout_s + grace_s`` after it got an item
+            is killed and replaced.
+
+    Returns:
+        An object with ``score(items) -> ScoreResult`` and ``close()``, usable as a context
+        manager. Call ``close()`` (or use ``with``) to stop a pool's workers.
+
+    Raises:
+        ValueError: a bad argument, or a reward that cannot be loaded (one line, naming it).
+    """
+    if check_workers(workers) == 0:
+        return SerialScorer(spec, timeout_s)
+    return RewardPool(spec, workers, timeout_s, grace_s=grace_s)
+
+
+def default_reward_workers(local_world_size: int = 1) -> int:
+    """Worker processes per rank when ``reward.workers`` is null: the CPUs this process may
+    run on (``os.sched_getaffinity``, else ``os.cpu_count()``) shared among the node's
+    ``local_world_size`` ranks, at least 1 and at most 8."""
+    if isinstance(local_world_size, bool) or not isinstance(local_world_size, int) or local_world_size < 1:
+        raise ValueError(f"local_world_size must be an integer >= 1, got {local_world_size!r}")
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(8, max(1, cpus // local_world_size))
+
+
+def check_workers(workers: int) -> int:
+    """``workers`` if it is an integer >= 0, else a one-line ValueError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+    return workers
 
 
 class _Popen(popen_forkserver.Popen):

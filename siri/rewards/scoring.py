@@ -1,6 +1,7 @@
-"""Scoring many responses with a reward function: the shared result type, the serial
-(in-process) path, and ``make_scorer``, which hides whether scoring runs in the caller's
-thread or in a pool of worker processes (``siri.rewards.pool``).
+"""Scoring many responses with a reward function: the shared result type, the per-item
+timeout and error handling, and the serial (in-process) path. The pool of worker processes
+(``siri.rewards.pool``) builds on these, and ``siri.rewards.pool.make_scorer`` chooses
+between the two.
 
 Every path gives the same rewards for the same calls: a reward that raises, times out or
 returns something that is not a finite number scores 0.0 and is counted in
@@ -10,7 +11,6 @@ returns something that is not a finite number scores 0.0 and is counted in
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 import time
@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence
 from siri.rewards.loader import load_reward_fn
 
 __all__ = ["DEFAULT_GRACE_S", "ScoreItem", "ScoreResult", "Scorer", "SerialScorer", "call_with_timeout",
-           "default_reward_workers", "make_scorer", "score_serially"]
+           "score_serially"]
 
 ScoreItem = tuple[str, str, str]
 """One call of a reward function: ``(response_text, reference, finish_reason)``."""
@@ -152,7 +152,7 @@ def score_serially(reward_fn: Callable, items: Sequence[ScoreItem], timeout_s: f
 
 
 class Scorer(Protocol):
-    """What ``make_scorer`` returns: ``SerialScorer`` or ``siri.rewards.pool.RewardPool``."""
+    """What ``siri.rewards.pool.make_scorer`` returns: ``SerialScorer`` or ``RewardPool``."""
 
     def score(self, items: Sequence[ScoreItem]) -> ScoreResult: ...
 
@@ -190,52 +190,6 @@ class SerialScorer(ClosingContext):
     def score(self, items: Sequence[ScoreItem]) -> ScoreResult:
         """``score_serially(reward_fn, items, timeout_s)``."""
         return score_serially(self.reward_fn, items, self.timeout_s)
-
-
-def make_scorer(spec: str, workers: int, timeout_s: float | None, *,
-                grace_s: float = DEFAULT_GRACE_S) -> Scorer:
-    """The scorer for ``reward.workers``.
-
-    Args:
-        spec: the reward, ``"package.module:function"``.
-        workers: 0 scores serially in this process (``SerialScorer``); >= 1 starts that many
-            worker processes (``RewardPool``), which load ``spec`` themselves.
-        timeout_s: per-item limit in seconds (> 0), or None for none.
-        grace_s: pool only: a worker still busy ``timeout_s + grace_s`` after it got an item
-            is killed and replaced.
-
-    Returns:
-        An object with ``score(items) -> ScoreResult`` and ``close()``, usable as a context
-        manager. Call ``close()`` (or use ``with``) to stop a pool's workers.
-
-    Raises:
-        ValueError: a bad argument, or a reward that cannot be loaded (one line, naming it).
-    """
-    if check_workers(workers) == 0:
-        return SerialScorer(spec, timeout_s)
-    from siri.rewards.pool import RewardPool
-
-    return RewardPool(spec, workers, timeout_s, grace_s=grace_s)
-
-
-def default_reward_workers(local_world_size: int = 1) -> int:
-    """Worker processes per rank when ``reward.workers`` is null: the CPUs this process may
-    run on (``os.sched_getaffinity``, else ``os.cpu_count()``) shared among the node's
-    ``local_world_size`` ranks, at least 1 and at most 8."""
-    if isinstance(local_world_size, bool) or not isinstance(local_world_size, int) or local_world_size < 1:
-        raise ValueError(f"local_world_size must be an integer >= 1, got {local_world_size!r}")
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return min(8, max(1, cpus // local_world_size))
-
-
-def check_workers(workers: int) -> int:
-    """``workers`` if it is an integer >= 0, else a one-line ValueError."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
-    return workers
 
 
 def check_timeout(timeout_s: float | None, name: str = "timeout_s") -> float | None:
