@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from siri import Trainer, load_config  # noqa: E402
-from siri.memory_plan import GiB, plan_memory  # noqa: E402
+from siri.train.memory_plan import GiB, plan_memory  # noqa: E402
 from siri.models.tiny_lm import build_tokenizer  # noqa: E402
 
 

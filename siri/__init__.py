@@ -19,7 +19,7 @@ from siri import ops, rewards
 from siri.algo.schedule import make_schedule
 from siri.engine import CompletionOutput, LLMEngine, SamplingParams
 from siri.config import Config, load_config
-from siri.trainer import Trainer
+from siri.train.trainer import Trainer
 
 __all__ = ["__version__", "build_info", "has_cuda_kernels", "ops", "rewards", "make_schedule",
            "LLMEngine", "SamplingParams", "CompletionOutput", "Config", "load_config", "Trainer"]

@@ -57,8 +57,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                "-m", "siri", "train", args.config, *overrides]
         print("siri train: launching", " ".join(cmd), flush=True)
         return subprocess.call(cmd)
-    from siri.distributed import RankFailure, leave_process_group
-    from siri.trainer import Trainer
+    from siri.train.distributed import RankFailure, leave_process_group
+    from siri.train.trainer import Trainer
 
     quiet_transformers()
     try:
@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.dist.is_main:
         print(f"done: {cfg.trainer.steps} steps; run directory {cfg.trainer.run_dir}; "
               f"newest checkpoint {result.get('checkpoint')}")
-    from siri.distributed import shutdown
+    from siri.train.distributed import shutdown
 
     shutdown(trainer.dist)
     return 0
@@ -91,7 +91,7 @@ def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
     from rich.table import Table
 
     from siri.config import config_to_dict
-    from siri.memory_plan import plan_memory
+    from siri.train.memory_plan import plan_memory
     from siri.models.loading import local_model_config
     from siri.progress import make_console
 

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from siri.eval import load_eval_reports
-from siri.metrics import read_run_metrics
+from siri.train.metrics import read_run_metrics
 
 __all__ = ["plot_comparison", "plot_pareto", "plot_run", "run_schedule", "trajectory_points"]
 

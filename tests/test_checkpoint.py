@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from siri import checkpoint
+from siri.train import checkpoint
 from tiny_models import tiny_model
 
 

@@ -56,7 +56,7 @@ def test_train_with_nproc_relaunches_itself_under_torchrun(monkeypatch, capsys):
 
 
 class _FakeTrainer:
-    """Stands in for siri.trainer.Trainer: records the config, returns a fixed fit() result."""
+    """Stands in for siri.train.trainer.Trainer: records the config, returns a fixed fit() result."""
     made: list = []
     fail_in: str | None = None
     error: BaseException | None = None
@@ -75,14 +75,14 @@ class _FakeTrainer:
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    import siri.distributed
-    import siri.trainer
+    import siri.train.distributed
+    import siri.train.trainer
 
     calls = []
     monkeypatch.setattr(_FakeTrainer, "made", [])
-    monkeypatch.setattr(siri.trainer, "Trainer", _FakeTrainer)
-    monkeypatch.setattr(siri.distributed, "shutdown", lambda ctx: calls.append(("shutdown", ctx)))
-    monkeypatch.setattr(siri.distributed, "leave_process_group", lambda: calls.append(("leave",)))
+    monkeypatch.setattr(siri.train.trainer, "Trainer", _FakeTrainer)
+    monkeypatch.setattr(siri.train.distributed, "shutdown", lambda ctx: calls.append(("shutdown", ctx)))
+    monkeypatch.setattr(siri.train.distributed, "leave_process_group", lambda: calls.append(("leave",)))
     return calls
 
 
@@ -103,7 +103,7 @@ class _Exited(Exception):
 
 @pytest.mark.parametrize("where", ["init", "fit"])
 def test_a_rank_failure_exits_with_status_3_and_one_line(fake_trainer, monkeypatch, capsys, where):
-    from siri.distributed import RankFailure
+    from siri.train.distributed import RankFailure
 
     exits = []
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import siri.trainer
+import siri.train.trainer
 from siri import Trainer, load_config
-from siri.distributed import DistContext, process_group_backend
+from siri.train.distributed import DistContext, process_group_backend
 
 COLLECTIVES = ("all_reduce", "all_gather_object", "all_gather", "all_gather_into_tensor", "reduce_scatter",
                "reduce_scatter_tensor", "broadcast", "barrier", "all_to_all")
@@ -54,7 +54,7 @@ def test_every_collective_tensor_is_on_the_trainer_device(workspace, tmp_path, m
     for name in COLLECTIVES:
         if hasattr(dist, name):
             monkeypatch.setattr(dist, name, wrap(name, getattr(dist, name)))
-    monkeypatch.setattr(siri.trainer, "init_distributed", lambda use_cuda, timeout_s: one_process_group)
+    monkeypatch.setattr(siri.train.trainer, "init_distributed", lambda use_cuda, timeout_s: one_process_group)
     cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={tmp_path}", "trainer.steps=2",
                                                   "trainer.save_every=1", "trainer.save_rollouts=false",
                                                   f"trainer.parallelism={parallelism}"])

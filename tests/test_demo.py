@@ -14,7 +14,7 @@ from siri.data import PromptFormatter
 from siri.demo.report import checkpoint_names
 from siri.demo.run import SMOKE_CONFIG, DemoSettings, run_demo
 from siri.demo.task import INSTRUCTION, TIERS
-from siri.metrics import read_run_metrics
+from siri.train.metrics import read_run_metrics
 
 SEED = 5
 CHECKPOINTS = checkpoint_names(DemoSettings().arms)

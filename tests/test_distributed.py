@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from siri.metrics import read_metrics
+from siri.train.metrics import read_metrics
 from training_run import TESTS, deterministic, run_cli, update_stats, weights
 
 STEPS = 4
@@ -160,7 +160,7 @@ def saved_steps(workspace, tmp_path_factory):
     different weights (saved by a Trainer in this process: resuming reads them the same
     however they were trained)."""
     from siri.config import load_config
-    from siri.trainer import Trainer
+    from siri.train.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("dist") / "saved"
     trainer = Trainer(load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", "trainer.keep_last=5",
@@ -226,7 +226,7 @@ def test_a_rank_without_the_chosen_checkpoint_stops_every_rank_with_a_clear_erro
 def test_each_rank_takes_its_own_cuda_device_or_says_there_is_none(monkeypatch, local_rank, visible):
     """init_distributed's CUDA branch, with the device calls replaced: rank r binds cuda:r, and
     more ranks on a machine than devices is a clear error before any collective."""
-    from siri import distributed
+    from siri.train import distributed
 
     bound, groups = [], []
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -8,7 +8,7 @@ import pytest
 
 from siri import Trainer, load_config
 from siri.algo.dynamic_sampling import GroupCollector
-from siri.metrics import read_metrics
+from siri.train.metrics import read_metrics
 from siri.rewards import is_correct
 
 from training_run import deterministic, weights

@@ -86,7 +86,7 @@ def test_keep_kv_cache_sizes_the_pool_beside_the_update(workspace, tmp_path, mon
     less what the memory plan says the update adds; the pool keeps that size through the
     updates. When the update leaves no room, the Trainer says so before any work."""
     from siri.engine import device_memory
-    from siri.memory_plan import plan_memory
+    from siri.train.memory_plan import plan_memory
     from siri.models.shape import model_shape
 
     overrides = [f"trainer.run_dir={tmp_path}", "trainer.steps=2", "trainer.save_rollouts=false",

@@ -11,7 +11,7 @@ import transformers
 
 from siri.config import load_config
 from siri.engine.cuda_graphs import graph_memory_bytes
-from siri.memory_plan import (GiB, MicroBatchShape, activation_bytes, layer_activation_bytes_per_token,
+from siri.train.memory_plan import (GiB, MicroBatchShape, activation_bytes, layer_activation_bytes_per_token,
                               plan_memory)
 from siri.models.shape import KNOWN_MODELS, ModelShape
 
@@ -220,7 +220,7 @@ def test_keep_kv_cache_pool_leaves_room_for_the_update_on_80_gb():
 def test_kept_kv_cache_bytes_is_the_plans_pool():
     """The size the trainer gives the engine from the memory it finds free: the plan's kept
     pool when that is what is free; a clear error when the update leaves no room."""
-    from siri.memory_plan import kept_kv_cache_bytes
+    from siri.train.memory_plan import kept_kv_cache_bytes
 
     cfg = load_config(PAPER_CONFIG, ["rollout.keep_kv_cache=true"])
     plan = plan_memory(cfg, SHAPE_1_5B, device_memory_gb=80)

@@ -1,4 +1,4 @@
-"""siri.metrics: the JSONL log, its resume truncation, and the optional TensorBoard / W&B sinks.
+"""siri.train.metrics: the JSONL log, its resume truncation, and the optional TensorBoard / W&B sinks.
 
 tensorboard and wandb are optional extras and not installed in the test environment: the
 sinks are exercised against small fake modules put into ``sys.modules``, which record every
@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from siri.metrics import MetricsLog, read_metrics
+from siri.train.metrics import MetricsLog, read_metrics
 
 
 class _FakeSummaryWriter:
@@ -178,7 +178,7 @@ def test_the_metrics_write_fault_leaves_half_a_line_that_readers_skip(tmp_path, 
     import os
     import signal
 
-    from siri import faults
+    from siri.train import faults
 
     kills = []
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from siri import Trainer, load_config
-from siri.precision import compute_copy
+from siri.train.precision import compute_copy
 from tiny_models import tiny_model
 from training_run import deterministic, update_stats, weights
 
@@ -100,7 +100,7 @@ def adamw_two_steps(eager: bool, *, mixed: bool, amsgrad: bool = False):
     step, as the trainer does) or lazily by torch's first step. Mixed: fp32 master weights
     and a bf16 compute copy (PolicyWeights' master layout); else one fp32 model. One
     parameter gets no gradient in the first step, so lazy init skips it there."""
-    from siri.precision import PolicyWeights, init_optimizer_state
+    from siri.train.precision import PolicyWeights, init_optimizer_state
 
     model = tiny_model("qwen2", seed=3)
     weights = PolicyWeights(model, compute_dtype=torch.bfloat16 if mixed else torch.float32,
@@ -157,7 +157,7 @@ def test_eager_optimizer_state_trains_bitwise_like_lazy_init(mixed, amsgrad):
 
 
 def test_init_optimizer_state_rejects_other_optimizers():
-    from siri.precision import init_optimizer_state
+    from siri.train.precision import init_optimizer_state
 
     with pytest.raises(TypeError, match="Adam and AdamW"):
         init_optimizer_state(torch.optim.SGD(tiny_model("qwen2").parameters(), lr=0.1))

@@ -6,7 +6,7 @@ import pytest
 
 from siri.algo.schedule import make_schedule
 from siri.eval import EvalSettings, write_eval_report
-from siri.metrics import read_run_metrics
+from siri.train.metrics import read_run_metrics
 from siri.plot import plot_comparison, plot_pareto, plot_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

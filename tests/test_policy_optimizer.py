@@ -1,12 +1,12 @@
-"""siri.precision.PolicyOptimizer: the end of an optimizer step. Gradients are clipped to the
+"""siri.train.precision.PolicyOptimizer: the end of an optimizer step. Gradients are clipped to the
 global norm, a non-finite loss or gradient skips the step without touching the weights, the
 moments or the learning rate, and too many skips in a row abort; its checkpoint state round-trips."""
 import pytest
 import torch
 
 from siri.config import OptimConfig
-from siri.distributed import DistContext
-from siri.precision import PolicyOptimizer, PolicyWeights, TrainingAborted
+from siri.train.distributed import DistContext
+from siri.train.precision import PolicyOptimizer, PolicyWeights, TrainingAborted
 
 
 def make(grad_clip=1.0, skips=2, warmup=0):

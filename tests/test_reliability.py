@@ -10,12 +10,12 @@ import torch
 import yaml
 
 from siri import Trainer, load_config
-from siri.checkpoint import latest_checkpoint
-from siri.metrics import read_metrics
-from siri.trainer import TrainingAborted
+from siri.train.checkpoint import latest_checkpoint
+from siri.train.metrics import read_metrics
+from siri.train.trainer import TrainingAborted
 from training_run import STEPS, deterministic, run_cli, weights
 
-# (fault point, visit): see siri/faults.py. Checkpoints of the workspace config land at
+# (fault point, visit): see siri/train/faults.py. Checkpoints of the workspace config land at
 # steps 1 (peak), 3 (trough + periodic), 5 (peak), 6 (final + periodic).
 CRASHES = [
     ("rollout", 3),             # inside step 2: resumes from step_1
@@ -62,7 +62,7 @@ def config(workspace, run_dir, *overrides):
 
 
 def test_non_finite_loss_skips_the_update_and_aborts_after_k(workspace, tmp_path, monkeypatch):
-    import siri.trainer as trainer_module
+    import siri.train.trainer as trainer_module
 
     real = trainer_module.grpo_loss
     poison_steps = {1}

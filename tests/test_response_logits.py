@@ -3,7 +3,7 @@ hands that fresh [N, V] tensor to the fused loss, whose backward writes dlogits 
 import pytest
 import torch
 
-import siri.trainer
+import siri.train.trainer
 from siri import Trainer, load_config
 from siri.algo.response_logits import response_logits
 from siri.algo.rollout_batch import Rollout, collate
@@ -37,7 +37,7 @@ def test_response_logits_rejects_a_mask_of_the_wrong_shape():
 
 def test_the_trainer_passes_response_rows_and_the_loss_writes_dlogits_in_place(workspace, tmp_path, monkeypatch):
     seen = []
-    real_loss = siri.trainer.grpo_loss
+    real_loss = siri.train.trainer.grpo_loss
 
     def spy(logits, targets, old_logprobs, advantages, mask, **kwargs):
         record = {"shape": tuple(logits.shape), "targets": targets.numel(), "leaf": logits.grad_fn is None,
@@ -50,7 +50,7 @@ def test_the_trainer_passes_response_rows_and_the_loss_writes_dlogits_in_place(w
         seen.append(record)
         return real_loss(logits, targets, old_logprobs, advantages, mask, **kwargs)
 
-    monkeypatch.setattr(siri.trainer, "grpo_loss", spy)
+    monkeypatch.setattr(siri.train.trainer, "grpo_loss", spy)
     cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={tmp_path}", "trainer.steps=1",
                                                   "trainer.save_rollouts=false", "algo.micro_batch_tokens=120"])
     metrics = Trainer(cfg).fit()

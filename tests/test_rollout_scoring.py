@@ -9,7 +9,7 @@ from siri.algo.dynamic_sampling import KeptGroup
 from siri.algo.rollout_batch import Rollout
 from siri.algo.rollout_scoring import RolloutScorer
 from siri.algo.step_samples import RewardFailures, SampleStats, StepSamples
-from siri.distributed import DistContext
+from siri.train.distributed import DistContext
 from siri.ops.group_advantages import group_advantages
 from siri.rewards.length_shaping import LengthShaping
 from siri.rewards.scoring import ScoreResult

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from siri import faults
+from siri.train import faults
 
 
 class _Killed(Exception):

@@ -1,4 +1,4 @@
-"""siri.metrics' schema of a step's metrics: step_metrics builds exactly the documented keys in
+"""siri.train.metrics' schema of a step's metrics: step_metrics builds exactly the documented keys in
 order, a real training step emits exactly them (plus the documented eval keys when it
 evaluates), and the values follow from the samples."""
 import statistics
@@ -8,7 +8,7 @@ import pytest
 from siri import Trainer, load_config
 from siri.algo.policy_update import UpdateStats
 from siri.algo.step_samples import RewardFailures, SampleStats
-from siri.metrics import EVAL_METRICS, REQUIRED_FIELDS, STEP_METRICS, StageTimer, step_metrics
+from siri.train.metrics import EVAL_METRICS, REQUIRED_FIELDS, STEP_METRICS, StageTimer, step_metrics
 
 
 def sample(n, reward, finish="stop", correctness=None):

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from siri import Trainer, load_config
-from siri.checkpoint import list_checkpoints, read_info
-from siri.metrics import REQUIRED_FIELDS, read_metrics
+from siri.train.checkpoint import list_checkpoints, read_info
+from siri.train.metrics import REQUIRED_FIELDS, read_metrics
 
 from training_run import STEPS, TESTS, deterministic, run_cli, weights
 

@@ -8,11 +8,11 @@ import torch
 from siri import Trainer, load_config
 from siri.engine import LLMEngine
 from siri.eval import EvalSettings, evaluate_examples, load_eval_examples
-from siri.metrics import read_metrics
+from siri.train.metrics import read_metrics
 from siri.models.loading import load_model, load_tokenizer
 from siri.plot import plot_run, trajectory_points
 from siri.rewards.loader import load_reward_fn
-from siri.training_eval import wrong_when_truncated
+from siri.train.training_eval import wrong_when_truncated
 
 from training_run import STEPS
 

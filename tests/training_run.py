@@ -91,8 +91,8 @@ def probe_resume(config, out, overrides):
     """Build the Trainer (it resumes as configured) and save ``{"step", "weights"}`` of this
     rank to ``out/rank<R>.pt``: what each rank starts training from."""
     from siri.config import load_config
-    from siri.distributed import shutdown
-    from siri.trainer import Trainer
+    from siri.train.distributed import shutdown
+    from siri.train.trainer import Trainer
 
     trainer = Trainer(load_config(config, overrides))
     state = {k: v.detach().cpu().clone() for k, v in trainer.weights.checkpoint_state().items()}  # all ranks

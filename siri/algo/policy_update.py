@@ -6,7 +6,7 @@
 2. For each of ``algo.ppo_epochs`` epochs and each mini-batch: micro-batches packed by a token
    budget (``algo.micro_batch_tokens``) go through the training model and the fused
    ``grpo_loss`` (token-mean over the mini-batch's response tokens on every rank), backward,
-   then one optimizer step (:meth:`siri.precision.PolicyOptimizer.step`: the ranks' gradients
+   then one optimizer step (:meth:`siri.train.precision.PolicyOptimizer.step`: the ranks' gradients
    summed, clipped, a non-finite step skipped). A mini-batch without response tokens on any
    rank takes no step.
 
@@ -23,11 +23,11 @@ from siri.algo.dynamic_sampling import KeptGroup
 from siri.algo.response_logits import response_logits
 from siri.algo.rollout_batch import MicroBatch, Rollout, collate, pack_by_token_budget
 from siri.config import AlgoConfig
-from siri.distributed import DistContext
-from siri.faults import fault_point
+from siri.train.distributed import DistContext
+from siri.train.faults import fault_point
 from siri.ops.grpo_loss import grpo_loss
 from siri.ops.logprobs import token_logprobs
-from siri.precision import PolicyOptimizer, PolicyWeights
+from siri.train.precision import PolicyOptimizer, PolicyWeights
 
 __all__ = ["PolicyUpdate", "UpdateStats", "assign_mini_batches"]
 
@@ -37,7 +37,7 @@ _LOSS_STATS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "approx_kl",
 
 @dataclass(frozen=True)
 class UpdateStats:
-    """The update's metrics (``siri.metrics.STEP_METRICS`` says what each one means): those of
+    """The update's metrics (``siri.train.metrics.STEP_METRICS`` says what each one means): those of
     one optimizer step, or, from :meth:`mean`, their mean over a training step's optimizer steps.
     All zeros when no optimizer step ran. ``+`` adds field by field."""
 

@@ -1,7 +1,7 @@
 """What every rank knows about a training step's scored samples.
 
 Each rank generates and scores its own prompt groups (``siri.algo.rollout_scoring``). The
-group filter (``siri.algo.dynamic_sampling``) and the step's metrics (``siri.metrics``) need
+group filter (``siri.algo.dynamic_sampling``) and the step's metrics (``siri.train.metrics``) need
 every group, so after each sampling round the ranks exchange a small summary of each response,
 :class:`SampleStats`, and :class:`StepSamples` keeps them for the step, with each group's
 all-equal flag and the failed reward calls (:class:`RewardFailures`).
@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from siri.algo.dynamic_sampling import KeptGroup, group_all_equal
 from siri.algo.rollout_batch import Rollout
-from siri.distributed import DistContext
+from siri.train.distributed import DistContext
 from siri.rewards.correctness import is_correct
 
 __all__ = ["RewardFailures", "SampleStats", "StepSamples"]

@@ -31,7 +31,7 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
         runs: ``"{arm}/seed{s}"`` -> run directory.
         prompt_tiers: eval problem index -> its tier (one seed's per-tier spread comes from its prompts).
     """
-    from siri.metrics import read_run_metrics
+    from siri.train.metrics import read_run_metrics
     from siri.plot import run_schedule, trajectory_points
 
     names = checkpoint_names(settings.arms)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from siri.atomic_io import write_text_atomic
-from siri.checkpoint import list_checkpoints, read_info
+from siri.train.checkpoint import list_checkpoints, read_info
 from siri.config import config_to_dict, load_config
 from siri.data import PromptFormatter
 from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
@@ -218,7 +218,7 @@ def train_arm(arm: str, out: str, config: str, overrides: list[str], l_max: int,
     A finished run with the same resolved config is reused, one with a different config is
     started over. SIRI also evaluates itself at each peak and trough (``trajectory``: the eval
     file, how many of its problems, samples, temperature, max tokens)."""
-    from siri.trainer import Trainer
+    from siri.train.trainer import Trainer
 
     out_path = Path(out)
     run_dir = out_path / "runs" / f"seed{seed}" / arm

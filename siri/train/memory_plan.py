@@ -1,6 +1,6 @@
 """Per-device memory of a training run, from the config and the model's HF config alone.
 
-    from siri.memory_plan import plan_memory
+    from siri.train.memory_plan import plan_memory
     plan = plan_memory(cfg, device_memory_gb=80, world_size=8)
     print(plan.fits, plan.training_peak / 2**30, plan.advice)
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from siri.faults import fault_point
+from siri.train.faults import fault_point
 
 if TYPE_CHECKING:
     from siri.config import TrainerConfig
-    from siri.distributed import DistContext
+    from siri.train.distributed import DistContext
 
 MARKER = "siri_checkpoint.json"
 STATE = "trainer_state.pt"

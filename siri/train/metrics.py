@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import torch
 
 from siri.atomic_io import write_text_atomic
-from siri.faults import fault_point
+from siri.train.faults import fault_point
 
 if TYPE_CHECKING:
     from siri.algo.policy_update import UpdateStats
@@ -84,7 +84,7 @@ EVAL_METRICS: dict[str, str] = {
     "eval_num_samples": "int: problems x eval.n",
     "eval_seconds": "float: wall-clock time of the evaluation",
 }
-"""The keys a step's line gains when it evaluates (``siri.training_eval``: every
+"""The keys a step's line gains when it evaluates (``siri.train.training_eval``: every
 ``trainer.eval_every`` steps and at the schedule's peaks and troughs)."""
 
 REQUIRED_FIELDS = ("step", "cap", "phase", "reward_mean", "accuracy", "response_len_mean",

@@ -20,10 +20,10 @@ One step (``train_step``):
 5. Old logprobs: recomputed under no_grad (or the sampler's, exactly on-policy).
 6. Update (``siri.algo.policy_update``): for each PPO epoch and mini-batch, micro-batches
    packed by a token budget go through the HF model and the fused ``grpo_loss`` (token-mean
-   over the mini-batch's response tokens); then ``siri.precision.PolicyOptimizer`` sums the
+   over the mini-batch's response tokens); then ``siri.train.precision.PolicyOptimizer`` sums the
    ranks' gradients, clips the norm and steps AdamW. A non-finite gradient skips the step.
-7. Evaluation on held-out prompts when due (``siri.training_eval``), metrics
-   (``siri.metrics.STEP_METRICS``: JSONL, progress bar, callbacks) and checkpoints (periodic,
+7. Evaluation on held-out prompts when due (``siri.train.training_eval``), metrics
+   (``siri.train.metrics.STEP_METRICS``: JSONL, progress bar, callbacks) and checkpoints (periodic,
    at the schedule's peaks and troughs, and at the end).
 
 Rollout sampling is keyed by (seed, step, sampling round, prompt index, sample), so a resumed
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import yaml
 
-from siri import checkpoint
+from siri.train import checkpoint
 from siri.algo.dynamic_sampling import GroupCollector
 from siri.algo.policy_update import PolicyUpdate, UpdateStats, assign_mini_batches
 from siri.algo.rollout_batch import Rollout
@@ -52,18 +52,18 @@ from siri.config import Config, check_positions, config_to_dict
 from siri.data import PromptSampler, load_prompt_dataset
 from siri.engine import LLMEngine, SamplingParams
 from siri.engine.llm_engine import sequence_seed
-from siri.distributed import init_distributed, owned_groups
-from siri.faults import fault_point
-from siri.metrics import MetricsLog, StageTimer, step_metrics
+from siri.train.distributed import init_distributed, owned_groups
+from siri.train.faults import fault_point
+from siri.train.metrics import MetricsLog, StageTimer, step_metrics
 from siri.models.loading import load_model, load_tokenizer, resolve_device, resolve_dtype, stop_token_ids
 from siri.ops.grpo_loss import grpo_loss
-from siri.memory_plan import engine_kv_cache_bytes
-from siri.precision import PolicyOptimizer, PolicyWeights, TrainingAborted
+from siri.train.memory_plan import engine_kv_cache_bytes
+from siri.train.precision import PolicyOptimizer, PolicyWeights, TrainingAborted
 from siri.data import PROMPT_FILE, PromptFormat
 from siri.progress import TrainProgress
 from siri.rewards.loader import load_reward_fn
 from siri.rewards.pool import default_reward_workers, make_scorer
-from siri.training_eval import TrainingEvaluator
+from siri.train.training_eval import TrainingEvaluator
 
 __all__ = ["StepCallback", "Trainer", "TrainingAborted"]
 
@@ -104,7 +104,7 @@ class Trainer:
         m = config.model
         self.tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
         # Loaded in param_dtype (checkpoints hold the fp32 master weights, so a resume is
-        # exact); PolicyWeights derives the compute copy / shards (see siri.precision).
+        # exact); PolicyWeights derives the compute copy / shards (see siri.train.precision).
         self.weights = PolicyWeights(
             load_model(str(resume_from or m.path), device=self.device, dtype=self.param_dtype,
                        trust_remote_code=m.trust_remote_code),
@@ -214,7 +214,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, Any]:
         """Run step ``self.step`` and return its metrics, the same on every rank (the keys and
-        their meaning: :data:`siri.metrics.STEP_METRICS`)."""
+        their meaning: :data:`siri.train.metrics.STEP_METRICS`)."""
         t, cfg, a = self.step, self.cfg, self.cfg.algo
         cap, phase = self.schedule(t), self.schedule.phase(t)
         timer = StageTimer()

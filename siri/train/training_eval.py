@@ -40,7 +40,7 @@ class TrainingEvaluator:
             (``siri.rewards.correctness.is_correct``: >= 0.5), and a response that reaches
             ``eval.max_tokens`` is wrong whatever it says.
         stop_token_ids: the tokens that end a response.
-        dist: the trainer's :class:`siri.distributed.DistributedContext`.
+        dist: the trainer's :class:`siri.train.distributed.DistributedContext`.
 
     Raises ValueError (naming ``eval.data``) when the held-out set has no usable problem.
     """

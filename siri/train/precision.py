@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from siri.config import OptimConfig
-from siri.distributed import (DistContext, full_model_state, full_optimizer_state, load_full_optimizer_state,
+from siri.train.distributed import (DistContext, full_model_state, full_optimizer_state, load_full_optimizer_state,
                               shard_model)
 
 
