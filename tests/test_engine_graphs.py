@@ -97,14 +97,20 @@ def test_a_pool_budget_under_one_page_is_a_clear_error(monkeypatch):
         engine.generate([[1, 2, 3]], SamplingParams(max_tokens=4))
 
 
-def test_graph_memory_estimate_counts_every_bucket_the_graphs_keep(gen):
-    """The stored logits are the real sum over buckets, and the estimate holds them."""
+def test_every_bucket_writes_one_shared_output_that_the_estimate_counts(gen):
+    """All buckets' graphs write their logits into one [max_rows, V] buffer (not one tensor per
+    bucket: 32x less at 1,024 rows), and the estimate holds it and the LM head's own result."""
     model = tiny_model("llama", vocab_size=300)
     engine = LLMEngine(model, page_size=4, max_num_seqs=40, num_pages=512, cuda_graphs=True)
     engine.generate(random_prompts(10, 300, gen), SamplingParams(n=4, max_tokens=6, seed=1))  # 40 rows
-    stored = engine._graphs.stored_logits_bytes()
-    assert stored == graph_logits_bytes(300, 4, 40) == sum(batch_buckets(40)) * 300 * 4
-    assert graph_memory_bytes(ModelShape.from_hf_config(model.config), 4, 40) > stored
+    graphs = engine._graphs
+    assert graphs.buckets == batch_buckets(40)
+    stored = graphs.stored_logits_bytes()
+    assert stored == 40 * 300 * 4 and graph_logits_bytes(300, 4, 40) == 2 * stored
+    assert graph_memory_bytes(ModelShape.from_hf_config(model.config), 4, 40) > 2 * stored
+    # a replay of a small bucket leaves the larger buckets' rows alone and returns its own rows
+    logits = graphs.forward(3)
+    assert logits.shape == (3, 300) and logits.data_ptr() == graphs._output.data_ptr()
 
 
 def test_graphs_are_kept_across_generate_calls_while_the_pool_lives(gen):

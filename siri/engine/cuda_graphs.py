@@ -55,14 +55,17 @@ ATTENTION_PARTIAL_BYTES: int = _C.ATTENTION_PARTIAL_BYTES
 
 
 def graph_logits_bytes(vocab_size: int, element_bytes: int, max_rows: int) -> int:
-    """The logits every captured bucket keeps (``[bucket, V]`` in the model's dtype): the
-    graphs' outputs live as long as the graphs, one tensor per bucket."""
-    return sum(batch_buckets(max_rows)) * vocab_size * element_bytes
+    """The logits the graphs hold, in the model's dtype: the one ``[max_rows, V]`` output every
+    bucket's graph writes into, plus the LM head's own ``[max_rows, V]`` result inside the
+    largest graph (the graphs share one memory pool, and a graph's temporaries are free
+    again when it ends, so the smaller buckets reuse it). Keeping each bucket's result
+    instead cost the sum over the buckets: 32x as much at 1,024 rows."""
+    return 2 * max_rows * vocab_size * element_bytes
 
 
 def graph_memory_bytes(shape: ModelShape, element_bytes: int, max_rows: int) -> int:
-    """Upper estimate of the graphs' private memory for buckets up to ``max_rows``: every
-    bucket's stored logits (:func:`graph_logits_bytes`), plus the activations of one decode
+    """Upper estimate of the graphs' memory for buckets up to ``max_rows``: their logits
+    (:func:`graph_logits_bytes`), plus the activations of one decode
     forward at the largest bucket (one layer's worth live at a time; doubled for the
     allocator's rounding), plus one attention call's split partials (the graphs are captured
     for the block table's full width, so they may split). The engine takes it out of the KV
@@ -101,12 +104,13 @@ class GraphCapture(Protocol):
         """Record ``forward``; returns a handle and the output tensor that replays refill."""
 
     def replay(self, handle: Any, output: torch.Tensor) -> None:
-        """Run the recorded forward again; its result lands in ``output``."""
+        """Run the recorded forward again; it writes its result into ``output`` (the tensor it
+        returned at capture)."""
 
 
 class EagerCapture:
     """The CPU's stand-in for CUDA graphs: the recorded "graph" is the forward itself, and a
-    replay runs it again and copies its result into the output kept at capture."""
+    replay runs it again (it writes into the output it returned at capture)."""
 
     def warm_up(self, forward: Callable[[], torch.Tensor]) -> None:
         forward()
@@ -115,7 +119,7 @@ class EagerCapture:
         return forward, forward()
 
     def replay(self, handle: Any, output: torch.Tensor) -> None:
-        output.copy_(handle())
+        handle()
 
 
 class CudaGraphCapture:  # gpu-only: tests/test_engine_cuda.py::test_graphs_are_reused_across_generate_calls
@@ -162,7 +166,7 @@ class DecodeGraphs:
         self.runner, self.k_caches, self.v_caches, self.state = runner, k_caches, v_caches, state
         self._capture = capture if capture is not None else graph_capture_for(runner.device)
         self._graphs: dict[int, Any] = {}
-        self._logits: dict[int, torch.Tensor] = {}
+        self._output: torch.Tensor | None = None      # [state.max_rows, V]: every bucket's logits
         self.buckets: list[int] = []
         self.captures = 0
         self._heads = dict(num_q_heads=runner.num_heads, num_kv_heads=runner.num_kv_heads, head_dim=runner.head_dim)
@@ -178,14 +182,17 @@ class DecodeGraphs:
         if not missing:
             return 0
         self.state.pad_rows(0, self.state.max_rows)  # warm-up and capture write nothing to the cache
+        if self._output is None:  # allocated outside the graphs' pool, so no graph's memory stays live
+            self._output = torch.empty(self.state.max_rows, self.runner.vocab_size, dtype=self.runner.dtype,
+                                       device=self.runner.device)
         for bucket in reversed(missing):  # largest first: the others reuse its memory
-            batch = self._batch(bucket)
+            batch, output = self._batch(bucket), self._output[:bucket]
 
-            def forward(batch: Batch = batch) -> torch.Tensor:
-                return self.runner.forward(batch, self.k_caches, self.v_caches)
+            def forward(batch: Batch = batch, output: torch.Tensor = output) -> torch.Tensor:
+                return output.copy_(self.runner.forward(batch, self.k_caches, self.v_caches))
 
             self._capture.warm_up(forward)
-            self._graphs[bucket], self._logits[bucket] = self._capture.capture(forward)
+            self._graphs[bucket], _ = self._capture.capture(forward)
             self.captures += 1
         self.buckets = sorted(self._graphs)
         return len(missing)
@@ -206,8 +213,8 @@ class DecodeGraphs:
                                    device=self.runner.device, **self._heads)
 
     def stored_logits_bytes(self) -> int:
-        """Bytes of the outputs the graphs keep (what :func:`graph_logits_bytes` estimates)."""
-        return sum(t.numel() * t.element_size() for t in self._logits.values())
+        """Bytes of the output buffer the graphs share (half of :func:`graph_logits_bytes`)."""
+        return 0 if self._output is None else self._output.numel() * self._output.element_size()
 
     def _batch(self, bucket: int) -> Batch:
         view = self.state.device_views(bucket)
@@ -217,8 +224,9 @@ class DecodeGraphs:
 
     def forward(self, rows: int) -> torch.Tensor:
         """``[rows, V]`` logits of the batch state's first ``rows`` rows, whose step was
-        prepared with ``pad_to=self.bucket(rows)``. The tensor is the graph's own output:
+        prepared with ``pad_to=self.bucket(rows)``. The tensor is the graphs' shared output:
         read it before the next replay."""
         bucket = self.bucket(rows)
-        self._capture.replay(self._graphs[bucket], self._logits[bucket])
-        return self._logits[bucket][:rows]
+        assert self._output is not None, "ensure() captured the bucket"
+        self._capture.replay(self._graphs[bucket], self._output[:bucket])
+        return self._output[:rows]

@@ -459,7 +459,7 @@ def _rollout_phase(cfg, shape, c, free_bytes, device, *, beside=0):
     items = [MemoryItem("KV pool", kv_bytes, f"{how}; {per_token:,} B per token"),
              MemoryItem("decode logits", decode_logits, f"{r.max_num_seqs} sequences x vocab, fp32")]
     if graphs:
-        items.append(MemoryItem("CUDA graphs", graphs, f"decode graphs up to {r.max_num_seqs} rows: each bucket's "
+        items.append(MemoryItem("CUDA graphs", graphs, f"decode graphs up to {r.max_num_seqs} rows: their shared "
                                 f"logits and one forward's activations"))
     return items, kv_bytes, kv_tokens, graphs
 
