@@ -299,27 +299,26 @@ def schedule_from_dict(d: dict[str, Any]) -> LengthSchedule:
     return make_schedule(params.pop("kind"), **params)
 
 
-def _check_step(t: int) -> int:
-    """``t`` as a Python int (numpy integers are accepted); ValueError unless an int >= 0."""
+def _whole_number(value: int, name: str, minimum: int) -> int:
+    """``value`` as a Python int (numpy integers are accepted); ValueError naming ``name``
+    unless it is an int >= ``minimum``."""
     try:
-        step = operator.index(t)
+        number = operator.index(value)
     except TypeError:
-        step = None
-    if isinstance(t, bool) or step is None or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {t!r}")
-    return step
+        number = None
+    if isinstance(value, bool) or number is None or number < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return number
+
+
+def _check_step(t: int) -> int:
+    """A step: an int >= 0."""
+    return _whole_number(t, "step", 0)
 
 
 def _check_num_steps(num_steps: int) -> int:
-    """A run's length for :meth:`LengthSchedule.longest_cap` / ``shortest_cap`` as a Python int
-    (numpy integers are accepted); ValueError unless an int >= 1."""
-    try:
-        n = operator.index(num_steps)
-    except TypeError:
-        n = None
-    if isinstance(num_steps, bool) or n is None or n < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
-    return n
+    """A run's length for :meth:`LengthSchedule.longest_cap` / ``shortest_cap``: an int >= 1."""
+    return _whole_number(num_steps, "num_steps", 1)
 
 
 def _positive_int(name: str, v: Any) -> int:
