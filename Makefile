@@ -28,7 +28,7 @@ coverage:
 ## [tool.mypy]). Installs nothing heavy: only ruff and mypy, when `make setup` has not already
 lint:
 	test -x $(VENV)/bin/ruff -a -x $(VENV)/bin/mypy || { test -x $(PY) || python3 -m venv $(VENV); \
-		$(PY) -m pip install -q --disable-pip-version-check "ruff~=0.17.6" "mypy~=2.4.1"; }
+		$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt "ruff~=0.17.6" "mypy~=2.4.1"; }
 	$(VENV)/bin/ruff check siri tests benchmarks scripts
 	$(VENV)/bin/mypy
 

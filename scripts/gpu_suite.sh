@@ -144,7 +144,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
       --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# siri's exact pins (transformers, math-verify, ...): the image has other releases unless
+# the tested releases in constraints.txt (transformers, math-verify, ...): the image has others unless
 # .whl/ carried them (make gpu-wheels); a mismatch fails this step, the suite goes on
 run "pinned dependencies" "$PY" scripts/gpu_wheels.py --check
 run "nvidia-smi" nvidia-smi

@@ -1,20 +1,21 @@
 """Fill .whl/ with the wheels the GPU machine needs and cannot download (it has no network).
 
 The GPU machine's image has torch, tokenizers, safetensors, numpy, pyyaml, rich, matplotlib,
-pytest, hypothesis, cmake, ninja and pybind11, but not siri's exact pins: transformers (the
-image has another release), math-verify and what math-verify pins in turn. This script
-downloads every exact (``==``) pin of siri's runtime dependencies in pyproject.toml, then the
-exact pins those wheels declare, recursively, for CPython 3.12 on manylinux x86-64 (the GPU
-machine's Python). ``--baselines`` adds the kernel libraries the benchmarks compare with
-when they fit the transfer limit (liger-kernel; flashinfer's wheels are over 100 MB).
+pytest, hypothesis, cmake, ninja and pybind11, but not the tested releases of the packages in
+:data:`CARRIED`: transformers (the image has another release), math-verify and the antlr
+runtime. This script downloads those at the releases constraints.txt names (the versions CI
+tests), then the exact (``==``) pins those wheels declare, recursively, for CPython 3.12 on
+manylinux x86-64 (the GPU machine's Python). ``--baselines`` adds the kernel libraries the
+benchmarks compare with when they fit the transfer limit (liger-kernel; flashinfer's wheels
+are over 100 MB).
 
     python scripts/gpu_wheels.py              # 13 MiB into .whl/
     python scripts/gpu_wheels.py --baselines  # and liger-kernel
     python scripts/gpu_wheels.py --list       # print the requirements, download nothing
-    python scripts/gpu_wheels.py --check      # on the GPU machine: are siri's pins installed?
+    python scripts/gpu_wheels.py --check      # on the GPU machine: are those releases installed?
 
 scripts/gpu_suite.sh installs whatever .whl/ holds (``--no-index --no-deps``) before it
-builds siri. .whl/ is git-ignored, so a device run must name it in ``carry``.
+builds siri. .whl/ is git-ignored: copy it to the GPU machine with the source tree.
 """
 from __future__ import annotations
 
@@ -24,10 +25,6 @@ import subprocess
 import sys
 import zipfile
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the TOML reader pip vendors
-    from pip._vendor import tomli as tomllib
 try:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -39,6 +36,10 @@ except ModuleNotFoundError:  # packaging comes with transformers; pip vendors it
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: The tested release of every dependency (pip's constraints format).
+CONSTRAINTS = REPO / "constraints.txt"
+#: siri's runtime dependencies whose tested release the GPU machine's image lacks.
+CARRIED = ["transformers", "math-verify", "antlr4-python3-runtime"]
 #: The GPU machine: CPython 3.12 on x86-64 Linux (glibc 2.28 or newer).
 TARGET = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:",
           "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
@@ -68,8 +69,20 @@ def exact_pins(requirements: list[str], markers: dict | None = None) -> dict[str
     return pins
 
 
-def project_pins(pyproject: Path = REPO / "pyproject.toml") -> dict[str, str]:
-    return exact_pins(tomllib.loads(pyproject.read_text())["project"]["dependencies"])
+def constraint_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
+    """``{canonical name: version}`` of a constraints file's ``==`` lines (comments and blank
+    lines skipped)."""
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return exact_pins([line for line in lines if line])
+
+
+def project_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
+    """The releases to carry: :data:`CARRIED` at the versions ``path`` pins."""
+    pins = constraint_pins(path)
+    missing = [name for name in CARRIED if canonicalize_name(name) not in pins]
+    if missing:
+        sys.exit(f"gpu_wheels.py: {path.name} pins no release of {', '.join(missing)}; add `name==version` lines")
+    return {canonicalize_name(name): pins[canonicalize_name(name)] for name in CARRIED}
 
 
 def wheel_requirements(wheel: Path) -> list[str]:
@@ -173,9 +186,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dest", type=Path, default=REPO / ".whl", help="where the wheels go (default: .whl/)")
     p.add_argument("--baselines", action="store_true", help=f"also download {', '.join(BASELINES)}")
-    p.add_argument("--list", action="store_true", help="print siri's exact pins and download nothing")
+    p.add_argument("--list", action="store_true", help="print the releases to carry and download nothing")
     p.add_argument("--check", action="store_true",
-                   help="check that this Python has siri's exact pins installed (exit 1 if not)")
+                   help="check that this Python has the tested releases of the carried packages (exit 1 if not)")
     args = p.parse_args()
     pins, extra = project_pins(), BASELINES if args.baselines else []
     if args.check:
@@ -183,9 +196,9 @@ def main() -> None:
         for problem in problems:
             print(problem)
         if problems:
-            sys.exit("gpu_wheels.py: siri's pinned dependencies are not what is installed; on the development "
+            sys.exit("gpu_wheels.py: the tested releases (constraints.txt) are not what is installed; on the development "
                      "machine run `make gpu-wheels` and carry .whl/ with the run")
-        print(f"siri's {len(pins)} exact pins are installed: {', '.join(f'{n}=={v}' for n, v in pins.items())}")
+        print(f"the {len(pins)} tested releases are installed: {', '.join(f'{n}=={v}' for n, v in pins.items())}")
         return
     if args.list:
         for requirement in [f"{name}=={version}" for name, version in pins.items()] + extra:
@@ -196,9 +209,11 @@ def main() -> None:
     total = sum(w.stat().st_size for w in wheels)
     for wheel in wheels:
         print(f"  {wheel.stat().st_size / 2**20:6.1f} MiB  {wheel.name}")
-    print(f"{len(wheels)} wheels, {total / 2**20:.1f} MiB in {args.dest}; a device run carries it with carry=['.whl']")
+    print(f"{len(wheels)} wheels, {total / 2**20:.1f} MiB in {args.dest}; copy it to the GPU machine beside the sources "
+          "(scripts/gpu_suite.sh installs what it holds)")
     if total > 60 * 2**20:
-        print("warning: over 60 MiB; the device tool moves at most 64 MiB of working tree per call", file=sys.stderr)
+        print("warning: over 60 MiB of wheels; keep .whl/ small where the sources reach the GPU machine through a "
+              "size-limited transfer", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ Public API:
     siri.rewards          answer extraction, math-verify, the length-capped reward
     siri.build_info()     what the compiled extension contains
 """
-from siri.version import __version__
+from siri.version import __version__, check_torch
+
+check_torch()  # before the extension loads: an old torch fails here in one line, not in _C's symbols
 from siri._ext import build_info, has_cuda_kernels
 from siri import ops, rewards
 from siri.algo.schedule import make_schedule
