@@ -119,9 +119,8 @@ def _print_dry_run(cfg, *, device_memory_gb: float, world_size: int) -> int:
     where = (f"found locally (max_position_embeddings {getattr(model_config, 'max_position_embeddings', '?')})"
              if model_config is not None else "not on this machine: transformers downloads it when training starts")
     console.print(f"model {cfg.model.path}: {where}")
-    data = cfg.data.path or cfg.data.train
     console.print(f"data {cfg.data.train}" + (f" from {cfg.data.path}" if cfg.data.path else "")
-                  + ("" if cfg.data.path or Path(data).exists() else ": loaded with datasets.load_dataset at train time"))
+                  + ("" if cfg.data.path or Path(cfg.data.train).exists() else _hub_note(cfg.data.train)))
     plan.render(console)
     console.print("dry run: config is valid; nothing was loaded or trained")
     return 0
@@ -133,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from siri.data import DEFAULT_PROMPT_FORMAT, NAMED_DATASETS, resolve_prompt_format
     from siri.progress import quiet_transformers
-    from siri.eval import EvalSettings, default_report_path, evaluate_model, print_eval_table
+    from siri.eval import EvalSettings, default_report_path, evaluate_model, print_eval_table, samples_path
     from siri.models.loading import check_model_reference
 
     benchmarks = {}
@@ -153,12 +152,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 no_instruction=args.no_instruction, use_chat_template=args.chat_template)
     print(f"prompt format ({fmt.source}): instruction {fmt.instruction!r}, chat template "
           f"{'on' if fmt.use_chat_template else 'off'}")
-    report = evaluate_model(args.model, benchmarks, settings, out=out, label=args.label, instruction=fmt.instruction,
-                            use_chat_template=fmt.use_chat_template, device=args.device, dtype=args.dtype,
-                            progress=not args.quiet, prompt_source=fmt.source)
+    report = evaluate_model(args.model, benchmarks, settings, out=out, label=args.label, prompt_format=fmt,
+                            device=args.device, dtype=args.dtype, prompt_key=args.prompt_key,
+                            answer_key=args.answer_key, progress=not args.quiet)
     print_eval_table(report)
-    print(f"report: {out}")
+    print(f"report: {out}\nresponses: {samples_path(out)}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a checkpoint as a standalone Hugging Face model directory (weights in one dtype)."""
+    from siri.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.out, args.dtype, overwrite=args.overwrite, log=print)
+    print(f"wrote {result.out} ({', '.join(result.files)}); stop tokens {result.stop_token_ids}")
+    return 0
+
+
+def _hub_note(name: str) -> str:
+    from siri.data import NAMED_DATASETS
+
+    if name in NAMED_DATASETS:
+        return f": {NAMED_DATASETS[name].hf_id}, loaded with datasets.load_dataset when training starts"
+    return (f": not a local file nor a named dataset ({', '.join(sorted(NAMED_DATASETS))}); read as a Hugging Face "
+            "Hub id with datasets.load_dataset when training starts")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -207,6 +224,7 @@ DESCRIPTION = ("siri: SIRI (length-oscillating GRPO/DAPO) training, evaluation a
 def build_parser() -> argparse.ArgumentParser:
     from siri.config import config_choices
     from siri.eval import EvalSettings
+    from siri.export import EXPORT_DTYPES
 
     parser = _Parser(prog="siri", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -234,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--data", action="append", required=True, metavar="SPEC",
                         help="a .jsonl/.parquet file or dataset dir, a named benchmark (aime24, aime25, amc, "
                              "math500), or NAME=LOCAL_PATH; repeat for several")
-    p_eval.add_argument("--n", type=int, default=EvalSettings.n, help="samples per prompt (pass@1 is averaged over them)")
+    p_eval.add_argument("--n", type=int, default=EvalSettings.n, help="samples per prompt (pass@1 is averaged over them; pass@k is reported for k up to n)")
     p_eval.add_argument("--temperature", type=float, default=EvalSettings.temperature, help="sampling temperature")
     p_eval.add_argument("--top-p", type=float, default=EvalSettings.top_p, help="nucleus sampling threshold (1: off)")
     p_eval.add_argument("--max-tokens", type=int, default=EvalSettings.max_tokens,
@@ -245,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="appended to every prompt; default: the one the model was trained with (a siri "
                              "checkpoint or the demo's base model knows it), else DeepScaleR's")
     p_eval.add_argument("--no-instruction", action="store_true", help="append no instruction")
+    p_eval.add_argument("--prompt-key", default=None,
+                        help="the field with the prompt (a dotted path reaches nested fields); default: the first "
+                             "of prompt, problem, question")
+    p_eval.add_argument("--answer-key", default=None,
+                        help="the field with the reference answer; default: the first of answer, solution, "
+                             "ground_truth, reward_model.ground_truth")
     p_eval.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
                         help="wrap prompts in the tokenizer's chat template (--no-chat-template: the raw text); "
                              "default: as the model was trained, else on")
@@ -277,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_plot.add_argument("run_dir", help="a run directory (trainer.run_dir): metrics.jsonl for the schedule and "
                                         "training plots, eval/*.json (from siri eval) for the Pareto plot")
     p_plot.set_defaults(func=cmd_plot, parser=p_plot)
+
+    p_export = sub.add_parser("export", formatter_class=with_defaults,
+                              help="a checkpoint as a Hugging Face model directory for serving (no trainer state)")
+    p_export.add_argument("checkpoint", help="RUN_DIR/checkpoints/step_N, or RUN_DIR for its newest checkpoint")
+    p_export.add_argument("out", help="the model directory to write (must not exist or be empty)")
+    p_export.add_argument("--dtype", choices=list(EXPORT_DTYPES), default=None,
+                          help="dtype of the weights; default: the compute dtype the run trained with "
+                               "(model.dtype; auto: bfloat16)")
+    p_export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    p_export.set_defaults(func=cmd_export, parser=p_export)
     return parser
 
 
@@ -309,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     the traceback."""
     import yaml
 
+    if os.getcwd() not in sys.path:   # `reward.fn: my_rewards:score` finds ./my_rewards.py, as under `python -m siri`
+        sys.path.insert(0, os.getcwd())
     args = parse_args(argv)
     try:
         return args.func(args)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from siri.algo.schedule import LengthSchedule, schedule_from_dict
-from siri.data.formatting import DEEPSCALER_INSTRUCTION
+from siri.data.formatting import DEEPSCALER_INSTRUCTION, check_chat_template_kwargs
 from siri.rewards.length_shaping import LENGTH_REWARDS
 from siri.rewards.loader import DEFAULT_REWARD
 
@@ -62,8 +62,13 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = "deepscaler"
-    """A local file/dir (.jsonl, .parquet, a ``datasets.save_to_disk`` dir) or a named dataset
-    (``deepscaler``); named datasets load from ``path`` when given, else from the Hub."""
+    """A local file/dir (.jsonl, .parquet, a ``datasets.save_to_disk`` dir), a named dataset
+    (``deepscaler``; loads from ``path`` when given, else from the Hub) or any other Hub dataset
+    id (``datasets.load_dataset(train, subset, split=split)``). A string that starts with
+    ./ ../ / ~ or ends in .jsonl, .parquet, ... is always a local path."""
+    subset: str | None = None
+    """The Hub dataset's config (subset) name, ``load_dataset``'s second argument; null: none
+    (a named dataset's own)."""
     path: str | None = None
     """Local copy of a named dataset (any of the formats above)."""
     split: str | None = None
@@ -71,16 +76,24 @@ class DataConfig:
     named dataset's own (deepscaler: "train"), "train" for a path. Single-split files
     (.jsonl, .parquet) ignore it."""
     prompt_key: str | None = None
-    """Field holding the problem text (default "prompt" for files, the spec's for names)."""
+    """Field holding the problem: its text, or a list of chat messages ({role, content}, as in
+    verl's parquet files and TRL's conversational datasets). A dotted path reaches a nested
+    field. Null: the spec's for names, else the first present of prompt, problem, question."""
     answer_key: str | None = None
-    """Field holding the reference answer (default "answer" for files, the spec's for names)."""
+    """Field holding the reference answer; a dotted path reaches a nested field
+    (``reward_model.ground_truth``). Null: the spec's for names, else the first present of
+    answer, solution, ground_truth, reward_model.ground_truth."""
     instruction: str | None = DEEPSCALER_INSTRUCTION
     """Appended to every prompt (DeepScaleR's instruction by default); null for none."""
     system_prompt: str | None = None
     """A system turn put before every prompt (needs ``use_chat_template``); null: none, as
     DeepSeek-R1's distilled models are trained and evaluated without one."""
     use_chat_template: bool = True
-    """Wrap prompts in the tokenizer's chat template (with the generation prompt)."""
+    """Wrap prompts in the tokenizer's chat template (with the generation prompt). Prompts
+    given as chat messages need it."""
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Extra arguments of the tokenizer's ``apply_chat_template``, rendered into the template,
+    e.g. ``{enable_thinking: false}`` for Qwen3; saved with the model's prompt format."""
     max_prompt_tokens: int = 1024
     """Longer prompts are skipped and counted."""
     shuffle: bool = True
@@ -157,11 +170,12 @@ class AlgoConfig:
     micro_batch_tokens: int = 16384
     """Token budget of one forward/backward (padded sequences x length), so cost follows real
     tokens. Sequences longer than the budget run alone."""
-    old_logprobs: str = field(default="recompute", metadata={"choices": ("recompute", "engine")})
+    old_logprobs: str = field(default="auto", metadata={"choices": ("auto", "recompute", "engine")})
     """Where the ratio's denominator comes from: "recompute" (a no-grad forward of the policy
-    before the update) or "engine" (the sampler's logprobs; only exactly on-policy, i.e.
-    ppo_epochs = mini_batches = 1). The engine's forward differs in rounding from the
-    training forward, so "recompute" is the default."""
+    before the update), "engine" (the sampler's logprobs; only exactly on-policy, i.e.
+    ppo_epochs = mini_batches = 1; the engine's forward differs in rounding from the training
+    forward) or "auto": exactly on-policy, the training forward's own logprobs, detached (the
+    values "recompute" gives, without its extra forward), otherwise "recompute"."""
     filter_equal_groups: bool = False
     """Drop the groups that are all equal by ``filter_metric`` (by default: all right or all
     wrong) without drawing others in their place: the step trains on fewer groups. See
@@ -212,10 +226,22 @@ class OptimConfig:
 @dataclass
 class RewardConfig:
     fn: str = DEFAULT_REWARD
-    """``"package.module:function"``: ``(response_text, reference, finish_reason) -> float``.
-    The default scores 1 for a correct final answer, 0 for a wrong or truncated one. A score
-    >= 0.5 counts as correct, in training metrics, dynamic sampling and evaluation alike
-    (``siri.rewards.correctness``)."""
+    """``"package.module:function"``, returning a float per response. It names the inputs it
+    wants: the response (first positional parameter) and any of ``prompt``, ``reference``,
+    ``finish_reason``, ``row`` (the dataset row), ``step``; ``(response_text, reference,
+    finish_reason)`` works as before (``siri.rewards.binding``). The default scores 1 for a
+    correct final answer, 0 for a wrong or truncated one. A score >= 0.5 counts as correct, in
+    training metrics, dynamic sampling and evaluation alike (``siri.rewards.correctness``)."""
+    batched: bool = False
+    """``fn`` takes lists (one entry per response for each input it names) and returns a list
+    of floats: called once per scoring call, in the training process (a reward model or LLM
+    judge batching on the GPU), without ``timeout_s``."""
+    fns: list[dict[str, Any]] = field(default_factory=list)
+    """Several reward terms instead of ``fn``, summed with weights: a list of ``{fn:
+    "module:function", weight: 1.0, batched: false, correctness: false, name: null}``. Each
+    term's mean is logged as ``reward_term/<name>`` (name: the function's by default). The
+    term with ``correctness: true`` (default: the first) decides correctness; weights must be
+    finite. Empty: the one term ``fn`` (``siri.rewards.terms``)."""
     timeout_s: float | None = 30.0
     """Per-response limit on the reward function (SIGALRM, main thread); a reward that times
     out, raises or returns NaN/inf scores 0 and is counted in ``reward_errors``. null: none."""
@@ -265,7 +291,10 @@ class TrainerConfig:
     """"auto" (the newest complete checkpoint in run_dir, else start fresh), "never", or a
     checkpoint directory."""
     progress: bool = True
-    """Show a progress bar (step, cap, phase, reward, length, truncation)."""
+    """Show a progress bar (step, cap, phase, reward, length, truncation) when stdout is a
+    terminal. When it is not (a log file, a pipe, SLURM or nohup output) there is no bar and,
+    whatever this says, one plain line per step goes to the ``siri`` logger (to stdout unless
+    logging is configured)."""
     parallelism: str = field(default="ddp", metadata={"choices": ("ddp", "fsdp")})
     """Multi-process runs: "ddp" (every rank holds the whole model and optimizer; gradients
     all-reduced) or "fsdp" (FSDP2: parameters, gradients and optimizer state sharded across
@@ -293,6 +322,17 @@ class TrainerConfig:
     ``pip install 'siri[wandb]'`` and a login)."""
     wandb_project: str = "siri"
     """The W&B project of the run, with ``wandb``."""
+    wandb_entity: str | None = None
+    """The W&B entity (user or team) that owns the project; null: the login's default."""
+    wandb_name: str | None = None
+    """The W&B run's display name; null: W&B picks one. The run's id is kept in
+    ``run_dir/wandb_run_id``, so a resumed run continues the same W&B run."""
+    log_samples_every: int = 10
+    """With ``wandb``: every N-th step, log a table ``samples`` of a few prompts' whole groups
+    (prompt, response, answer, reward, correctness, advantage, tokens, finish reason); 0: never."""
+    log_samples_prompts: int = 4
+    """Prompt groups in each ``samples`` table (each with all its ``rollout.group_size``
+    responses)."""
 
 
 @dataclass
@@ -545,14 +585,16 @@ def _validate(cfg: Config, check_files: bool) -> None:
                 "algo.micro_batch_tokens": cfg.algo.micro_batch_tokens, "trainer.steps": cfg.trainer.steps,
                 "data.max_prompt_tokens": cfg.data.max_prompt_tokens,
                 "trainer.max_consecutive_skips": cfg.trainer.max_consecutive_skips,
-                "algo.max_sampling_rounds": cfg.algo.max_sampling_rounds, "eval.n": cfg.eval.n}
+                "algo.max_sampling_rounds": cfg.algo.max_sampling_rounds, "eval.n": cfg.eval.n,
+                "trainer.log_samples_prompts": cfg.trainer.log_samples_prompts}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {value}")
     for key, value in {"trainer.save_every": cfg.trainer.save_every, "trainer.keep_last": cfg.trainer.keep_last,
                        "optim.warmup_steps": cfg.optim.warmup_steps, "rollout.top_k": cfg.rollout.top_k,
                        "reward.overlong_buffer": cfg.reward.overlong_buffer,
-                       "trainer.eval_every": cfg.trainer.eval_every}.items():
+                       "trainer.eval_every": cfg.trainer.eval_every,
+                       "trainer.log_samples_every": cfg.trainer.log_samples_every}.items():
         if value < 0:
             raise ConfigError(f"'{key}' must be >= 0, got {value}")
     if cfg.rollout.group_size < 2:
@@ -584,7 +626,7 @@ def _validate(cfg: Config, check_files: bool) -> None:
         raise ConfigError(f"'algo.kl_coef' must be >= 0, got {cfg.algo.kl_coef}")
     if cfg.algo.old_logprobs == "engine" and (cfg.algo.ppo_epochs > 1 or cfg.algo.mini_batches > 1):
         raise ConfigError("'algo.old_logprobs: engine' is only valid exactly on-policy "
-                          "(algo.ppo_epochs = algo.mini_batches = 1); use 'recompute'")
+                          "(algo.ppo_epochs = algo.mini_batches = 1); use 'auto' or 'recompute'")
     if not cfg.optim.lr > 0 or cfg.optim.grad_clip < 0:
         raise ConfigError(f"'optim.lr' must be > 0 and 'optim.grad_clip' >= 0, got {cfg.optim.lr} / "
                           f"{cfg.optim.grad_clip}")
@@ -597,6 +639,11 @@ def _validate(cfg: Config, check_files: bool) -> None:
         raise ConfigError(f"'schedule': {e}") from e
     _validate_length_control(cfg)
     _validate_eval(cfg)
+    try:
+        check_chat_template_kwargs(cfg.data.chat_template_kwargs, "'data.chat_template_kwargs'")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    _validate_wandb(cfg)
     from siri.models.loading import local_model_config
 
     model_config = local_model_config(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
@@ -604,11 +651,11 @@ def _validate(cfg: Config, check_files: bool) -> None:
         check_positions(cfg, model_config)
     if check_files:
         _check_data_files(cfg)
-    from siri.rewards.loader import load_reward_fn
+    from siri.rewards.terms import RewardTerms
     try:
-        load_reward_fn(cfg.reward.fn)
+        RewardTerms.from_config(cfg.reward)      # loads every reward function and checks its inputs
     except ValueError as e:
-        raise ConfigError(f"'reward.fn': {e}") from e
+        raise ConfigError(str(e)) from e
 
 
 def _validate_length_control(cfg: Config) -> None:
@@ -627,6 +674,17 @@ def _validate_length_control(cfg: Config) -> None:
     if LENGTH_REWARDS[r.length_reward].needs_target and (r.length_target is None or r.length_target < 1):
         raise ConfigError(f"'reward.length_reward: {r.length_reward}' needs 'reward.length_target' >= 1 (tokens), got "
                           f"{r.length_target}")
+
+
+def _validate_wandb(cfg: Config) -> None:
+    """The W&B names: a project, and an entity and run name or null (W&B rejects empty ones
+    only once the run starts)."""
+    t = cfg.trainer
+    if not t.wandb_project.strip():
+        raise ConfigError(f"'trainer.wandb_project' must be a non-empty name, got {t.wandb_project!r}")
+    for key, value in (("wandb_entity", t.wandb_entity), ("wandb_name", t.wandb_name)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"'trainer.{key}' must be a non-empty name or null, got {value!r}")
 
 
 def _validate_eval(cfg: Config) -> None:
@@ -657,12 +715,13 @@ def check_positions(cfg: Config, model_config) -> None:
 
 
 def _check_data_files(cfg: Config) -> None:
-    from siri.data import NAMED_DATASETS
+    from siri.data import NAMED_DATASETS, looks_like_local_path
 
     for section, key in (("data", "train"), ("data", "path"), ("eval", "data"), ("eval", "path")):
         value = getattr(getattr(cfg, section), key)
         named = key in ("train", "data")
-        if value is None or (named and value in NAMED_DATASETS):
+        # a name that is not a local path is a Hub dataset id, checked when it is loaded
+        if value is None or (named and (value in NAMED_DATASETS or not looks_like_local_path(value))):
             continue
         if not Path(value).exists():
             raise ConfigError(f"'{section}.{key}': no such file or directory: {value}"

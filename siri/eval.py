@@ -9,21 +9,26 @@ response length and truncation rate, per benchmark; JSON reports per checkpoint.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from siri.atomic_io import write_text_atomic
+from siri.data.formatting import DEFAULT_PROMPT_FORMAT, PromptFormat
 from siri.engine import LLMEngine, SamplingParams
 from siri.rewards.capped import capped_reward
 from siri.rewards.correctness import is_correct
+from siri.rewards.reward_input import RewardInput
+from siri.rewards.reward_scorer import correctness_scores
 
 __all__ = ["EvalExample", "EvalSettings", "default_report_path", "evaluate_examples", "evaluate_model",
-           "load_eval_examples", "load_eval_reports", "print_eval_table", "write_eval_report"]
+           "load_eval_examples", "load_eval_reports", "pass_at_k", "print_eval_table", "samples_path",
+           "write_eval_report"]
 
 
 @dataclass
@@ -54,17 +59,22 @@ class EvalExample:
         index: the example's index in its benchmark (int, unique); keys its random draws.
         answer: the reference answer handed to the reward function.
         input_ids: the prompt's token ids, chat template applied.
+        prompt: the prompt as the dataset gave it (a string or a message list), for rewards
+            that ask for it and for the samples file.
+        row: the dataset row (a dict), for rewards that ask for it.
     """
 
     index: int
     answer: str
     input_ids: list[int]
+    prompt: str | list[dict] = ""
+    row: dict = field(default_factory=dict)
 
 
 def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample], settings: EvalSettings, *,
                       reward_fn: Callable[[str, str, str], float] = capped_reward,
                       stop_token_ids: list[int] | None = None,
-                      progress: bool = False, name: str = "eval") -> dict:
+                      progress: bool = False, name: str = "eval", keep_samples: bool = False) -> dict:
     """Sample ``settings.n`` responses per example and score them.
 
     Args:
@@ -73,11 +83,16 @@ def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample],
             ``stop_token_ids`` is given, supplies ``eos_token_id`` (an int or a list).
         examples: the prompts, with unique ``index`` values.
         settings: sampling settings.
-        reward_fn: ``(response_text, answer, finish_reason) -> float``; a score that
-            ``siri.rewards.correctness.is_correct`` accepts (>= 0.5) counts as correct, as in
-            training. The default ``capped_reward`` scores a truncated response 0.
+        reward_fn: the reward in any form :mod:`siri.rewards` accepts (``(response_text,
+            reference, finish_reason)``, or keyword parameters ``prompt``, ``reference``,
+            ``finish_reason``, ``row``, ``step``; a list of terms), run in this process; the
+            correctness term's score counts as correct when ``siri.rewards.is_correct``
+            accepts it (>= 0.5), as in training. The default ``capped_reward`` scores a
+            truncated response 0.
         stop_token_ids: tokens that end a response; default the tokenizer's EOS.
         progress: show a rich progress bar over prompt batches, described by ``name``.
+        keep_samples: also return ``samples``, one dict per response: ``prompt``, ``response``,
+            ``reference``, ``reward``, ``correct``, ``tokens``, ``finish_reason``, ``index``, ``sample``.
 
     Returns:
         A JSON-friendly dict:
@@ -86,6 +101,8 @@ def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample],
         indices j of the accuracy of sample j across prompts (0.0 when n == 1);
         ``mean_tokens`` (float): mean response length in tokens (a stop token included);
         ``truncation_rate`` (float): fraction of responses with finish_reason "length";
+        ``pass_at_k``: ``{"pass@k": float}`` for k = 1, 2, 4, ... and n (the unbiased estimator,
+        :func:`pass_at_k`, averaged over prompts);
         ``num_prompts``, ``num_samples`` (int); ``per_prompt``: a list of
         ``{"index", "accuracy", "mean_tokens"}`` in the order of ``examples``;
         ``seconds`` (float): wall time.
@@ -105,6 +122,7 @@ def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample],
                             stop_token_ids=_stop_ids(tokenizer) if stop_token_ids is None else list(stop_token_ids))
     start = time.perf_counter()
     correct: list[list[bool]] = []   # [prompt][sample]
+    samples: list[dict] = []
     lengths: list[list[int]] = []
     truncated = 0
     with _BatchProgress(progress, name, len(examples)) as bar:
@@ -112,16 +130,24 @@ def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample],
             batch = examples[lo:lo + settings.batch_prompts]
             outputs = engine.generate([e.input_ids for e in batch], params, prompt_keys=[e.index for e in batch])
             for example, group in zip(batch, outputs):
-                correct.append([is_correct(reward_fn(tokenizer.decode(c.token_ids, skip_special_tokens=True),
-                                                     example.answer, c.finish_reason)) for c in group])
+                texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in group]
+                scores = correctness_scores(reward_fn, [RewardInput.for_example(text, example, c.finish_reason)
+                                                        for text, c in zip(texts, group)])
+                correct.append([is_correct(score) for score in scores])
+                if keep_samples:
+                    samples += [{"index": example.index, "sample": j, "prompt": example.prompt, "response": text,
+                                 "reference": example.answer, "reward": score, "correct": ok,
+                                 "tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+                                for j, (text, c, score, ok) in enumerate(zip(texts, group, scores, correct[-1]))]
                 lengths.append([len(c.token_ids) for c in group])
                 truncated += sum(c.finish_reason == "length" for c in group)
             bar.advance(len(batch))
     num_samples = len(examples) * settings.n
     per_sample_accuracy = [sum(row[j] for row in correct) / len(examples) for j in range(settings.n)]
-    return {
+    result = {
         "accuracy": sum(map(sum, correct)) / num_samples,
         "accuracy_std_over_samples": statistics.pstdev(per_sample_accuracy),
+        "pass_at_k": pass_at_k_curve([sum(row) for row in correct], settings.n),
         "mean_tokens": sum(map(sum, lengths)) / num_samples,
         "truncation_rate": truncated / num_samples,
         "num_prompts": len(examples),
@@ -130,6 +156,9 @@ def evaluate_examples(engine: LLMEngine, tokenizer, examples: list[EvalExample],
                        for e, c, n in zip(examples, correct, lengths)],
         "seconds": time.perf_counter() - start,
     }
+    if keep_samples:
+        result["samples"] = samples
+    return result
 
 
 def _stop_ids(tokenizer) -> list[int]:
@@ -138,6 +167,32 @@ def _stop_ids(tokenizer) -> list[int]:
         raise ValueError("the tokenizer has no eos_token_id: pass stop_token_ids "
                          "(without a stop token every response would be truncated and score 0)")
     return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """The unbiased pass@k estimate for one prompt: the chance that at least one of ``k``
+    responses drawn without replacement from ``num_samples`` (of which ``num_correct`` are
+    right) is right, ``1 - C(n - c, k) / C(n, k)``, computed as a product (no huge binomials).
+
+    Raises:
+        ValueError: unless ``0 <= num_correct <= num_samples`` and ``1 <= k <= num_samples``.
+    """
+    if not 0 <= num_correct <= num_samples or not 1 <= k <= num_samples:
+        raise ValueError(f"pass_at_k needs 0 <= num_correct <= num_samples and 1 <= k <= num_samples, got "
+                         f"num_samples={num_samples}, num_correct={num_correct}, k={k}")
+    if num_samples - num_correct < k:
+        return 1.0
+    miss = 1.0
+    for i in range(num_samples - num_correct + 1, num_samples + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
+
+
+def pass_at_k_curve(correct_counts: list[int], n: int) -> dict[str, float]:
+    """``{"pass@k": mean over prompts}`` for k = 1, 2, 4, ... up to ``n`` and ``n`` itself
+    (``correct_counts``: per prompt, how many of its ``n`` responses are right)."""
+    ks = sorted({2 ** i for i in range(n.bit_length()) if 2 ** i <= n} | {n})
+    return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in correct_counts) / len(correct_counts) for k in ks}
 
 
 class _BatchProgress:
@@ -194,63 +249,110 @@ def print_eval_table(report: dict) -> None:
 
     step = "" if report.get("step") is None else f", step {report['step']}"
     table = Table(title=f"{report.get('label', '')} ({report.get('model', '')}{step})")
-    for column in ("benchmark", "accuracy", "mean tokens", "truncation", "samples"):
+    for column in ("benchmark", "accuracy", "pass@k", "mean tokens", "truncation", "samples"):
         table.add_column(column, justify="left" if column == "benchmark" else "right")
     for name, r in report["benchmarks"].items():
+        passes = r.get("pass_at_k") or {}
+        widest = max(passes, key=lambda key: int(key.split("@")[1]), default=None)
         table.add_row(name, f"{100 * r['accuracy']:.1f}% ± {100 * r['accuracy_std_over_samples']:.1f}",
+                      f"{widest} {100 * passes[widest]:.1f}%" if widest else "-",
                       f"{r['mean_tokens']:.0f}", f"{100 * r['truncation_rate']:.1f}%", str(r["num_samples"]))
     Console().print(table)
 
 
-def load_eval_examples(source: str, tokenizer, *, path: str | None = None, instruction: str | None = None,
-                       use_chat_template: bool = True, max_prompt_tokens: int | None = None,
-                       prompt_key: str | None = None, answer_key: str | None = None) -> list[EvalExample]:
-    """A benchmark's prompts as :class:`EvalExample`s: ``source`` is a file/dir or a named
-    dataset (see ``siri.data.load_rows``), formatted like training prompts."""
-    from siri.data import PromptDataset, PromptFormatter, load_rows
-
-    loaded = load_rows(source, path=path, prompt_key=prompt_key, answer_key=answer_key)
-    formatter = PromptFormatter(tokenizer, instruction=instruction, use_chat_template=use_chat_template)
-    dataset = PromptDataset(loaded.rows, formatter, max_prompt_tokens=max_prompt_tokens)
-    return [EvalExample(e.index, e.answer, e.input_ids) for e in (dataset[i] for i in range(len(dataset)))]
-
-
-def evaluate_model(model_path: str, benchmarks: dict[str, tuple[str, str | None]], settings: EvalSettings, *,
-                   out: str | os.PathLike, label: str | None = None, instruction: str | None = None,
-                   use_chat_template: bool = True, device: str = "auto", dtype: str = "auto",
-                   reward_fn: Callable[[str, str, str], float] = capped_reward, progress: bool = True,
-                   prompt_source: str = "arguments") -> dict:
-    """Load a Hugging Face model directory, evaluate it on every benchmark and write the report.
+def load_eval_examples(source, tokenizer, *, path: str | None = None,
+                       prompt_format: PromptFormat = DEFAULT_PROMPT_FORMAT, max_prompt_tokens: int | None = None,
+                       prompt_key: str | None = None, answer_key: str | None = None,
+                       announce: Callable[[str], None] | None = None) -> list[EvalExample]:
+    """A benchmark's prompts as :class:`EvalExample`s, formatted like training prompts.
 
     Args:
-        model_path: an HF model directory (e.g. ``RUN_DIR/checkpoints/step_N``).
-        benchmarks: name -> (source, local path or None), as for ``load_eval_examples``.
-        out: the JSON report to write.
+        source: a file/dir or a named dataset (see ``siri.data.load_rows``), or the rows
+            themselves (a list of dicts or a ``datasets.Dataset``).
+        path: a named dataset's local copy.
+        prompt_format: the instruction, chat template and its options to format with.
+        prompt_key, answer_key: the fields to read (dotted paths reach nested fields); None
+            picks the first of the usual names present.
+        announce: called with a one-line description of the source and the keys read.
+    """
+    from siri.data import PromptDataset, PromptFormatter, load_rows, rows_from_records
+
+    if isinstance(source, (str, os.PathLike)):
+        loaded = load_rows(source, path=path, prompt_key=prompt_key, answer_key=answer_key)
+    else:
+        loaded = rows_from_records(source, prompt_key=prompt_key, answer_key=answer_key)
+    if announce is not None:
+        announce(f"{loaded.source}: prompt from {loaded.prompt_key!r}, answer from {loaded.answer_key!r}")
+    dataset = PromptDataset(loaded.rows, PromptFormatter(tokenizer, prompt_format), max_prompt_tokens=max_prompt_tokens)
+    return [EvalExample(e.index, e.answer, e.input_ids, prompt=e.prompt, row=e.row)
+            for e in (dataset[i] for i in range(len(dataset)))]
+
+
+def evaluate_model(model, benchmarks: dict[str, Any], settings: EvalSettings, *, out: str | os.PathLike,
+                   tokenizer=None, prompt_format: PromptFormat = DEFAULT_PROMPT_FORMAT, label: str | None = None,
+                   device: str = "auto", dtype: str = "auto", reward_fn: Callable | None = None,
+                   prompt_key: str | None = None, answer_key: str | None = None, progress: bool = True) -> dict:
+    """Evaluate a model on every benchmark; write the report and, next to it, every response.
+
+    Args:
+        model: an HF model directory (e.g. ``RUN_DIR/checkpoints/step_N``), or a causal LM
+            object a script built (then ``tokenizer`` is required).
+        benchmarks: name -> ``(source, local path or None)`` as for ``load_eval_examples``,
+            or name -> rows (a list of dicts or a ``datasets.Dataset``).
+        out: the JSON report to write; the responses go to ``<out stem>.samples.jsonl``
+            (:func:`samples_path`).
+        tokenizer: the model's tokenizer (default: loaded from the model directory).
+        prompt_format: the prompt format (:func:`siri.data.resolve_prompt_format` gives the
+            one the model was trained with); recorded in the report.
         label: the report's label (default: the model directory's name).
-        instruction, use_chat_template: the prompt format (see
-            :func:`siri.data.resolve_prompt_format` for the one the model was trained
-            with); recorded in the report with ``prompt_source``.
+        reward_fn: the reward (any form :mod:`siri.rewards` accepts; default
+            ``capped_reward``), run in this process.
+        prompt_key, answer_key: the fields to read from every benchmark (default: picked).
+        progress: progress bars (a line per benchmark naming the fields read is always printed).
 
     Returns:
         The report dict (``model, label, step, settings, prompt, benchmarks``).
     """
-    from siri.models.loading import load_model, load_tokenizer, resolve_device, resolve_dtype
+    from siri.models.loading import load_model, load_tokenizer, place_model, resolve_device, resolve_dtype
 
     torch_device = resolve_device(device)
-    model = load_model(model_path, device=torch_device, dtype=resolve_dtype(dtype, torch_device)).eval()
-    tokenizer = load_tokenizer(model_path)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if isinstance(model, (str, os.PathLike)):
+        model_name = str(model)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
+        model = load_model(model_name, device=torch_device, dtype=torch_dtype)
+    else:
+        if tokenizer is None:
+            raise ValueError("evaluate_model: a model object needs tokenizer= (its tokenizer)")
+        model_name = getattr(model.config, "name_or_path", "") or type(model).__name__
+        model = place_model(model, device=torch_device, dtype=torch_dtype)
+    model.eval()
     engine = LLMEngine(model, max_num_seqs=max(256, settings.n))
-    results = {}
-    for name, (source, local) in benchmarks.items():
-        examples = load_eval_examples(source, tokenizer, path=local, instruction=instruction,
-                                      use_chat_template=use_chat_template)
-        results[name] = evaluate_examples(engine, tokenizer, examples, settings, reward_fn=reward_fn,
-                                          progress=progress, name=name)
-    step = _checkpoint_step(model_path)
-    prompt = {"instruction": instruction, "use_chat_template": use_chat_template, "source": prompt_source}
-    write_eval_report(out, model=str(model_path), label=label or Path(model_path).name, step=step,
-                      settings=settings, results=results, prompt=prompt)
+    results, samples = {}, []
+    for name, spec in benchmarks.items():
+        source, local = spec if isinstance(spec, tuple) else (spec, None)
+        examples = load_eval_examples(source, tokenizer, path=local, prompt_format=prompt_format,
+                                      prompt_key=prompt_key, answer_key=answer_key,
+                                      announce=functools.partial(_announce, name))
+        results[name] = evaluate_examples(engine, tokenizer, examples, settings, progress=progress, name=name,
+                                          keep_samples=True, reward_fn=capped_reward if reward_fn is None else reward_fn)
+        samples += [{"benchmark": name, **row} for row in results[name].pop("samples")]
+    step = _checkpoint_step(model_name)
+    write_eval_report(out, model=model_name, label=label or Path(model_name).name, step=step,
+                      settings=settings, results=results, prompt=prompt_format.to_dict())
+    write_text_atomic(samples_path(out), "".join(json.dumps(row) + "\n" for row in samples))
     return json.loads(Path(out).read_text())
+
+
+def _announce(benchmark: str, line: str) -> None:
+    print(f"{benchmark}: {line}")
+
+
+def samples_path(report_path: str | os.PathLike) -> Path:
+    """Where :func:`evaluate_model` writes every response of the report at ``report_path``:
+    ``eval/step_320.json`` -> ``eval/step_320.samples.jsonl``."""
+    report_path = Path(report_path)
+    return report_path.with_name(f"{report_path.stem}.samples.jsonl")
 
 
 def default_report_path(model_path: str | os.PathLike) -> Path:

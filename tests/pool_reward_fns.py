@@ -49,3 +49,14 @@ def scripted(response_text: str, reference: str, finish_reason: str) -> float:
 
 
 NOT_CALLABLE = 3
+
+
+def sees_everything(completion, prompt, row, step, finish_reason="unused"):
+    """A keyword reward: every input it names shows in its value (``finish_reason`` is given
+    too, since it is named, and ignored)."""
+    return len(completion) + 10 * len(prompt) + 1000 * row["level"] + 100000 * step
+
+
+def wants_answer(response, answer):
+    """A reward asking for an input siri does not have (``answer``): an error at load time."""
+    return 0.0

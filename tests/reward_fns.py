@@ -40,3 +40,21 @@ def dies_or_hangs(response_text: str, reference: str, finish_reason: str) -> flo
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         time.sleep(30)
     return 1.0
+
+
+CALLS: list[tuple] = []
+"""What the recording rewards below were called with, in this process (``reward.workers: 0``)."""
+
+
+def knows_its_row(completion, prompt, row, step, reference):
+    """A keyword reward: 1 when the prompt and reference it is given are those of its dataset
+    row, else 0; records ``("row", step)``."""
+    CALLS.append(("row", step))
+    return float(row.get("prompt") == prompt and row.get("answer") == reference and isinstance(completion, str))
+
+
+def batched_length(responses, finish_reason):
+    """A batched reward: ``len(response) / 100`` for each response; records ``("batch", n)``."""
+    CALLS.append(("batch", len(responses)))
+    assert len(finish_reason) == len(responses)
+    return [len(r) / 100 for r in responses]

@@ -1,4 +1,6 @@
-"""Atomic checkpoints: complete ones are found, incomplete ones never loaded, pruning keeps extrema."""
+"""Atomic checkpoints: complete ones are found, incomplete ones never loaded, pruning keeps extrema;
+the top level is a model directory (trainer state in trainer_state/), and checkpoints of the
+earlier layout (trainer_state.pt at the top) still load and resume exactly."""
 import json
 import shutil
 
@@ -6,8 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from siri import Trainer, load_config
 from siri.train import checkpoint
+from siri.train.metrics import read_metrics
 from tiny_models import tiny_model
+from training_run import deterministic, weights
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +35,28 @@ def test_save_then_load_round_trips(tmp_path, model):
         if name in weights:
             assert torch.equal(weights[name], p)
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+    # the top level is a model directory: the trainer state sits in its own subdirectory
+    assert (path / "trainer_state" / "state.pt").is_file() and not (path / checkpoint.LEGACY_STATE).exists()
+    assert {p.name for p in path.iterdir() if p.is_dir()} == {"trainer_state"}
+    assert not [p.name for p in path.iterdir() if p.suffix == ".pt"]
+
+
+def to_legacy_layout(path):
+    """Rewrite a checkpoint in the earlier layout: trainer_state.pt at the top, no subdirectory."""
+    (path / checkpoint.STATE).rename(path / checkpoint.LEGACY_STATE)
+    (path / checkpoint.STATE_DIR).rmdir()
+
+
+def test_checkpoints_of_the_earlier_layout_are_read(tmp_path, model):
+    path = save(tmp_path, 3, model)
+    to_legacy_layout(path)
+    assert checkpoint.state_file(path) == path / "trainer_state.pt"
+    assert checkpoint.read_info(path)["step"] == 3 and checkpoint.latest_checkpoint(tmp_path) == path
+    assert checkpoint.load_state(path)["x"].tolist() == [0, 1, 2]
+    assert checkpoint.load_for_resume(path, 3)["step"] == 3
+    (path / checkpoint.LEGACY_STATE).unlink()
+    assert checkpoint.state_file(path) is None and checkpoint.read_info(path) is None
+    assert checkpoint.read_marker(path)["step"] == 3      # the marker alone: a model, not resumable
 
 
 def test_incomplete_checkpoints_are_ignored(tmp_path, model):
@@ -94,3 +121,28 @@ def test_load_for_resume_reads_the_whole_checkpoint_or_says_why_not(tmp_path, mo
     (missing / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="no config.json or no"):
         checkpoint.load_for_resume(missing, 3)
+
+
+def test_a_checkpoint_of_the_earlier_layout_resumes_exactly(workspace, tmp_path):
+    """Two steps straight through, against one step, the step_1 checkpoint rewritten in the
+    earlier layout, then a resume (trainer.resume=auto) for the second step."""
+    def run(run_dir, steps):
+        cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", f"trainer.steps={steps}",
+                                                      "trainer.save_rollouts=false", "trainer.save_every=1",
+                                                      "trainer.keep_last=4"])
+        seen = []
+        Trainer(cfg, callbacks=[seen.append]).fit()
+        return [m["step"] for m in seen]
+
+    assert run(tmp_path / "straight", 2) == [0, 1]
+    assert run(tmp_path / "resumed", 1) == [0]
+    step_1 = tmp_path / "resumed" / "checkpoints" / "step_1"
+    to_legacy_layout(step_1)
+    assert run(tmp_path / "resumed", 2) == [1], "it did not resume from the earlier layout's checkpoint"
+    straight, resumed = (tmp_path / name / "checkpoints" / "step_2" for name in ("straight", "resumed"))
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], weights(step_1)[k]) for k in a), "the resumed step changed nothing"
+    assert deterministic(read_metrics(tmp_path / "resumed" / "metrics.jsonl")) == \
+        deterministic(read_metrics(tmp_path / "straight" / "metrics.jsonl"))
+    assert (resumed / checkpoint.STATE).is_file() and (step_1 / checkpoint.LEGACY_STATE).is_file()

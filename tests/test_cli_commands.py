@@ -160,6 +160,17 @@ def test_dry_run_of_a_named_dataset_with_a_local_copy(tmp_path, monkeypatch, cap
             "training starts") in out
 
 
+def test_dry_run_says_how_a_dataset_name_that_is_no_file_will_be_read(capsys, monkeypatch):
+    import siri.models.loading
+
+    monkeypatch.setattr(siri.models.loading, "local_model_config", lambda path, trust_remote_code=False: None)
+    assert main(["train", PAPER_CONFIG, "--dry-run", "data.train=deepscalr"]) == 0
+    out = capsys.readouterr().out
+    assert "data deepscalr: not a local file nor a named dataset (aime24, aime25, amc, deepscaler, math500)" in out
+    assert main(["train", PAPER_CONFIG, "--dry-run"]) == 0
+    assert "data deepscaler: agentica-org/DeepScaleR-Preview-Dataset, loaded with" in capsys.readouterr().out
+
+
 def test_eval_hands_benchmarks_settings_and_prompt_format_to_the_evaluator(tmp_path, monkeypatch, capsys):
     import siri.eval
 
@@ -180,15 +191,17 @@ def test_eval_hands_benchmarks_settings_and_prompt_format_to_the_evaluator(tmp_p
                  "--data", "math500", "--data", "/data/extra.jsonl", "--n", "3", "--temperature", "0.5",
                  "--top-p", "0.9", "--max-tokens", "128", "--seed", "4", "--batch-prompts", "2", "--no-instruction",
                  "--no-chat-template", "--device", "cpu", "--dtype", "float32", "--label", "L", "--out",
-                 str(out_path), "--quiet"])
+                 str(out_path), "--quiet", "--prompt-key", "question", "--answer-key", "reward_model.ground_truth"])
     assert code == 0
     assert seen["benchmarks"] == {"aime24": ("aime24", "/copies/aime.parquet"), "mine": ("/data/held.jsonl", None),
                                   "math500": ("math500", None), "extra": ("/data/extra.jsonl", None)}
     s = seen["settings"]
     assert (s.n, s.temperature, s.top_p, s.max_tokens, s.seed, s.batch_prompts) == (3, 0.5, 0.9, 128, 4, 2)
-    assert seen["instruction"] is None and seen["use_chat_template"] is False
+    fmt = seen["prompt_format"]
+    assert fmt.instruction is None and fmt.use_chat_template is False
+    assert (seen["prompt_key"], seen["answer_key"]) == ("question", "reward_model.ground_truth")
     assert (seen["device"], seen["dtype"], seen["label"], seen["progress"]) == ("cpu", "float32", "L", False)
-    assert seen["out"] == out_path and seen["prompt_source"].startswith("command line over siri eval's default")
+    assert seen["out"] == out_path and fmt.source.startswith("command line over siri eval's default")
     assert printed == [{"label": "L", "benchmarks": {}}]
     out = capsys.readouterr().out
     assert "instruction None, chat template off" in out and f"report: {out_path}" in out
@@ -206,9 +219,11 @@ def test_eval_defaults_to_the_saved_prompt_format_and_the_model_dirs_report(tmp_
     monkeypatch.setattr(siri.eval, "evaluate_model", lambda *a, **k: seen.update(k) or {"benchmarks": {}})
     monkeypatch.setattr(siri.eval, "print_eval_table", lambda report: None)
     assert main(["eval", str(model), "--data", "aime24"]) == 0
-    assert seen["instruction"] == "Answer in a box." and seen["use_chat_template"] is False
+    fmt = seen["prompt_format"]
+    assert fmt.instruction == "Answer in a box." and fmt.use_chat_template is False
     assert seen["out"] == model / "eval.json" and seen["progress"] is True
-    assert seen["prompt_source"] == str(model / "siri_prompt.json")
+    assert fmt.source == str(model / "siri_prompt.json")
+    assert seen["prompt_key"] is None and seen["answer_key"] is None
     assert f"report: {model / 'eval.json'}" in capsys.readouterr().out
 
 

@@ -116,4 +116,4 @@ def test_the_top_level_of_siri_is_a_map():
     """Entry points and shared helpers at the top; each subpackage names one part of the design."""
     top = sorted(path.name for path in SIRI.glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "_ext.py", "atomic_io.py", "cli.py", "config.py", "eval.py",
-                   "plot.py", "progress.py", "version.py"], top
+                   "export.py", "plot.py", "progress.py", "version.py"], top

@@ -32,7 +32,7 @@ def write_jsonl(path, records):
 
 
 def expected(rows, prompt_key="prompt", answer_key="answer"):
-    return [{"prompt": r[prompt_key], "answer": r[answer_key], "index": i} for i, r in enumerate(rows)]
+    return [{"prompt": r[prompt_key], "answer": r[answer_key], "index": i, "row": r} for i, r in enumerate(rows)]
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,9 @@ def test_custom_field_names_and_numeric_answers(tmp_path):
     parquet = str(tmp_path / "d.parquet")
     pq.write_table(pa.Table.from_pylist([{"question": "q", "solution": 7}]), parquet)
     assert load_rows(parquet, prompt_key="question", answer_key="solution").rows == [
-        {"prompt": "q", "answer": "7", "index": 0}]
+        {"prompt": "q", "answer": "7", "index": 0, "row": {"question": "q", "solution": 7}}]
     with pytest.raises(ValueError, match="no column 'prompt'.*question"):
-        load_rows(parquet)
+        load_rows(parquet, prompt_key="prompt")
 
 
 def test_missing_file_and_unknown_format(tmp_path):
@@ -116,12 +116,12 @@ def test_named_dataset_from_local_path_uses_the_spec_fields(tmp_path):
     records = [{"problem": r["prompt"], "answer": r["answer"], "solution": "..."} for r in ROWS]
     path = write_jsonl(tmp_path / "deepscaler.jsonl", records)
     loaded = load_rows("deepscaler", path=path)
-    assert loaded.rows == expected(ROWS)
+    assert loaded.rows == expected(records, prompt_key="problem")
     assert "deepscaler" in loaded.source and path in loaded.source
     # math500's spec split ("test") picks the split of a local DatasetDict copy
     saved = str(tmp_path / "math500")
     datasets.DatasetDict({"test": datasets.Dataset.from_list(records)}).save_to_disk(saved)
-    assert load_rows("math500", path=saved).rows == expected(ROWS)
+    assert load_rows("math500", path=saved).rows == expected(records, prompt_key="problem")
 
 
 @needs_datasets
@@ -143,7 +143,7 @@ def test_named_dataset_from_the_hub_is_read_like_a_local_one(monkeypatch):
     records = [{"problem": "p", "answer": 5.0}]
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list(records))
     loaded = load_rows("amc")
-    assert loaded.rows == [{"prompt": "p", "answer": "5", "index": 0}]
+    assert loaded.rows == [{"prompt": "p", "answer": "5", "index": 0, "row": records[0]}]
     assert "AI-MO/aimo-validation-amc" in loaded.source
 
 
@@ -168,8 +168,9 @@ def test_corrupted_jsonl_skip_counts_each_reason(tmp_path):
     path.write_bytes(b"\n".join(lines) + b"\n")
     loaded = load_rows(str(path))
     last = len(lines) - 1
-    assert loaded.rows == [{"prompt": "good", "answer": "1", "index": 0},
-                           {"prompt": "good", "answer": "1", "index": last}]
+    good = json.loads(GOOD_LINE)
+    assert loaded.rows == [{"prompt": "good", "answer": "1", "index": 0, "row": good},
+                           {"prompt": "good", "answer": "1", "index": last, "row": good}]
     assert loaded.skipped == {reason: 1 for reason in BAD_LINES}
 
 

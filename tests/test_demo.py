@@ -163,6 +163,7 @@ def test_siri_eval_defaults_to_the_prompt_format_the_model_was_trained_with(demo
         assert code == 0, capsys.readouterr().err
         reports[name] = json.loads(path.read_text())
     assert reports["default"]["prompt"] == {"instruction": INSTRUCTION, "use_chat_template": True,
+                                            "system_prompt": None, "chat_template_kwargs": None,
                                             "source": str(base / "siri_prompt.json")}
     assert reports["deepscaler"]["prompt"]["instruction"] == DEEPSCALER_INSTRUCTION
     assert reports["deepscaler"]["prompt"]["source"].startswith("command line")

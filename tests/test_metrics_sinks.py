@@ -1,4 +1,5 @@
-"""siri.train.metrics: the JSONL log, its resume truncation, and the optional TensorBoard / W&B sinks.
+"""siri.train.metrics: the JSONL log, its resume truncation, and the optional TensorBoard / W&B sinks
+(the W&B run id kept for resumes, the samples table).
 
 tensorboard and wandb are optional extras and not installed in the test environment: the
 sinks are exercised against small fake modules put into ``sys.modules``, which record every
@@ -10,7 +11,9 @@ import types
 
 import pytest
 
-from siri.train.metrics import MetricsLog, read_metrics
+from siri.train.metrics import SAMPLE_COLUMNS, WANDB_RUN_ID_FILE, MetricsLog, read_metrics
+
+from fake_wandb import install as install_fake_wandb
 
 
 class _FakeSummaryWriter:
@@ -38,33 +41,9 @@ def fake_tensorboard(monkeypatch):
     return _FakeSummaryWriter.instances
 
 
-class _FakeWandbRun:
-    def __init__(self):
-        self.logged = []
-        self.finished = False
-
-    def log(self, data, step):
-        self.logged.append((dict(data), step))
-
-    def finish(self):
-        self.finished = True
-
-
 @pytest.fixture
 def fake_wandb(monkeypatch):
-    module = types.ModuleType("wandb")
-    module.init_calls = []
-    module.runs = []
-
-    def init(**kwargs):
-        module.init_calls.append(kwargs)
-        run = _FakeWandbRun()
-        module.runs.append(run)
-        return run
-
-    module.init = init
-    monkeypatch.setitem(sys.modules, "wandb", module)
-    return module
+    return install_fake_wandb(monkeypatch)
 
 
 STEP0 = {"step": 0, "cap": 64, "phase": "compress", "reward_mean": 0.5, "accuracy": 0.25, "loss": float("nan"),
@@ -101,9 +80,10 @@ def test_tensorboard_sink_logs_numeric_metrics_at_their_step(tmp_path, fake_tens
 
 def test_wandb_sink_logs_every_metric_but_step_at_that_step(tmp_path, fake_wandb):
     config = {"trainer": {"steps": 2}}
-    log = MetricsLog(tmp_path, wandb=True, wandb_project="my-project", config=config)
-    assert fake_wandb.init_calls == [{"project": "my-project", "dir": str(tmp_path), "config": config,
-                                      "resume": "allow"}]
+    log = MetricsLog(tmp_path, wandb=True, wandb_project="my-project", wandb_entity="team", wandb_name="cosine-1",
+                     config=config)
+    assert fake_wandb.init_calls == [{"project": "my-project", "entity": "team", "name": "cosine-1",
+                                      "dir": str(tmp_path), "config": config, "id": "id-1", "resume": "allow"}]
     run = fake_wandb.runs[0]
     log.log(STEP1)
     log.log(STEP0)
@@ -120,7 +100,58 @@ def test_wandb_sink_logs_every_metric_but_step_at_that_step(tmp_path, fake_wandb
 
 def test_wandb_config_defaults_to_an_empty_dict(tmp_path, fake_wandb):
     MetricsLog(tmp_path, wandb=True).close()
-    assert fake_wandb.init_calls[0]["config"] == {} and fake_wandb.init_calls[0]["project"] == "siri"
+    init = fake_wandb.init_calls[0]
+    assert init["config"] == {} and init["project"] == "siri" and init["entity"] is None and init["name"] is None
+
+
+def test_a_resumed_run_continues_the_stored_wandb_run_and_a_fresh_one_starts_a_new(tmp_path, fake_wandb):
+    MetricsLog(tmp_path, wandb=True).close()
+    assert (tmp_path / WANDB_RUN_ID_FILE).read_text() == "id-1\n"
+    MetricsLog(tmp_path, wandb=True, resume_step=3).close()
+    # a fresh start (resume_step 0: resume=never, or killed before the first checkpoint) is a new
+    # W&B run, whose steps start over at 0
+    MetricsLog(tmp_path, wandb=True).close()
+    MetricsLog(tmp_path, wandb=True, resume_step=2).close()
+    assert [c["id"] for c in fake_wandb.init_calls] == ["id-1", "id-1", "id-2", "id-2"]
+    assert all(c["resume"] == "allow" for c in fake_wandb.init_calls)
+    assert (tmp_path / WANDB_RUN_ID_FILE).read_text() == "id-2\n"
+
+
+def test_a_resume_without_a_stored_id_starts_a_new_run_and_stores_it(tmp_path, fake_wandb):
+    MetricsLog(tmp_path, wandb=True, resume_step=4).close()
+    MetricsLog(tmp_path, wandb=True, resume_step=5).close()
+    assert [c["id"] for c in fake_wandb.init_calls] == ["id-1", "id-1"]
+
+
+def test_without_wandb_util_the_id_is_eight_hex_digits(tmp_path, fake_wandb, monkeypatch):
+    monkeypatch.delattr(fake_wandb, "util")
+    MetricsLog(tmp_path, wandb=True).close()
+    run_id = fake_wandb.init_calls[0]["id"]
+    assert len(run_id) == 8 and int(run_id, 16) >= 0
+    assert (tmp_path / WANDB_RUN_ID_FILE).read_text().strip() == run_id
+    MetricsLog(tmp_path, wandb=True, resume_step=1).close()
+    assert fake_wandb.init_calls[1]["id"] == run_id
+
+
+def test_samples_go_to_wandb_as_a_table_in_the_steps_log_call(tmp_path, fake_wandb, fake_tensorboard):
+    rows = [{"step": 1, "round": 0, "prompt_index": 7, "sample": s, "prompt": "What is 1 + 2?", "answer": "3",
+             "response": f"r{s}", "num_tokens": 3 + s, "finish_reason": "stop", "correctness": 1.0, "reward": 1.0,
+             "advantage": 0.5} for s in range(2)]
+    log = MetricsLog(tmp_path, wandb=True, tensorboard=True)
+    log.log(STEP0)
+    log.log(STEP1, samples=rows)
+    log.close()
+    (first, _), (second, step) = fake_wandb.runs[0].logged
+    assert "samples" not in first and step == 1
+    table = second["samples"]
+    assert table.columns == list(SAMPLE_COLUMNS) == ["step", "prompt_index", "sample", "prompt", "response", "answer",
+                                                     "reward", "correctness", "advantage", "num_tokens",
+                                                     "finish_reason"]
+    assert table.data == [[1, 7, 0, "What is 1 + 2?", "r0", "3", 1.0, 1.0, 0.5, 3, "stop"],
+                          [1, 7, 1, "What is 1 + 2?", "r1", "3", 1.0, 1.0, 0.5, 4, "stop"]]
+    # the other outputs take no samples
+    assert "samples" not in {tag for tag, _, _ in fake_tensorboard[0].scalars}
+    assert "samples" not in read_metrics(tmp_path / "metrics.jsonl")[1]
 
 
 def test_both_sinks_at_once_get_the_same_steps(tmp_path, fake_tensorboard, fake_wandb):

@@ -1,6 +1,7 @@
 """Reward scoring (siri.rewards.scoring, siri.rewards.pool): the serial path, the process
 pool's results (same as serial, in order), and its handling of rewards that raise, hang
-(interruptibly or not) or kill their process; bad specs and arguments; shutdown."""
+(interruptibly or not) or kill their process; keyword rewards and several terms in one pool;
+bad specs and arguments; shutdown."""
 import gc
 import multiprocessing
 import os
@@ -12,8 +13,10 @@ import pytest
 
 import pool_reward_fns
 from siri.rewards.capped import capped_reward
-from siri.rewards.pool import RewardPool, default_reward_workers, make_scorer
-from siri.rewards.scoring import SerialScorer, call_with_timeout, score_serially
+from siri.rewards.pool import RewardPool, default_reward_workers
+from siri.rewards.reward_input import RewardInput
+from siri.rewards.reward_scorer import RewardScorer, make_scorer
+from siri.rewards.scoring import call_with_timeout, score_serially
 
 SCRIPTED = "pool_reward_fns:scripted"
 TIMEOUT_S, GRACE_S = 0.5, 0.5
@@ -224,12 +227,52 @@ def test_make_scorer_serial_and_pool_agree():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with make_scorer(SCRIPTED, 0, TIMEOUT_S) as serial, make_scorer(SCRIPTED, 2, TIMEOUT_S) as pooled:
-            assert isinstance(serial, SerialScorer) and isinstance(pooled, RewardPool)
+            assert isinstance(serial, RewardScorer) and isinstance(pooled, RewardScorer)
+            assert (serial.placements, serial.pool, pooled.placements) == (["in-process"], None, ["pool"])
             a, b = serial.score(items), pooled.score(items)
             assert (a.rewards, a.errors, a.error_samples) == (b.rewards, b.errors, b.error_samples)
             assert a.rewards == [ok("a"), 0.0, ok("bbb")]
-            pids = pooled.pids
+            pids = pooled.pool.pids
     assert not any(map(alive, pids))
+
+
+# ---- keyword rewards and several terms in the pool -----------------------------------------
+
+def keyword_items():
+    return [RewardInput(f"r{'x' * i}", str(i), "stop" if i % 2 else "length", prompt=f"p{i}" * (i + 1),
+                        row={"level": i, "extra": [i]}, step=3) for i in range(6)]
+
+
+def test_a_keyword_reward_gets_prompt_row_and_step_in_the_workers():
+    items = keyword_items()
+    expected = [pool_reward_fns.sees_everything(x.response, x.prompt, x.row, x.step) for x in items]
+    with RewardPool("pool_reward_fns:sees_everything", 2, TIMEOUT_S) as p:
+        result = p.score(items)
+    assert result.rewards == expected and result.errors == 0
+    assert len(set(expected)) == len(expected), "the inputs must tell the items apart"
+
+
+def test_one_pool_serves_several_terms():
+    items = keyword_items()
+    with RewardPool(["pool_reward_fns:sees_everything", SCRIPTED], 2, TIMEOUT_S) as p:
+        first, second = p.score(items, term=0), p.score(items, term=1)
+        pids = p.pids
+        with pytest.raises(ValueError, match=r"term must be in \[0, 2\), got 2"):
+            p.score(items, term=2)
+    assert first.rewards == [pool_reward_fns.sees_everything(x.response, x.prompt, x.row, x.step) for x in items]
+    assert second.rewards == [pool_reward_fns.length_code(x.response, x.reference, x.finish_reason) for x in items]
+    assert len(pids) == 2
+
+
+def test_a_reward_with_an_unknown_parameter_fails_to_load_in_the_workers_and_here():
+    for make in (lambda: RewardPool("pool_reward_fns:wants_answer", 1, TIMEOUT_S),
+                 lambda: make_scorer("pool_reward_fns:wants_answer", 1, TIMEOUT_S)):
+        before = child_pids()
+        with pytest.raises(ValueError, match="has a parameter 'answer' that siri cannot fill: name it one of prompt, "
+                                             "reference, finish_reason, row, step") as info:
+            make()
+        assert "'pool_reward_fns:wants_answer'" in str(info.value) and "\n" not in str(info.value)
+        assert child_pids() <= before
 
 
 # ---- shutdown -------------------------------------------------------------------------------

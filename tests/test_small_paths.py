@@ -178,7 +178,7 @@ def test_prompt_format_from_a_data_config_object_and_a_dict():
     fmt = PromptFormat.from_data_config(DataConfig(instruction="Box it.", use_chat_template=False,
                                                    system_prompt="Be brief."), source="cfg")
     assert fmt == PromptFormat("Box it.", use_chat_template=False, system_prompt="Be brief.", source="cfg")
-    assert PromptFormat.from_data_config({"instruction": None}, source="d") == PromptFormat(None, True, None, "d")
+    assert PromptFormat.from_data_config({"instruction": None}, source="d") == PromptFormat(None, True, None, "d", None)
 
 
 def test_a_checkpoint_without_its_own_file_uses_its_runs_config(tmp_path):
@@ -397,7 +397,7 @@ def test_non_finite_and_non_scalar_answers_are_bad_answers(tmp_path):
                     '{"prompt": "c", "answer": [1, 2]}\n{"prompt": "d", "answer": true}\n'
                     '{"prompt": "e", "answer": 2.0}\n')
     loaded = load_rows(str(path))
-    assert loaded.rows == [{"prompt": "e", "answer": "2", "index": 4}]
+    assert loaded.rows == [{"prompt": "e", "answer": "2", "index": 4, "row": {"prompt": "e", "answer": 2.0}}]
     assert loaded.skipped == {"bad_answer": 4}
     with pytest.raises(ValueError, match=r"rows.jsonl: line 1: 'answer' is nan"):
         load_rows(str(path), on_error="raise")

@@ -90,16 +90,26 @@ def test_python_api_callbacks_and_reward_errors(workspace, tmp_path):
 def test_siri_eval_and_plot_write_their_outputs(workspace, uninterrupted):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     checkpoint_dir = uninterrupted / "checkpoints" / "step_6"
+    # DeepScaleR's field names: `siri eval` finds them without --prompt-key / --answer-key
+    rows = [json.loads(line) for line in (workspace / "train.jsonl").read_text().splitlines()]
+    held = uninterrupted.parent / "held.jsonl"
+    held.write_text("".join(json.dumps({"problem": r["prompt"], "answer": r["answer"]}) + "\n" for r in rows))
     out = subprocess.run([sys.executable, "-m", "siri", "eval", str(checkpoint_dir), "--data",
-                          str(workspace / "train.jsonl"), "--n", "2", "--max-tokens", "32", "--quiet",
+                          str(held), "--n", "2", "--max-tokens", "32", "--quiet",
                           "--instruction", "Answer in \\boxed{}."], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "held: " in out.stdout and "prompt from 'problem', answer from 'answer'" in out.stdout
     report = json.loads((uninterrupted / "eval" / "step_6.json").read_text())
-    bench = report["benchmarks"]["train"]
+    bench = report["benchmarks"]["held"]
     assert report["step"] == 6 and bench["num_prompts"] == 24 and bench["num_samples"] == 48
     assert 0 <= bench["accuracy"] <= 1 and 0 < bench["mean_tokens"] <= 32
-    assert "train" in out.stdout and "step_6.json" in out.stdout
+    assert set(bench["pass_at_k"]) == {"pass@1", "pass@2"} and bench["pass_at_k"]["pass@1"] == bench["accuracy"]
+    assert "held" in out.stdout and "step_6.json" in out.stdout
+    samples = [json.loads(line) for line in (uninterrupted / "eval" / "step_6.samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 48 and {s["reference"] for s in samples} == {r["answer"] for r in rows}
+    assert sum(s["correct"] for s in samples) == round(bench["accuracy"] * 48)
+    assert {s["benchmark"] for s in samples} == {"held"} and all(s["response"] is not None for s in samples)
     out = subprocess.run([sys.executable, "-m", "siri", "plot", str(uninterrupted)], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -132,12 +142,13 @@ def test_micro_batch_packing_does_not_change_the_update(workspace, tmp_path):
 
 
 def test_on_policy_ratio_is_one(workspace, tmp_path):
-    """One epoch, one mini-batch: old logprobs recomputed by the same forward give ratio 1, so
-    no token is clipped and the approximate KL is 0; the sampler's own logprobs (the engine's
-    paged forward) agree to float rounding."""
-    recompute, _ = short_run(workspace, tmp_path / "recompute")
-    for m in recompute:
-        assert abs(m["approx_kl"]) < 1e-6 and m["clip_frac_low"] == m["clip_frac_high"] == 0
+    """One epoch, one mini-batch: old logprobs taken from the training forward (the default) or
+    recomputed by a separate forward give ratio 1, so no token is clipped and the approximate
+    KL is 0; the sampler's own logprobs (the engine's paged forward) agree to float rounding."""
+    for mode in ("auto", "recompute"):
+        same_forward, _ = short_run(workspace, tmp_path / mode, f"algo.old_logprobs={mode}")
+        for m in same_forward:
+            assert abs(m["approx_kl"]) < 1e-6 and m["clip_frac_low"] == m["clip_frac_high"] == 0
     engine, _ = short_run(workspace, tmp_path / "engine", "algo.old_logprobs=engine")
     for m in engine:
         assert abs(m["approx_kl"]) < 1e-4 and m["clip_frac_low"] == m["clip_frac_high"] == 0

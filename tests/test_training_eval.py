@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from siri import Trainer, load_config
+from siri.data import PromptFormat
 from siri.engine import LLMEngine
 from siri.eval import EvalSettings, evaluate_examples, load_eval_examples
 from siri.train.metrics import read_metrics
 from siri.models.loading import load_model, load_tokenizer
 from siri.plot import plot_run, trajectory_points
-from siri.rewards.loader import load_reward_fn
+from siri.rewards.loader import DEFAULT_REWARD, load_reward_fn
 from siri.train.training_eval import wrong_when_truncated
 
 from training_run import STEPS
@@ -52,7 +53,8 @@ def test_eval_during_training_equals_evaluating_the_checkpoint(evaluated_run, wo
     last = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["step"] == STEPS - 1][0]
     checkpoint = run_dir / "checkpoints" / f"step_{STEPS}"
     tokenizer = load_tokenizer(str(checkpoint))
-    examples = load_eval_examples(str(workspace / "train.jsonl"), tokenizer, instruction=cfg.data.instruction,
+    examples = load_eval_examples(str(workspace / "train.jsonl"), tokenizer,
+                                  prompt_format=PromptFormat.from_data_config(cfg.data, source="test"),
                                   max_prompt_tokens=cfg.data.max_prompt_tokens)[:6]
     settings = EvalSettings(n=2, temperature=cfg.eval.temperature, max_tokens=24, seed=cfg.trainer.seed)
     engine = LLMEngine(load_model(str(checkpoint), device=torch.device("cpu"), dtype=torch.float32).eval(), page_size=4, max_num_seqs=64, kv_cache_bytes=2**22)
@@ -79,23 +81,33 @@ def half_credit_on_even(response_text: str, reference: str, finish_reason: str) 
     return 0.5 * (len(response_text) % 2 == 0)
 
 
-def test_a_reward_at_the_threshold_counts_alike_in_training_and_in_eval(workspace, tmp_path):
+@pytest.mark.parametrize("reward", [
+    "reward.fn=test_training_eval:half_credit_on_even",
+    # two terms: the row term adds 3 to every reward, so only the correctness term can decide
+    "reward.fns=[{fn: reward_fns:knows_its_row, weight: 3}, {fn: test_training_eval:half_credit_on_even, "
+    "correctness: true}]",   # (the config's reward.fn is reset below)
+])
+def test_a_reward_at_the_threshold_counts_alike_in_training_and_in_eval(workspace, tmp_path, reward):
     """One definition of correct: a score of exactly the threshold is correct in the training
-    ``accuracy`` and in ``eval_accuracy`` alike (they once used >= and >)."""
+    ``accuracy`` and in ``eval_accuracy`` alike (they once used >= and >); with several reward
+    terms, the correctness term's score is the one both read."""
     run_dir = tmp_path / "run"
     cfg = load_config(workspace / "config.yaml", [f"trainer.run_dir={run_dir}", f"eval.data={workspace / 'train.jsonl'}",
                                                   "trainer.steps=1", "trainer.eval_every=1", "eval.n=2", "eval.limit=6",
-                                                  "reward.workers=0", "reward.fn=test_training_eval:half_credit_on_even"])
+                                                  "reward.workers=0", f"reward.fn={DEFAULT_REWARD}", reward])
     metrics = []
     Trainer(cfg, callbacks=[metrics.append]).fit()
     [m] = metrics
     rows = [json.loads(line) for line in (run_dir / "rollouts" / "step_0.jsonl").open()]
     assert {r["correctness"] for r in rows} == {0.0, 0.5}, "the test needs responses on both sides"
     assert m["accuracy"] == sum(r["correctness"] == 0.5 for r in rows) / len(rows)
+    if "reward.fns" in reward:
+        assert {r["reward"] - r["correctness"] for r in rows if r["finish_reason"] == "stop"} == {3.0}
     # eval: the same draws scored at full credit (1.0 for an even length) give the same accuracy
     checkpoint = run_dir / "checkpoints" / "step_1"
     tokenizer = load_tokenizer(str(checkpoint))
-    examples = load_eval_examples(str(workspace / "train.jsonl"), tokenizer, instruction=cfg.data.instruction,
+    examples = load_eval_examples(str(workspace / "train.jsonl"), tokenizer,
+                                  prompt_format=PromptFormat.from_data_config(cfg.data, source="test"),
                                   max_prompt_tokens=cfg.data.max_prompt_tokens)[:6]
     settings = EvalSettings(n=2, temperature=cfg.eval.temperature, max_tokens=24, seed=cfg.trainer.seed)
     engine = LLMEngine(load_model(str(checkpoint), device=torch.device("cpu"), dtype=torch.float32).eval(),

@@ -4,19 +4,20 @@ Each rank generates and scores its own prompt groups (``siri.algo.rollout_scorin
 group filter (``siri.algo.dynamic_sampling``) and the step's metrics (``siri.train.metrics``) need
 every group, so after each sampling round the ranks exchange a small summary of each response,
 :class:`SampleStats`, and :class:`StepSamples` keeps them for the step, with each group's
-all-equal flag and the failed reward calls (:class:`RewardFailures`).
+all-equal flag and the failed reward calls (:class:`RewardFailures`). A round's scoring hands
+them over as a :class:`ScoredRound`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from siri.algo.dynamic_sampling import KeptGroup, group_all_equal
 from siri.algo.rollout_batch import Rollout
 from siri.train.distributed import DistContext
 from siri.rewards.correctness import is_correct
 
-__all__ = ["RewardFailures", "SampleStats", "StepSamples"]
+__all__ = ["RewardFailures", "SampleStats", "ScoredRound", "StepSamples"]
 
 
 @dataclass(frozen=True)
@@ -29,19 +30,25 @@ class SampleStats:
         reward (float): the shaped reward (correctness plus length terms), which the
             advantage is computed from.
         finish_reason (str): ``"stop"`` or ``"length"`` (cut at the cap).
-        correctness (float): the reward function's own score (``reward.truncated_reward`` for
-            a truncated response); :func:`siri.rewards.correctness.is_correct` reads it.
+        correctness (float): the correctness term's own score (``reward.truncated_reward``
+            for a truncated response); :func:`siri.rewards.correctness.is_correct` reads it.
+        terms (Mapping[str, float]): with several reward terms reported (``reward.fns``):
+            each term's own score, by name (NaN where the term was not called: a truncated
+            response given ``reward.truncated_reward``); else empty.
     """
 
     num_tokens: int
     reward: float
     finish_reason: str
     correctness: float
+    terms: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, rollout: Rollout) -> SampleStats:
-        """The statistics of a scored rollout (``RolloutScorer.score`` filled it in)."""
-        return cls(len(rollout.response_ids), rollout.reward, rollout.finish_reason, rollout.correctness)
+    def of(cls, rollout: Rollout, terms: Mapping[str, float] | None = None) -> SampleStats:
+        """The statistics of a scored rollout (``RolloutScorer.score`` filled it in), with its
+        reward terms' scores when they are reported."""
+        return cls(len(rollout.response_ids), rollout.reward, rollout.finish_reason, rollout.correctness,
+                   dict(terms or {}))
 
     @property
     def truncated(self) -> bool:
@@ -74,6 +81,28 @@ class RewardFailures:
 
 
 @dataclass
+class ScoredRound:
+    """This rank's scored rollouts of one sampling round (``RolloutScorer.score``).
+
+    Attributes:
+        groups: the rollouts split into their prompt groups, in the order of the round's prompts.
+        failures: the round's failed reward calls.
+        terms: per group, per rollout, each reward term's own score by name (see
+            :attr:`SampleStats.terms`); empty when terms are not reported.
+    """
+
+    groups: list[list[Rollout]]
+    failures: RewardFailures = RewardFailures()
+    terms: list[list[dict[str, float]]] = field(default_factory=list)
+
+    def stats(self) -> list[list[SampleStats]]:
+        """Each group's :class:`SampleStats`."""
+        terms = self.terms or [[{}] * len(group) for group in self.groups]
+        return [[SampleStats.of(r, t) for r, t in zip(group, group_terms)]
+                for group, group_terms in zip(self.groups, terms)]
+
+
+@dataclass
 class StepSamples:
     """Every rank's scored samples of one step, gathered round by round (:meth:`add_round`).
 
@@ -92,21 +121,21 @@ class StepSamples:
     failures: RewardFailures = RewardFailures()
 
     def add_round(self, dist: DistContext, sampling_round: int, owned: Sequence[int],
-                  groups: Sequence[Sequence[Rollout]], failures: RewardFailures) -> list[bool]:
+                  scored: ScoredRound) -> list[bool]:
         """Gather one round from every rank (a collective: every rank calls it).
 
         Args:
             dist: the process group.
             sampling_round: the round's index within the step.
             owned: the round's group indices this rank generated (``owned_groups``).
-            groups: this rank's scored rollouts of those groups, same order.
-            failures: this rank's failed reward calls of the round.
+            scored: this rank's scored rollouts of those groups (same order) and its failed
+                reward calls of the round.
 
         Returns:
             The all-equal flag of every group of the round, in group order.
         """
-        mine = [(index, [SampleStats.of(r) for r in group]) for index, group in zip(owned, groups)]
-        parts = dist.all_gather_objects((mine, failures))
+        mine = list(zip(owned, scored.stats()))
+        parts = dist.all_gather_objects((mine, scored.failures))
         ordered = sorted((item for part, _ in parts for item in part), key=lambda item: item[0])
         equal = [group_all_equal([s.reward for s in group], [s.correctness for s in group], self.filter_metric)
                  for _, group in ordered]

@@ -2,7 +2,7 @@
 (``PromptSampler``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,24 +21,29 @@ class PromptExample:
     Attributes:
         index (int): the row's position in ``LoadedRows.rows``; a stable id that keys the
             prompt's sampling seeds.
-        prompt (str): the problem as loaded.
+        prompt (str | list[dict]): the problem as loaded: its text, or its chat messages
+            (``[{"role": str, "content": str}, ...]``) before any instruction is added.
         answer (str): the reference answer.
         text (str): the formatted model input.
         input_ids (list[int]): the token ids of ``text``.
+        row (dict): the whole dataset record (every column; JSON-like values), for rewards
+            that read more than the answer; empty for rows given without one.
     """
 
     index: int
-    prompt: str
+    prompt: str | list[dict]
     answer: str
     text: str
     input_ids: list[int]
+    row: dict = field(default_factory=dict)
 
 
 class PromptDataset:
     """Every row formatted and tokenized once, keeping those that fit the prompt budget.
 
     Args:
-        rows (list[dict]): ``{"prompt": str, "answer": str, ...}`` per row (``LoadedRows.rows``).
+        rows (list[dict]): ``{"prompt": str | list[dict], "answer": str, "row": dict, ...}`` per
+            row (``LoadedRows.rows``; "row" is optional).
         formatter (PromptFormatter): makes each row's text and ids.
         max_prompt_tokens (int | None): rows with more prompt tokens are dropped and
             counted in ``num_too_long``; None keeps all.
@@ -64,7 +69,8 @@ class PromptDataset:
                     self.num_too_long += 1
                 else:
                     self.examples.append(PromptExample(index, row["prompt"], row["answer"],
-                                                       formatter.text(row["prompt"]), input_ids))
+                                                       formatter.text(row["prompt"]), input_ids,
+                                                       row.get("row") or {}))
                 bar.advance()
         if not self.examples:
             raise ValueError(f"no usable prompts: {len(rows)} rows, {self.num_too_long} too long for "
@@ -184,18 +190,24 @@ class _Progress:
         return False
 
 
-def load_prompt_dataset(data, tokenizer) -> tuple[PromptDataset, dict]:
+def load_prompt_dataset(data, tokenizer, records=None) -> tuple[PromptDataset, dict]:
     """The training prompts a ``DataConfig`` describes, tokenized with ``tokenizer``, and a
-    report of what was read: ``source``, ``rows``, ``skipped_bad_rows`` (by reason),
-    ``skipped_too_long`` (over ``max_prompt_tokens``) and ``usable_prompts``."""
-    from siri.data.formatting import PromptFormatter
-    from siri.data.sources import load_rows
+    report of what was read: ``source``, ``prompt_key`` and ``answer_key`` (the fields read),
+    ``rows``, ``skipped_bad_rows`` (by reason), ``skipped_too_long`` (over
+    ``max_prompt_tokens``) and ``usable_prompts``. ``records`` (a list of dicts or a
+    ``datasets.Dataset``) replaces ``data.train``; they are read with the same keys."""
+    from siri.data.formatting import PromptFormat, PromptFormatter
+    from siri.data.sources import load_rows, rows_from_records
 
-    loaded = load_rows(data.train, path=data.path, split=data.split, prompt_key=data.prompt_key,
-                       answer_key=data.answer_key, on_error=data.on_error)
-    formatter = PromptFormatter(tokenizer, instruction=data.instruction, use_chat_template=data.use_chat_template,
-                                system_prompt=data.system_prompt)
+    if records is not None:
+        loaded = rows_from_records(records, prompt_key=data.prompt_key, answer_key=data.answer_key,
+                                   on_error=data.on_error, source="train_dataset")
+    else:
+        loaded = load_rows(data.train, path=data.path, split=data.split, subset=data.subset,
+                           prompt_key=data.prompt_key, answer_key=data.answer_key, on_error=data.on_error)
+    formatter = PromptFormatter(tokenizer, PromptFormat.from_data_config(data, source="training config"))
     dataset = PromptDataset(loaded.rows, formatter, max_prompt_tokens=data.max_prompt_tokens)
-    report = {"source": loaded.source, "rows": len(loaded.rows), "skipped_bad_rows": dict(loaded.skipped),
+    report = {"source": loaded.source, "prompt_key": loaded.prompt_key, "answer_key": loaded.answer_key,
+              "rows": len(loaded.rows), "skipped_bad_rows": dict(loaded.skipped),
               "skipped_too_long": dataset.num_too_long, "usable_prompts": len(dataset)}
     return dataset, report

@@ -1,6 +1,7 @@
 """Loading the policy (a Hugging Face causal LM and its tokenizer) onto the right device."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -71,10 +72,64 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     import transformers
 
     check_model_reference(path)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return with_pad_token(transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
+
+
+def with_pad_token(tokenizer):
+    """``tokenizer``, its pad token set to its EOS when it has none (batches are padded)."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def place_model(model, *, device: torch.device, dtype: torch.dtype, weights_from: str | Path | None = None):
+    """A causal LM a script built (a transformers ``PreTrainedModel``), on ``device`` in ``dtype``.
+
+    Args:
+        model: the model object; it is moved in place and returned.
+        weights_from: a checkpoint directory whose ``*.safetensors`` weights are loaded into
+            ``model`` first (a resumed run continues from them). Weights a checkpoint leaves out
+            because they are tied to another (``lm_head`` tied to the embedding) may be missing.
+
+    Raises:
+        TypeError: ``model`` is not a ``torch.nn.Module`` with a transformers ``config``.
+        ValueError: the checkpoint's weights do not match the model's parameters.
+    """
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise TypeError(f"model must be a transformers causal LM (a torch.nn.Module with .config), "
+                        f"got {type(model).__name__}")
+    if weights_from is not None:
+        _load_weights(model, Path(weights_from))
+    return model.to(device=device, dtype=dtype)
+
+
+def reference_model(config, model, device: torch.device, dtype: torch.dtype):
+    """The frozen reference policy for the KL term (``algo.kl_coef > 0``), else None: a copy of
+    the given ``model`` as it is now (before any checkpoint is loaded into it), or
+    ``model.path`` loaded again, on ``device`` in ``dtype``."""
+    if config.algo.kl_coef <= 0:
+        return None
+    m = config.model
+    ref = (copy.deepcopy(model).to(device=device, dtype=dtype) if model is not None
+           else load_model(m.path, device=device, dtype=dtype, trust_remote_code=m.trust_remote_code))
+    return ref.eval().requires_grad_(False)
+
+
+def _load_weights(model: torch.nn.Module, directory: Path) -> None:
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{directory}: no *.safetensors weights to load into the given model")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    named = dict(model.named_parameters(remove_duplicate=False))
+    untied = [k for k in missing if not any(named.get(k) is named.get(loaded) for loaded in state if loaded in named)]
+    if untied or unexpected:
+        raise ValueError(f"{directory}: its weights do not fit the given model (missing {untied[:3]}, "
+                         f"unexpected {list(unexpected)[:3]})")
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:

@@ -90,37 +90,42 @@ class LengthShaping:
 
 
 def shape_rewards(rewards: list[float], lengths: list[int], cap: int, group_size: int,
-                  shaping: LengthShaping) -> list[float]:
+                  shaping: LengthShaping, correctness: list[float] | None = None) -> list[float]:
     """Add the length terms of ``shaping`` to a step's rewards.
 
     Args:
-        rewards: ``[groups * group_size]`` correctness rewards, group-major (prompt k's
-            responses at ``k*G .. k*G+G-1``); truncated responses already hold
+        rewards: ``[groups * group_size]`` rewards before length terms, group-major (prompt
+            k's responses at ``k*G .. k*G+G-1``); truncated responses already hold
             ``reward.truncated_reward``.
         lengths: the responses' token counts, same order.
         cap: the step's cap.
-        shaping: the terms to add. ``kimi`` takes its correctness flags from ``rewards`` by
-            :func:`siri.rewards.correctness.is_correct`.
+        shaping: the terms to add.
+        correctness: the correctness term's scores, same order, from which ``kimi`` takes its
+            correctness flags (:func:`siri.rewards.correctness.is_correct`); None: ``rewards``
+            (a one-term reward is its own correctness).
 
     Returns the shaped rewards (a new list; ``rewards`` is not changed).
     """
+    correctness = rewards if correctness is None else correctness
     if len(rewards) != len(lengths) or len(rewards) % group_size:
         raise ValueError(f"shape_rewards: {len(rewards)} rewards and {len(lengths)} lengths for groups of "
                          f"{group_size}")
+    if len(correctness) != len(rewards):
+        raise ValueError(f"shape_rewards: {len(rewards)} rewards but {len(correctness)} correctness scores")
     shaped = [r + overlong_penalty(n, cap, shaping.overlong_buffer, shaping.overlong_factor)
               for r, n in zip(rewards, lengths)]
     method = _method(shaping.length_reward)
     if method.terms is None:
         return shaped
     weight = shaping.weight if shaping.weight is not None else method.default_weight
-    terms = method.terms(rewards, lengths, group_size, shaping.target)
+    terms = method.terms(correctness, lengths, group_size, shaping.target)
     return [s + weight * t for s, t in zip(shaped, terms)]
 
 
 # ---- the registry of ``reward.length_reward`` methods ------------------------------------
 
 LengthTerms = Callable[[list[float], list[int], int, int | None], list[float]]
-"""``(rewards, lengths, group_size, target) -> one term per response`` (same order as
+"""``(correctness, lengths, group_size, target) -> one term per response`` (same order as
 :func:`shape_rewards`' arguments)."""
 
 

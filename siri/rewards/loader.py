@@ -11,12 +11,14 @@ DEFAULT_REWARD = "siri.rewards.capped:capped_reward"
 
 @runtime_checkable
 class RewardFunction(Protocol):
-    """A reward: ``(response_text, reference, finish_reason) -> float``.
+    """The classic reward form: ``(response_text, reference, finish_reason) -> float``.
 
     ``response_text`` is the decoded response as cut at the step's cap, ``reference`` the
     dataset's answer field, and ``finish_reason`` the engine's "stop" or "length". It is
-    called once per response. Rewards may run in worker threads (see ``math_equal`` for
-    what that means for timeouts). ``capped_reward`` is the default implementation.
+    called once per response. A reward may instead name the inputs it wants (``prompt``,
+    ``row``, ``step``...; see ``siri.rewards.binding``) or take lists (``reward.batched``).
+    Rewards run in worker processes or in the training process (``siri.rewards.reward_scorer``).
+    ``capped_reward`` is the default implementation.
     """
 
     def __call__(self, response_text: str, reference: str, finish_reason: str) -> float: ...

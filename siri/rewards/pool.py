@@ -1,6 +1,8 @@
-"""Reward scoring in worker processes: ``RewardPool``; and ``make_scorer``, which hides whether
-scoring runs in the caller's thread (``siri.rewards.scoring.SerialScorer``) or in a pool, with
-``default_reward_workers``, the pool's size when the config leaves it open.
+"""Reward scoring in worker processes: ``RewardPool``, with ``default_reward_workers``, the
+pool's size when the config leaves it open. One pool serves every importable, per-response
+reward term of a run: each worker loads them all (``RewardPool(specs, ...)``) and each
+``score(items, term=k)`` call runs term ``k`` (``siri.rewards.reward_scorer`` decides which
+terms run here).
 
 Why processes: rewards such as math-verify are pure Python (SymPy), so threads would share
 one GIL and score no faster than the trainer's loop; and the per-response timeouts, ours
@@ -49,11 +51,12 @@ import weakref
 from collections import deque
 from typing import Sequence
 
+from siri.rewards.binding import bind_reward
 from siri.rewards.loader import load_reward_fn
-from siri.rewards.scoring import (DEFAULT_GRACE_S, ClosingContext, ScoreItem, Scorer, ScoreResult, SerialScorer,
-                                  check_timeout, score_one)
+from siri.rewards.reward_input import as_reward_input
+from siri.rewards.scoring import DEFAULT_GRACE_S, ClosingContext, ScoreItem, ScoreResult, check_timeout, score_one
 
-__all__ = ["RewardPool", "default_reward_workers", "make_scorer"]
+__all__ = ["RewardPool", "check_workers", "default_reward_workers"]
 
 _PRELOAD = ["siri.rewards.pool", "math_verify"]
 _STARTING, _IDLE, _BUSY = "starting", "idle", "busy"
@@ -93,15 +96,18 @@ class _Call:
 
 
 class RewardPool(ClosingContext):
-    """Score ``(response_text, reference, finish_reason)`` items in ``workers`` processes.
+    """Score RewardInputs (or ``(response_text, reference, finish_reason)`` items) in
+    ``workers`` processes.
 
     Workers are started eagerly, in the constructor, which waits until every worker has
     loaded the reward, so a reward that cannot be loaded fails here, before any rollout.
     After ``close()`` a later ``score`` starts a fresh set of workers.
 
     Args:
-        spec: the reward, ``"package.module:function"``; each worker resolves it with
-            ``load_reward_fn`` (the spec string is sent, not a pickled function).
+        spec: the reward, ``"package.module:function"``, or a list of them (the terms
+            ``score(items, term=k)`` chooses from); each worker resolves them with
+            ``load_reward_fn`` and ``bind_reward`` (the spec strings are sent, not pickled
+            functions).
         workers: number of worker processes, >= 1.
         timeout_s: per-item limit in seconds (> 0) enforced in the worker (SIGALRM), or None
             for no limit at all (then the parent has no deadline either).
@@ -115,17 +121,20 @@ class RewardPool(ClosingContext):
             naming the spec.
     """
 
-    def __init__(self, spec: str, workers: int, timeout_s: float | None, *,
+    def __init__(self, spec: str | Sequence[str], workers: int, timeout_s: float | None, *,
                  grace_s: float = DEFAULT_GRACE_S, start_timeout_s: float = 120.0):
-        if not isinstance(spec, str):
-            raise ValueError(f"spec must be a 'package.module:function' string, got {type(spec).__name__}")
+        specs = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, (list, tuple)) else [spec]
+        if not specs or not all(isinstance(s, str) for s in specs):
+            raise ValueError(f"spec must be a 'package.module:function' string or a non-empty list of them, "
+                             f"got {spec!r:.80}")
         if check_workers(workers) < 1:
             raise ValueError(f"workers must be >= 1 for a RewardPool (0 scores serially), got {workers}")
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not 0 <= grace_s < float("inf"):
             raise ValueError(f"grace_s must be a finite number of seconds >= 0, got {grace_s!r}")
         if check_timeout(start_timeout_s, "start_timeout_s") is None:
             raise ValueError("start_timeout_s must be > 0 seconds, got None")
-        self.spec, self.num_workers = spec, workers
+        self.specs, self.num_workers = specs, workers
+        self.spec = specs[0] if len(specs) == 1 else ", ".join(map(str, specs))   # how errors name them
         self.timeout_s = check_timeout(timeout_s)
         self.grace_s, self.start_timeout_s = float(grace_s), float(start_timeout_s)
         self._ctx = multiprocessing.get_context("forkserver")
@@ -138,8 +147,9 @@ class RewardPool(ClosingContext):
         atexit.register(finalizer)
         self._start()
 
-    def score(self, items: Sequence[ScoreItem]) -> ScoreResult:
-        """Score ``items`` (``(response_text, reference, finish_reason)`` tuples).
+    def score(self, items: Sequence[ScoreItem], term: int = 0) -> ScoreResult:
+        """Score ``items`` (RewardInputs or ``(response_text, reference, finish_reason)``
+        tuples) with the reward ``specs[term]``.
 
         One item is outstanding per worker at a time, so an item that hangs holds up only its
         own worker, until its deadline. Items are never retried.
@@ -156,15 +166,18 @@ class RewardPool(ClosingContext):
             ValueError: a replacement worker could not load the reward.
         """
         start = time.perf_counter()
+        if not 0 <= term < len(self.specs):
+            raise ValueError(f"term must be in [0, {len(self.specs)}), got {term}")
+        tasks = [(term, as_reward_input(item)) for item in items]
         if not self._workers:
             self._start()
-        call = _Call(len(items))
-        todo = deque(range(len(items)))
+        call = _Call(len(tasks))
+        todo = deque(range(len(tasks)))
         try:
             while todo or any(w.state == _BUSY for w in self._workers):
                 for w in self._workers:
                     if w.state == _IDLE and todo:
-                        self._send(w, todo, items, call)
+                        self._send(w, todo, tasks, call)
                 self._wait(call)
         except BaseException:
             self.close()  # answers still in flight must not reach a later call
@@ -195,17 +208,17 @@ class RewardPool(ClosingContext):
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = _WorkerProcess(target=_worker_main, args=(self.spec, self.timeout_s, child_conn),
+        process = _WorkerProcess(target=_worker_main, args=(self.specs, self.timeout_s, child_conn),
                                  name="siri-reward-worker")
         process.start()
         child_conn.close()  # the worker's end lives in the worker only: its death gives EOF
         return _Worker(process, parent_conn, time.monotonic() + self.start_timeout_s)
 
-    def _send(self, w: _Worker, todo: deque, items: Sequence[ScoreItem], call: _Call) -> None:
-        """Send the next item of ``todo`` to the idle worker ``w``."""
+    def _send(self, w: _Worker, todo: deque, tasks: Sequence[tuple], call: _Call) -> None:
+        """Send the next ``(term, RewardInput)`` task of ``todo`` to the idle worker ``w``."""
         index = todo.popleft()
         try:
-            w.conn.send(tuple(items[index]))
+            w.conn.send(tasks[index])
         except (BrokenPipeError, ConnectionResetError, EOFError):  # died while idle: not the item's fault
             todo.appendleft(index)
             self._replace(w, call)
@@ -240,6 +253,7 @@ class RewardPool(ClosingContext):
                 raise ValueError(detail)
             w.state, w.deadline = _IDLE, None
         else:
+            assert call is not None and w.task is not None, "a busy worker answers a task of the current call"
             reward, error, timed_out = message
             call.rewards[w.task] = reward
             if error is not None:
@@ -253,6 +267,7 @@ class RewardPool(ClosingContext):
             raise ValueError(f"reward function {self.spec!r}: the worker process exited with code {code} "
                              f"while loading it")
         if w.state == _BUSY:
+            assert call is not None and w.task is not None, "a busy worker scores a task of the current call"
             call.fail(w.task, f"WorkerDied: the reward worker process exited with code {code}", crash=True)
         self._replace(w, call)
 
@@ -260,6 +275,7 @@ class RewardPool(ClosingContext):
         if w.state == _STARTING:
             raise ValueError(f"reward function {self.spec!r}: a worker process did not load it within "
                              f"{self.start_timeout_s} s")
+        assert call is not None and w.task is not None and self.timeout_s is not None, "only a busy worker expires"
         call.fail(w.task, f"TimeoutError: no result within timeout_s + grace_s = {self.timeout_s + self.grace_s} s; "
                   f"the worker process was killed", timeout=True)
         self._replace(w, call)
@@ -270,30 +286,6 @@ class RewardPool(ClosingContext):
         self._workers[self._workers.index(w)] = self._spawn()
         if call is not None:
             call.replaced_workers += 1
-
-
-def make_scorer(spec: str, workers: int, timeout_s: float | None, *,
-                grace_s: float = DEFAULT_GRACE_S) -> Scorer:
-    """The scorer for ``reward.workers``.
-
-    Args:
-        spec: the reward, ``"package.module:function"``.
-        workers: 0 scores serially in this process (``SerialScorer``); >= 1 starts that many
-            worker processes (``RewardPool``), which load ``spec`` themselves.
-        timeout_s: per-item limit in seconds (> 0), or None for none.
-        grace_s: pool only: a worker still busy ``timeout_s + grace_s`` after it got an item
-            is killed and replaced.
-
-    Returns:
-        An object with ``score(items) -> ScoreResult`` and ``close()``, usable as a context
-        manager. Call ``close()`` (or use ``with``) to stop a pool's workers.
-
-    Raises:
-        ValueError: a bad argument, or a reward that cannot be loaded (one line, naming it).
-    """
-    if check_workers(workers) == 0:
-        return SerialScorer(spec, timeout_s)
-    return RewardPool(spec, workers, timeout_s, grace_s=grace_s)
 
 
 def default_reward_workers(local_world_size: int = 1) -> int:
@@ -359,23 +351,26 @@ def _shutdown(workers: list[_Worker]) -> None:
         _stop(workers.pop())
 
 
-def _worker_main(spec: str, timeout_s: float | None, conn) -> None:
-    """A worker: load the reward, report ``("ready", pid)`` or ``("load_error", message)``,
-    then answer each item received with ``score_one(fn, item, timeout_s)`` until the pipe
-    closes."""
+def _worker_main(specs: list[str], timeout_s: float | None, conn) -> None:
+    """A worker: load the rewards, report ``("ready", pid)`` or ``("load_error", message)``,
+    then answer each ``(term, item)`` received with ``score_one(fns[term], item, timeout_s)``
+    until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C: the parent owns shutdown
     signal.signal(signal.SIGALRM, signal.SIG_IGN)   # a stray late alarm must not kill the worker
     _die_with_parent()
     try:
-        try:
-            fn = load_reward_fn(spec)
-        except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
-            text = str(e) if isinstance(e, ValueError) else f"reward function {spec!r}: {type(e).__name__}: {e}"
-            conn.send(("load_error", " ".join(text.split())))
-            return
+        fns = []
+        for spec in specs:
+            try:
+                fns.append(bind_reward(load_reward_fn(spec), spec))
+            except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+                text = str(e) if isinstance(e, ValueError) else f"reward function {spec!r}: {type(e).__name__}: {e}"
+                conn.send(("load_error", " ".join(text.split())))
+                return
         conn.send(("ready", os.getpid()))
         while True:
-            conn.send(score_one(fn, conn.recv(), timeout_s))  # score_one catches the reward's errors
+            term, item = conn.recv()
+            conn.send(score_one(fns[term], item, timeout_s))  # score_one catches the reward's errors
     except (EOFError, OSError):  # the parent closed the pipe or is gone
         return
 

@@ -1,9 +1,14 @@
 """Atomic training checkpoints: ``RUN_DIR/checkpoints/step_<N>/``.
 
-A checkpoint is the Hugging Face model (``save_pretrained``, safetensors) and tokenizer, plus
-``trainer_state.pt`` (optimizer, LR scheduler, data cursor, RNG states, step) and
-``siri_checkpoint.json`` (step, kinds, schedule cap). ``N`` counts completed training steps,
-so resuming from ``step_N`` runs step ``N`` next.
+A checkpoint's top level is a Hugging Face model directory (``save_pretrained``: config,
+safetensors weights, generation config, tokenizer) plus the small files ``siri eval`` reads:
+``siri_prompt.json`` (the prompt format) and ``siri_checkpoint.json`` (step, kinds, schedule
+cap, compute dtype). What only resuming needs (optimizer moments, LR scheduler, data cursor,
+RNG states, config: about 8 bytes per parameter more than the fp32 weights) lives in
+``trainer_state/state.pt``, so the directory loads and serves as it is, and deleting
+``trainer_state/`` leaves a plain model. ``N`` counts completed training steps, so resuming
+from ``step_N`` runs step ``N`` next. Checkpoints of the earlier layout, with
+``trainer_state.pt`` at the top, are read (and resumed from) too.
 
 Writing is crash-safe: everything goes into ``checkpoints/.tmp-step_<N>-<pid>/``, every file
 is fsynced, ``siri_checkpoint.json`` is written last, then the directory is renamed into
@@ -30,7 +35,10 @@ if TYPE_CHECKING:
     from siri.train.distributed import DistContext
 
 MARKER = "siri_checkpoint.json"
-STATE = "trainer_state.pt"
+STATE_DIR = "trainer_state"
+STATE = f"{STATE_DIR}/state.pt"
+#: Where checkpoints of the earlier layout hold the trainer state (read, never written).
+LEGACY_STATE = "trainer_state.pt"
 _NAME = re.compile(r"^step_(\d+)$")
 
 
@@ -48,7 +56,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
         model, tokenizer: saved with ``save_pretrained`` (safetensors).
         model_state: the weights to save instead of ``model``'s own (the trainer passes its fp32
             master weights); ``config.json`` then records their dtype.
-        state: anything ``torch.save`` can write (optimizer state, cursors, RNG states).
+        state: anything ``torch.save`` can write (optimizer state, cursors, RNG states); it
+            goes to ``trainer_state/state.pt``.
         info: JSON-serialisable facts (e.g. ``kinds``, ``cap``), stored in the marker file.
         extra_files: file name -> text, written into the checkpoint too (the prompt format).
     """
@@ -67,25 +76,36 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model, tokenizer, sta
         tokenizer.save_pretrained(tmp)
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text)
+    (tmp / STATE_DIR).mkdir()
     torch.save(state, tmp / STATE)
     fault_point("checkpoint_write")
     (tmp / MARKER).write_text(json.dumps({"step": step, **info}, indent=1))
-    for path in tmp.rglob("*"):
-        if path.is_file():
-            _fsync_file(path)
-    _fsync_dir(tmp)
-    if final.exists():
-        # Replacing a checkpoint (a resumed run re-saving a step): move the old one aside
-        # first, so there is always one complete copy on disk.
-        old = root / f".old-step_{step}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
+    publish_directory(tmp, final, old=root / f".old-step_{step}-{os.getpid()}")
     fault_point("checkpoint_renamed")
     return final
+
+
+def publish_directory(tmp: Path, final: Path, old: Path) -> None:
+    """Make the fully written directory ``tmp`` appear as ``final`` in one rename: fsync every
+    file and directory in ``tmp``, rename, fsync the parent. An existing ``final`` is first
+    renamed to ``old`` (a name in the same directory) and deleted after, so a crash leaves
+    either the old or the new directory complete on disk, never neither."""
+    for path in sorted(tmp.rglob("*"), reverse=True):      # files before the directories holding them
+        if path.is_file():
+            _fsync_file(path)
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(tmp)
+    if final.exists():
+        os.replace(final, old)
+        os.replace(tmp, final)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
 def _save_weights(model, model_state: dict[str, torch.Tensor], directory: Path) -> None:
@@ -100,16 +120,30 @@ def _save_weights(model, model_state: dict[str, torch.Tensor], directory: Path) 
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def read_info(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The marker of a complete checkpoint directory, or None if it is incomplete/invalid."""
-    path = Path(path)
+def read_marker(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The parsed ``siri_checkpoint.json`` of ``path`` (a dict with an int ``step``), or None
+    if it is missing or torn. Says nothing of the trainer state: see :func:`read_info`."""
     try:
-        info = json.loads((path / MARKER).read_text())
+        info = json.loads((Path(path) / MARKER).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(info, dict) or not isinstance(info.get("step"), int) or not (path / STATE).is_file():
-        return None
-    return info
+    return info if isinstance(info, dict) and isinstance(info.get("step"), int) else None
+
+
+def state_file(path: str | os.PathLike) -> Path | None:
+    """The trainer state file of checkpoint ``path``: ``trainer_state/state.pt``, else the
+    earlier layout's ``trainer_state.pt``; None if it has neither."""
+    for name in (STATE, LEGACY_STATE):
+        if (Path(path) / name).is_file():
+            return Path(path) / name
+    return None
+
+
+def read_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker of a complete (resumable) checkpoint directory, or None if it is
+    incomplete/invalid: no valid marker, or no trainer state in either layout."""
+    info = read_marker(path)
+    return info if info is not None and state_file(path) is not None else None
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -132,11 +166,19 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
-    """``trainer_state.pt`` of a checkpoint (raises ValueError if it is not complete)."""
+    """The trainer state of a checkpoint (raises ValueError if it is not complete)."""
     path = Path(path)
-    if read_info(path) is None:
-        raise ValueError(f"{path} is not a complete siri checkpoint (no valid {MARKER} and {STATE})")
-    return torch.load(path / STATE, map_location="cpu", weights_only=False)
+    _, state = _complete(path)
+    return torch.load(state, map_location="cpu", weights_only=False)
+
+
+def _complete(path: Path) -> tuple[dict[str, Any], Path]:
+    """The marker and trainer state file of a complete checkpoint; ValueError (one line) if
+    either is missing."""
+    info, state = read_marker(path), state_file(path)
+    if info is None or state is None:
+        raise ValueError(f"{path} is not a complete siri checkpoint (no valid {MARKER} and {STATE} or {LEGACY_STATE})")
+    return info, state
 
 
 def latest_step(run_dir: str | os.PathLike) -> int | None:
@@ -146,7 +188,7 @@ def latest_step(run_dir: str | os.PathLike) -> int | None:
 
 
 def load_for_resume(path: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
-    """``trainer_state.pt`` of the checkpoint a run resumes from, after checking that the whole
+    """The trainer state of the checkpoint a run resumes from, after checking that the whole
     checkpoint can be read here: complete, of ``step`` (when given), with a model config and
     safetensors weights whose headers parse. Raises ValueError with a one-line reason."""
     from safetensors import safe_open
@@ -154,9 +196,7 @@ def load_for_resume(path: str | os.PathLike, step: int | None = None) -> dict[st
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{path} does not exist")
-    info = read_info(path)
-    if info is None:
-        raise ValueError(f"{path} is not a complete siri checkpoint (no valid {MARKER} and {STATE})")
+    info, state = _complete(path)
     if step is not None and info["step"] != step:
         raise ValueError(f"{path} holds step {info['step']}, not step {step}")
     weights = sorted(path.glob("*.safetensors"))
@@ -166,7 +206,7 @@ def load_for_resume(path: str | os.PathLike, step: int | None = None) -> dict[st
         for file in weights:
             with safe_open(str(file), framework="pt"):
                 pass
-        return torch.load(path / STATE, map_location="cpu", weights_only=False)
+        return torch.load(state, map_location="cpu", weights_only=False)
     except Exception as e:      # torn or foreign files: say which checkpoint, in one line
         first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(f"{path} cannot be read: {type(e).__name__}: {first}") from e
@@ -230,7 +270,7 @@ def checkpoint_kinds(step: int, cfg: TrainerConfig, peaks: set[int], troughs: se
 
 
 def rng_states() -> dict[str, Any]:
-    """The process's random states (torch, Python, numpy, every CUDA device) for ``trainer_state.pt``."""
+    """The process's random states (torch, Python, numpy, every CUDA device) for the trainer state."""
     return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
@@ -251,7 +291,7 @@ def prune(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
     root = checkpoint_dir(run_dir)
     deleted = []
     periodic = [(step, path) for step, path in list_checkpoints(run_dir)
-                if set(read_info(path).get("kinds", ["periodic"])) == {"periodic"}]
+                if set((read_info(path) or {}).get("kinds", ["periodic"])) == {"periodic"}]
     for _, path in periodic[:max(0, len(periodic) - keep_last)]:
         shutil.rmtree(path)
         deleted.append(path)

@@ -12,6 +12,7 @@ import math
 import os
 import statistics
 import time
+import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +76,16 @@ STEP_METRICS: dict[str, str] = {
     "time_step_s": "float: the whole step",
 }
 """Every key of a step's metrics (:func:`step_metrics`, ``Trainer.train_step``), in order,
-with its type and meaning."""
+with its type and meaning. With several reward terms (``reward.fns``) the keys of
+:data:`REWARD_TERM_METRICS` follow, one per term."""
+
+REWARD_TERM_METRICS: dict[str, str] = {
+    "reward_term/<name>": "float: with reward.fns, one per term in its order: the mean of that term's own score "
+                          "(before its weight) over the step's responses it scored (a truncated response given "
+                          "reward.truncated_reward is not scored; null when none was)",
+}
+"""The per-term keys that follow :data:`STEP_METRICS` when the reward has several terms
+(``siri.rewards.terms``)."""
 
 EVAL_METRICS: dict[str, str] = {
     "eval_accuracy": "float: mean over held-out problems of the fraction of correct samples (truncated: wrong)",
@@ -132,6 +142,9 @@ def step_metrics(step: int, cap: int, phase: str, *, samples: Sequence[SampleSta
         lr: the learning rate after the step.
         skipped_steps: optimizer steps skipped so far in the run.
         seconds: wall-clock seconds of ``rollout``, ``reward``, ``update`` and the whole ``step``.
+
+    The samples' reward-term scores (``SampleStats.terms``), when they have any, add the keys
+    of :data:`REWARD_TERM_METRICS` at the end.
     """
     lengths = [s.num_tokens for s in samples]
     rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
@@ -157,7 +170,17 @@ def step_metrics(step: int, cap: int, phase: str, *, samples: Sequence[SampleSta
         "rollout_tokens_per_s": generated / max(seconds["rollout"], 1e-9),
         "time_rollout_s": seconds["rollout"], "time_reward_s": seconds["reward"],
         "time_update_s": seconds["update"], "time_step_s": seconds["step"],
+        **_reward_term_means(samples),
     }
+
+
+def _reward_term_means(samples: Sequence[SampleStats]) -> dict[str, float]:
+    """``reward_term/<name>``: each term's mean over the samples it scored (NaN: none)."""
+    means = {}
+    for name in samples[0].terms:
+        scored = [s.terms[name] for s in samples if math.isfinite(s.terms[name])]
+        means[f"reward_term/{name}"] = statistics.fmean(scored) if scored else math.nan
+    return means
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -195,15 +218,26 @@ def read_run_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """Appends step metrics to ``metrics.jsonl`` (flushed and fsynced per line).
+    """Appends step metrics to ``metrics.jsonl`` (flushed and fsynced per line), and passes them
+    to the TensorBoard / W&B sinks that are on.
 
     Opening with ``resume_step=N`` keeps only the lines of steps ``< N`` and drops the rest
     (steps a killed run logged after its last checkpoint are redone), so the log of a resumed
-    run equals that of an uninterrupted one.
+    run equals that of an uninterrupted one; with ``resume_step > 0`` W&B continues the run
+    whose id ``RUN_DIR/wandb_run_id`` holds (see :data:`WANDB_RUN_ID_FILE`).
+
+    Args:
+        run_dir: the run directory (``trainer.run_dir``).
+        resume_step: the step the run starts at (0: a fresh run).
+        tensorboard, wandb: turn those sinks on (``trainer.tensorboard`` / ``trainer.wandb``).
+        wandb_project, wandb_entity, wandb_name: the W&B project, entity (user or team; None:
+            the login's default) and display name (None: W&B picks one).
+        config: the resolved config as a dict, recorded by W&B.
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, resume_step: int = 0, tensorboard: bool = False,
-                 wandb: bool = False, wandb_project: str = "siri", config: dict | None = None):
+                 wandb: bool = False, wandb_project: str = "siri", wandb_entity: str | None = None,
+                 wandb_name: str | None = None, config: dict | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         kept = []
         if self.path.exists():
@@ -214,16 +248,20 @@ class MetricsLog:
         if tensorboard:
             self._sinks.append(_TensorBoardSink(Path(run_dir) / "tensorboard"))
         if wandb:
-            self._sinks.append(_WandbSink(wandb_project, Path(run_dir), config or {}))
+            self._sinks.append(_WandbSink(Path(run_dir), config or {}, project=wandb_project, entity=wandb_entity,
+                                          name=wandb_name, resume=resume_step > 0))
 
-    def log(self, metrics: dict[str, Any]) -> None:
+    def log(self, metrics: dict[str, Any], samples: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Write a step's metrics. ``samples``: rows of responses to show with them (the dicts of
+        ``siri.train.rollout_samples.rollout_rows``); W&B logs them as a table ``samples``, the
+        other outputs ignore them."""
         line = json.dumps(_finite_or_none(metrics)) + "\n"
         fault_point("metrics_write", lambda: self._write_raw(line[:len(line) // 2]))
         self._file.write(line)
         self._file.flush()
         os.fsync(self._file.fileno())
         for sink in self._sinks:
-            sink.log(metrics)
+            sink.log(metrics, samples)
 
     def _write_raw(self, text: str) -> None:
         self._file.write(text)
@@ -249,7 +287,7 @@ class _TensorBoardSink:
             raise ImportError("trainer.tensorboard needs the tensorboard package: pip install 'siri[tensorboard]'") from e
         self._writer = SummaryWriter(str(log_dir))
 
-    def log(self, metrics: dict[str, Any]) -> None:
+    def log(self, metrics: dict[str, Any], samples: Sequence[Mapping[str, Any]] = ()) -> None:
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
                 self._writer.add_scalar(key, value, metrics["step"])
@@ -258,16 +296,47 @@ class _TensorBoardSink:
         self._writer.close()
 
 
+WANDB_RUN_ID_FILE = "wandb_run_id"
+"""The file in the run directory that holds the run's W&B id, so that a resumed run logs to
+the same W&B run."""
+
+SAMPLE_COLUMNS = ("step", "prompt_index", "sample", "prompt", "response", "answer", "reward", "correctness",
+                  "advantage", "num_tokens", "finish_reason")
+"""The columns of the W&B ``samples`` table (keys of the rows given to :meth:`MetricsLog.log`)."""
+
+
+def wandb_run_id(run_dir: Path, wandb: Any, *, resume: bool) -> str:
+    """The W&B run id of the run in ``run_dir``: the stored one when ``resume`` and
+    :data:`WANDB_RUN_ID_FILE` exists, else a new one (``wandb.util.generate_id()`` where the
+    module has it, else 8 hex digits), stored (atomically) for the next resume."""
+    path = run_dir / WANDB_RUN_ID_FILE
+    if resume and path.is_file():
+        stored = path.read_text(encoding="utf-8").strip()
+        if stored:
+            return stored
+    generate = getattr(getattr(wandb, "util", None), "generate_id", None)
+    run_id = str(generate()) if callable(generate) else uuid.uuid4().hex[:8]
+    write_text_atomic(path, run_id + "\n")
+    return run_id
+
+
 class _WandbSink:
-    def __init__(self, project: str, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, *, project: str, entity: str | None, name: str | None,
+                 resume: bool):
         try:
             import wandb
         except ImportError as e:
             raise ImportError("trainer.wandb needs the wandb package: pip install 'siri[wandb]'") from e
-        self._run = wandb.init(project=project, dir=str(run_dir), config=config, resume="allow")
+        self._wandb = wandb
+        self._run = wandb.init(project=project, entity=entity, name=name, dir=str(run_dir), config=config,
+                               id=wandb_run_id(run_dir, wandb, resume=resume), resume="allow")
 
-    def log(self, metrics: dict[str, Any]) -> None:
-        self._run.log({k: v for k, v in metrics.items() if k != "step"}, step=metrics["step"])
+    def log(self, metrics: dict[str, Any], samples: Sequence[Mapping[str, Any]] = ()) -> None:
+        data = {k: v for k, v in metrics.items() if k != "step"}
+        if samples:
+            data["samples"] = self._wandb.Table(columns=list(SAMPLE_COLUMNS),
+                                                data=[[row[c] for c in SAMPLE_COLUMNS] for row in samples])
+        self._run.log(data, step=metrics["step"])
 
     def close(self) -> None:
         self._run.finish()

@@ -8,8 +8,8 @@ One step (``train_step``):
 1. ``cap = schedule(step)``; take the next ``rollout.prompts_per_step`` prompts.
 2. Rollouts: the engine samples ``rollout.group_size`` responses per prompt with
    ``max_tokens=cap`` over the policy's own parameters (no weight copy).
-3. Rewards (``siri.algo.rollout_scoring``): ``reward.fn(text, answer, finish_reason)`` in
-   ``reward.workers`` processes; a response cut at the cap ("length") scores
+3. Rewards (``siri.algo.rollout_scoring``): ``reward.fn`` (or the weighted terms of ``reward.fns``)
+   on each response, its prompt and row, in ``reward.workers`` processes; one cut at the cap scores
    ``reward.truncated_reward`` (0). A reward that raises or times out scores 0 and is counted.
    Length terms (DAPO's overlong penalty, Kimi's or L1's length reward;
    ``siri.rewards.length_shaping``) are added when configured.
@@ -17,7 +17,8 @@ One step (``train_step``):
    whose responses are all right or all wrong (``algo.filter_metric: acc``; ``reward``: whose
    shaped rewards are all equal) are dropped and steps 1-4 repeat on new prompts until the
    batch is full (``siri.algo.dynamic_sampling``).
-5. Old logprobs: recomputed under no_grad (or the sampler's, exactly on-policy).
+5. Old logprobs: exactly on-policy (one epoch, one mini-batch; ``algo.old_logprobs: auto``) the
+   training forward's own, detached; otherwise recomputed under no_grad (or the sampler's).
 6. Update (``siri.algo.policy_update``): for each PPO epoch and mini-batch, micro-batches
    packed by a token budget go through the HF model and the fused ``grpo_loss`` (token-mean
    over the mini-batch's response tokens); then ``siri.train.precision.PolicyOptimizer`` sums the
@@ -31,7 +32,6 @@ run samples exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 
-import json
 import random
 import warnings
 from pathlib import Path
@@ -55,14 +55,17 @@ from siri.engine.llm_engine import sequence_seed
 from siri.train.distributed import init_distributed, owned_groups
 from siri.train.faults import fault_point
 from siri.train.metrics import MetricsLog, StageTimer, step_metrics
-from siri.models.loading import load_model, load_tokenizer, resolve_device, resolve_dtype, stop_token_ids
+from siri.train.rollout_samples import RolloutSamples
+from siri.models.loading import (load_model, load_tokenizer, place_model, reference_model, resolve_device,
+                                 resolve_dtype, stop_token_ids, with_pad_token)
 from siri.ops.grpo_loss import grpo_loss
 from siri.train.memory_plan import engine_kv_cache_bytes
 from siri.train.precision import PolicyOptimizer, PolicyWeights, TrainingAborted
 from siri.data import PROMPT_FILE, PromptFormat
 from siri.progress import TrainProgress
-from siri.rewards.loader import load_reward_fn
-from siri.rewards.pool import default_reward_workers, make_scorer
+from siri.rewards.pool import default_reward_workers
+from siri.rewards.reward_scorer import make_scorer
+from siri.rewards.terms import RewardTerms
 from siri.train.training_eval import TrainingEvaluator
 
 __all__ = ["StepCallback", "Trainer", "TrainingAborted"]
@@ -74,11 +77,19 @@ class Trainer:
     """Runs SIRI training as configured.
 
     Args:
-        config: a validated :class:`siri.config.Config` (``load_config`` validates).
+        config: a :class:`siri.config.Config` (validated here).
+        model, tokenizer: a transformers causal LM and its tokenizer built by the caller, used
+            instead of loading ``model.path``; with ``trainer.resume`` finding a checkpoint, its
+            weights are loaded into ``model``.
+        train_dataset: the training rows (a list of dicts or a ``datasets.Dataset``), read as
+            ``data`` says (keys, message-list prompts), instead of loading ``data.train``.
+        reward_fn: a reward callable (or a list of them) used instead of ``reward.fn``; it runs
+            in the training process (see :mod:`siri.rewards`).
         callbacks: called after every step with that step's metrics dict.
     """
 
-    def __init__(self, config: Config, *, callbacks: list[StepCallback] | None = None):
+    def __init__(self, config: Config, *, model=None, tokenizer=None, train_dataset=None, reward_fn=None,
+                 callbacks: list[StepCallback] | None = None):
         config.validate()
         self.cfg = config
         self.callbacks = list(callbacks or [])
@@ -96,31 +107,31 @@ class Trainer:
         self.param_dtype = resolve_dtype(config.model.param_dtype, self.device)
         self.step = 0
         self._progress = TrainProgress(False, 0)
+        self.rollout_samples = RolloutSamples.from_config(config, table=config.trainer.wandb and self.dist.is_main)
         resume_from, resume_state = checkpoint.resume_source(self.run_dir, config.trainer.resume, self.dist)
         torch.manual_seed(config.trainer.seed)
         random.seed(config.trainer.seed)
         np.random.seed(config.trainer.seed % 2**32)
 
         m = config.model
-        self.tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
+        self.tokenizer = (with_pad_token(tokenizer) if tokenizer is not None
+                          else load_tokenizer(m.path, trust_remote_code=m.trust_remote_code))
+        self.ref_model = reference_model(config, model, self.device, self.dtype)
         # Loaded in param_dtype (checkpoints hold the fp32 master weights, so a resume is
         # exact); PolicyWeights derives the compute copy / shards (see siri.train.precision).
         self.weights = PolicyWeights(
-            load_model(str(resume_from or m.path), device=self.device, dtype=self.param_dtype,
-                       trust_remote_code=m.trust_remote_code),
+            place_model(model, device=self.device, dtype=self.param_dtype, weights_from=resume_from)
+            if model is not None else load_model(str(resume_from or m.path), device=self.device,
+                                                 dtype=self.param_dtype, trust_remote_code=m.trust_remote_code),
             compute_dtype=self.dtype, param_dtype=self.param_dtype,
             sharded=self.dist.enabled and config.trainer.parallelism == "fsdp",
             gradient_checkpointing=m.gradient_checkpointing)
         self.model, self.rollout_model = self.weights.train_model, self.weights.rollout_model
-        self.ref_model = None
-        if config.algo.kl_coef > 0:
-            self.ref_model = load_model(m.path, device=self.device, dtype=self.dtype,
-                                        trust_remote_code=m.trust_remote_code).eval().requires_grad_(False)
         check_positions(self.cfg, self.model.config)      # validate() skipped it if the model was remote
         self.stop_ids = stop_token_ids(self.tokenizer, self.rollout_model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-        self.dataset, self.data_report = load_prompt_dataset(config.data, self.tokenizer)
+        self.dataset, self.data_report = load_prompt_dataset(config.data, self.tokenizer, train_dataset)
         try:
             self.sampler = PromptSampler(len(self.dataset), config.rollout.prompts_per_step,
                                          seed=config.trainer.seed, shuffle=config.data.shuffle)
@@ -143,14 +154,13 @@ class Trainer:
                                 gpu_memory_fraction=r.gpu_memory_fraction, max_prefill_tokens=r.max_prefill_tokens,
                                 cuda_graphs=r.cuda_graphs,
                                 max_seq_len=config.data.max_prompt_tokens + self.schedule.longest_cap(config.trainer.steps))
-        self.reward_fn = load_reward_fn(config.reward.fn)
         rc = config.reward
         workers = rc.workers if rc.workers is not None else default_reward_workers(self.dist.local_world_size)
-        self.scorer = make_scorer(rc.fn, workers, rc.timeout_s or None)
+        self.scorer = make_scorer(RewardTerms.from_config(rc, override=reward_fn), workers, rc.timeout_s or None)
         self.rollout_scorer = RolloutScorer.from_config(config, self.tokenizer, self.scorer)
         self.evaluator = None
         if config.eval.data is not None:
-            self.evaluator = TrainingEvaluator(config, self.tokenizer, self.engine, self.reward_fn, self.stop_ids,
+            self.evaluator = TrainingEvaluator(config, self.tokenizer, self.engine, self.scorer, self.stop_ids,
                                                self.dist)
         self._peaks = set(self.schedule.peaks(config.trainer.steps))
         self._troughs = set(self.schedule.troughs(config.trainer.steps))
@@ -177,8 +187,9 @@ class Trainer:
             _write_yaml(self.run_dir / "config.yaml", config_to_dict(self.cfg))
             _write_yaml(self.run_dir / "data_report.yaml", self.data_report)
             log = MetricsLog(self.run_dir, resume_step=self.step, tensorboard=t.tensorboard, wandb=t.wandb,
-                             wandb_project=t.wandb_project, config=config_to_dict(self.cfg))
-            self._progress = TrainProgress(t.progress, total=t.steps, start=self.step)
+                             wandb_project=t.wandb_project, wandb_entity=t.wandb_entity, wandb_name=t.wandb_name,
+                             config=config_to_dict(self.cfg))
+            self._progress = TrainProgress.for_training(t.progress, total=t.steps, start=self.step)
         last: dict[str, Any] = {}
         try:
             while self.step < t.steps:
@@ -186,7 +197,7 @@ class Trainer:
                 if self.evaluator is not None and self.evaluator.due(last["step"]):
                     last.update(self._evaluate(last))
                 if log is not None:   # rank 0
-                    log.log(last)
+                    log.log(last, samples=self.rollout_samples.table)
                     self._progress.step_done(last)
                     for callback in self.callbacks:
                         callback(last)
@@ -221,7 +232,7 @@ class Trainer:
         collector = GroupCollector(cfg.rollout.prompts_per_step, drop_equal=a.filter_equal_groups or a.dynamic_sampling,
                                    refill=a.dynamic_sampling, max_rounds=a.max_sampling_rounds)
         samples = StepSamples(a.filter_metric)       # every rank's, for the filter and the metrics
-        saved: list[dict] = []
+        self.rollout_samples.start(t)
         while not collector.done:
             sampling_round = collector.rounds
             self._progress.stage("rollout" if sampling_round == 0 else f"rollout (refill {sampling_round})",
@@ -235,18 +246,16 @@ class Trainer:
 
             self._progress.stage("reward", t, cap, phase)
             with timer.measure("reward"):
-                groups, failures = self.rollout_scorer.score(rollouts, [e.answer for e in local], cap)
-                equal = samples.add_round(self.dist, sampling_round, owned, groups, failures)
-                collector.add_round(equal, dict(zip(owned, groups)))
-            if cfg.trainer.save_rollouts:
-                saved += self._rollout_rows(t, sampling_round, local, rollouts)
+                scored = self.rollout_scorer.score(rollouts, local, cap, t)
+                equal = samples.add_round(self.dist, sampling_round, owned, scored)
+                collector.add_round(equal, dict(zip(owned, scored.groups)))
+            self.rollout_samples.add(sampling_round, local, rollouts)
         # the pool (and its CUDA graphs) served every sampling round; its memory goes to the update
         self._release_rollout_memory()
         if a.dynamic_sampling and len(collector.kept) < collector.target and self.dist.is_main:
             warnings.warn(f"step {t}: dynamic sampling kept {len(collector.kept)} of {collector.target} groups after "
                           f"{collector.rounds} rounds (algo.max_sampling_rounds); training on those", stacklevel=2)
-        if cfg.trainer.save_rollouts:
-            self._save_rollouts(t, saved)
+        self.rollout_samples.finish()
 
         self._progress.stage("update", t, cap, phase)
         with timer.measure("update"):
@@ -285,18 +294,6 @@ class Trainer:
         self.weights.refresh_rollout_model()
         self.rollout_model.eval()
 
-    def _rollout_rows(self, step: int, sampling_round: int, examples, rollouts: list[Rollout]) -> list[dict]:
-        g = self.cfg.rollout.group_size
-        return [{"step": step, "round": sampling_round, "prompt_index": examples[i // g].index, "sample": i % g,
-                 "answer": examples[i // g].answer, "response": r.text, "num_tokens": len(r.response_ids),
-                 "finish_reason": r.finish_reason, "correctness": r.correctness, "reward": r.reward,
-                 "advantage": r.advantage} for i, r in enumerate(rollouts)]
-
-    def _save_rollouts(self, step: int, rows: list[dict]) -> None:
-        directory = self.run_dir / "rollouts"
-        directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(directory / f"step_{step}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-
     def _update(self, minis: list[list[Rollout]]) -> UpdateStats:
         """The policy update on this rank's part of each mini-batch (``siri.algo.policy_update``)."""
         return self.policy_update(minis, self.step)
@@ -321,7 +318,8 @@ class Trainer:
             "config": config_to_dict(self.cfg),
         }
         last = max(self.step - 1, 0)
-        info = {"kinds": kinds or ["periodic"], "cap": self.schedule(last), "phase": self.schedule.phase(last)}
+        info = {"kinds": kinds or ["periodic"], "cap": self.schedule(last), "phase": self.schedule.phase(last),
+                "compute_dtype": self.cfg.model.dtype}     # siri export's default dtype
         prompt_format = PromptFormat.from_data_config(self.cfg.data, source="training config")
         path = checkpoint.save_checkpoint(self.run_dir, self.step, self.rollout_model, self.tokenizer, state, info,
                                           model_state=model_state, extra_files={PROMPT_FILE: prompt_format.to_json()})

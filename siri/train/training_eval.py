@@ -13,19 +13,21 @@ per-problem results are gathered.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any
 
 from siri.config import Config
+from siri.data import PromptFormat
 from siri.eval import EvalSettings, evaluate_examples, load_eval_examples
+from siri.rewards.reward_scorer import CorrectnessJudge, RewardScorer
 
 __all__ = ["TrainingEvaluator", "wrong_when_truncated"]
 
 
-def wrong_when_truncated(reward_fn: Callable[[str, str, str], float]) -> Callable[[str, str, str], float]:
-    """``reward_fn`` that scores 0 for a response cut at the cap without calling it."""
-    def capped(text: str, answer: str, finish_reason: str) -> float:
-        return 0.0 if finish_reason == "length" else reward_fn(text, answer, finish_reason)
-    return capped
+def wrong_when_truncated(reward: Any) -> CorrectnessJudge:
+    """What evaluation during training scores with: the correctness term of ``reward`` (a
+    :class:`siri.rewards.reward_scorer.RewardScorer`, or a reward function in any form
+    ``siri.rewards`` accepts), and 0 for a response cut at the cap, without a call."""
+    return CorrectnessJudge.of(reward, truncated_reward=0.0)
 
 
 class TrainingEvaluator:
@@ -36,23 +38,23 @@ class TrainingEvaluator:
             data section's prompt format).
         tokenizer: the policy's tokenizer.
         engine: the trainer's :class:`siri.engine.LLMEngine` (over the rollout model).
-        reward_fn: ``(text, answer, finish_reason) -> float``; correct as in training
-            (``siri.rewards.correctness.is_correct``: >= 0.5), and a response that reaches
-            ``eval.max_tokens`` is wrong whatever it says.
+        scorer: the trainer's reward scorer (its worker processes score evaluation too); its
+            correctness term decides, as in training (``siri.rewards.correctness.is_correct``:
+            >= 0.5), and a response that reaches ``eval.max_tokens`` is wrong whatever it says.
         stop_token_ids: the tokens that end a response.
         dist: the trainer's :class:`siri.train.distributed.DistributedContext`.
 
     Raises ValueError (naming ``eval.data``) when the held-out set has no usable problem.
     """
 
-    def __init__(self, cfg: Config, tokenizer, engine, reward_fn: Callable[[str, str, str], float],
-                 stop_token_ids: list[int], dist):
+    def __init__(self, cfg: Config, tokenizer, engine, scorer: RewardScorer, stop_token_ids: list[int], dist):
         e, d = cfg.eval, cfg.data
         self.tokenizer, self.engine, self.stop_token_ids, self.dist = tokenizer, engine, stop_token_ids, dist
-        self.reward_fn = wrong_when_truncated(reward_fn)
-        examples = load_eval_examples(e.data, tokenizer, path=e.path, instruction=d.instruction,
-                                      use_chat_template=d.use_chat_template, max_prompt_tokens=d.max_prompt_tokens,
-                                      prompt_key=e.prompt_key, answer_key=e.answer_key)
+        self.judge = wrong_when_truncated(scorer)
+        examples = load_eval_examples(e.data, tokenizer, path=e.path,
+                                      prompt_format=PromptFormat.from_data_config(d, source="training config"),
+                                      max_prompt_tokens=d.max_prompt_tokens, prompt_key=e.prompt_key,
+                                      answer_key=e.answer_key)
         if e.limit is not None:
             examples = examples[:e.limit]
         if not examples:
@@ -78,7 +80,7 @@ class TrainingEvaluator:
         truncated = 0.0
         if self.examples:
             result = evaluate_examples(self.engine, self.tokenizer, self.examples, self.settings,
-                                       reward_fn=self.reward_fn, stop_token_ids=self.stop_token_ids)
+                                       reward_fn=self.judge, stop_token_ids=self.stop_token_ids)
             mine = [(p["accuracy"], p["mean_tokens"]) for p in result["per_prompt"]]
             truncated = result["truncation_rate"] * result["num_samples"]
         parts = self.dist.all_gather_objects((mine, truncated))
