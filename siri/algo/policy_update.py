@@ -1,8 +1,12 @@
 """The policy update of one training step: GRPO/DAPO's PPO epochs over the step's mini-batches.
 
-1. Old logprobs: each response token's logprob under the policy before the update, recomputed
-   under no_grad by the rollout model (``algo.old_logprobs: recompute``), or the sampler's own
-   (``engine``, exactly on-policy). With a KL penalty, the reference model's too.
+1. Old logprobs: each response token's logprob under the policy before the update
+   (``algo.old_logprobs``): ``recompute``: a no_grad forward of the rollout model before the
+   update; ``engine``: the sampler's own (exactly on-policy only); ``auto`` (the default):
+   exactly on-policy (one epoch, one mini-batch) the training forward's own logprobs,
+   detached, taken in :meth:`PolicyUpdate._optimizer_step` (the same values as ``recompute``
+   without its extra forward: the ratio is 1), otherwise ``recompute``. With a KL penalty,
+   the reference model's too.
 2. For each of ``algo.ppo_epochs`` epochs and each mini-batch: micro-batches packed by a token
    budget (``algo.micro_batch_tokens``) go through the training model and the fused
    ``grpo_loss`` (token-mean over the mini-batch's response tokens on every rank), backward,
@@ -94,7 +98,7 @@ class PolicyUpdate:
 
     Args:
         weights: the policy's weights: ``train_model`` trains, ``rollout_model`` (the current
-            weights) recomputes the old logprobs.
+            weights) recomputes the old logprobs (``old_logprobs_source() == "recompute"``).
         optimizer: ends each optimizer step.
         dist: the process group (global token counts and loss statistics are sums over it).
         algo: ``clip_low``, ``clip_high``, ``clip_c``, ``kl_coef``, ``ppo_epochs``,
@@ -118,10 +122,11 @@ class PolicyUpdate:
         of mini-batches on every rank); ``train_step`` names the step in errors. Returns the
         mean of the optimizer steps' :class:`UpdateStats`."""
         rollouts = [r for mini in minis for r in mini]
-        if self.algo.old_logprobs == "engine":
+        source = self.old_logprobs_source()
+        if source == "engine":
             for r in rollouts:
                 r.old_logprobs = torch.tensor(r.sample_logprobs, dtype=torch.float32)
-        else:
+        elif source == "recompute":
             # the rollout model holds the current weights (it is the policy, or its fresh copy)
             self.weights.rollout_model.eval()
             self._fill_logprobs(rollouts, self.weights.rollout_model, "old_logprobs")
@@ -131,10 +136,20 @@ class PolicyUpdate:
         total = UpdateStats()
         for _ in range(self.algo.ppo_epochs):
             for mini in minis:
-                stats = self._optimizer_step(mini, train_step)
+                stats = self._optimizer_step(mini, train_step, old_from_forward=source == "forward")
                 if stats is not None:
                     total = total + stats
         return total.mean()
+
+    def old_logprobs_source(self) -> str:
+        """Where this update's old logprobs come from: "engine", "recompute" or "forward" (the
+        training forward's, detached), i.e. ``algo.old_logprobs`` with "auto" resolved: "forward"
+        when the update is exactly on-policy (``ppo_epochs == mini_batches == 1``: no weight
+        changes before the only forward, so it sees the policy that sampled), else "recompute"."""
+        mode = self.algo.old_logprobs
+        if mode == "auto":
+            return "forward" if self.algo.ppo_epochs == 1 and self.algo.mini_batches == 1 else "recompute"
+        return mode
 
     def _micro_batches(self, rollouts: list[Rollout]) -> Iterator[MicroBatch]:
         for indices in pack_by_token_budget([r.length for r in rollouts], self.algo.micro_batch_tokens):
@@ -148,9 +163,12 @@ class PolicyUpdate:
             # the targets are the engine's draws, valid by construction: skip the check's sync
             mb.scatter(token_logprobs(logits, mb.response_targets, self.temperature, check_targets=False), name)
 
-    def _optimizer_step(self, rollouts: list[Rollout], train_step: int) -> UpdateStats | None:
+    def _optimizer_step(self, rollouts: list[Rollout], train_step: int, *,
+                        old_from_forward: bool = False) -> UpdateStats | None:
         """One optimizer step on a mini-batch (this rank's ``rollouts`` plus the other ranks'
-        parts), token-mean over all its response tokens. None when it has no tokens at all."""
+        parts), token-mean over all its response tokens. None when it has no tokens at all.
+        ``old_from_forward``: the old logprobs are each micro-batch's own logits' (detached),
+        not the rollouts' ``old_logprobs``."""
         a, weights = self.algo, self.weights
         num_tokens = int(self.dist.sum_values([float(sum(len(r.response_ids) for r in rollouts))])[0])
         if num_tokens == 0:
@@ -168,8 +186,11 @@ class PolicyUpdate:
             # loss writes dlogits into its storage (no second logits-sized buffer)
             logits = response_logits(weights.train_model, mb.input_ids, mb.attention_mask, mb.response_mask)
             everywhere = torch.ones(logits.shape[:1], dtype=torch.bool, device=logits.device)
+            # read before the loss: its backward overwrites the logits' storage with dlogits
+            old = (token_logprobs(logits.detach(), mb.response_targets, self.temperature, check_targets=False)
+                   if old_from_forward else mb.gather("old_logprobs"))
             loss, stats = self.policy_loss(
-                logits, mb.response_targets, mb.gather("old_logprobs"), mb.response_advantages, everywhere,
+                logits, mb.response_targets, old, mb.response_advantages, everywhere,
                 clip_low=a.clip_low, clip_high=a.clip_high, clip_c=a.clip_c, temperature=self.temperature,
                 ref_logprobs=mb.gather("ref_logprobs") if self.ref_model is not None else None,
                 kl_coef=a.kl_coef, num_tokens=num_tokens, return_entropy=True, check_targets=False)
