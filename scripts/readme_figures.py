@@ -1,0 +1,226 @@
+"""Regenerate the figures that README.md and docs/reproduce.md quote from siri's own output.
+
+A figure is the text between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` (a block
+of lines or a few words inside a sentence). Each NAME in :data:`FIGURES` is produced from the
+current code: the memory plan that ``siri train CONFIG --dry-run`` prints, and numbers from the
+same plan (:func:`siri.train.memory_plan.plan_memory`). Nothing is downloaded: the paper's
+model shapes are built into siri.
+
+    python scripts/readme_figures.py              # rewrite the figures that changed
+    python scripts/readme_figures.py --check      # exit 1, with a diff, when a figure differs
+    python scripts/readme_figures.py --list       # the figure names and where they appear
+    python scripts/readme_figures.py --only NAME  # just these (repeat --only)
+
+A marker whose NAME is not in :data:`FIGURES`, or a figure that appears in no file, is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+#: The files whose figures this script keeps current.
+FILES = [REPO / "README.md", REPO / "docs" / "reproduce.md"]
+MARKER = re.compile(r"<!-- figures:([\w.-]+) -->(.*?)<!-- /figures:\1 -->", re.DOTALL)
+OPENING = re.compile(r"<!-- (/?)figures:([\w.-]+) -->")
+#: The paper's recipe, and the DAPO baseline it is compared with.
+SIRI_1_5B = "configs/siri_r1_distill_qwen_1.5b.yaml"
+DAPO_16K = "configs/dapo_fixed_16k.yaml"
+#: The dry runs' console width (rich wraps at it), fixed so the output is the same in any terminal.
+COLUMNS = "200"
+
+
+def dry_run_memory_plan(config: str, *args: str) -> str:
+    """The memory-plan part of ``siri train CONFIG --dry-run ARGS`` (its table, verdict and
+    advice), as a console block that starts with the command."""
+    env = {**os.environ, "COLUMNS": COLUMNS, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "siri", "train", config, "--dry-run", *args]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        sys.exit(f"readme_figures.py: `siri train {config} --dry-run {' '.join(args)}` failed:\n{out.stderr[-2000:]}")
+    lines = [line.rstrip() for line in out.stdout.splitlines()]
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith("memory plan per device")), None)
+    end = next((i for i, line in enumerate(lines) if line.startswith("dry run: config is valid")), len(lines))
+    if start is None:
+        sys.exit(f"readme_figures.py: no memory plan in the output of the dry run of {config}")
+    command = " ".join(["siri", "train", config, "--dry-run", *args])
+    body = "\n".join([f"$ {command}", "...  (the resolved config and the schedule's caps come first)",
+                      *lines[start:end]])
+    return f"\n```console\n{body}\n```\n"
+
+
+def _plan(config: str, overrides: list[str], gpus: int = 8, gib: float = 80.0):
+    from siri.config import load_config
+    from siri.train.memory_plan import plan_memory
+
+    return plan_memory(load_config(REPO / config, overrides), world_size=gpus, device_memory_gb=gib)
+
+
+#: Rows of the 8 x 80 GB table: (config, overrides, what the row is).
+LAYOUTS_8X80 = [
+    (SIRI_1_5B, [], "SIRI, as shipped (`ddp`, checkpointing on)"),
+    (SIRI_1_5B, ["trainer.parallelism=fsdp"], "SIRI, `trainer.parallelism=fsdp`"),
+    (SIRI_1_5B, ["rollout.keep_kv_cache=true"], "SIRI, `rollout.keep_kv_cache=true`"),
+    (SIRI_1_5B, ["model.gradient_checkpointing=false"], "SIRI, `model.gradient_checkpointing=false`"),
+    (DAPO_16K, [], "DAPO-16K, as shipped"),
+]
+
+
+def memory_table_8x80() -> str:
+    """A markdown table of the memory plan per GPU on 8 x 80 GB for the recipe's layouts."""
+    from siri.train.memory_plan import GiB
+
+    rows = ["| config | persistent | update peak | rollout peak | KV pool | KV tokens per GPU | of the worst case "
+            "| verdict |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for config, overrides, label in LAYOUTS_8X80:
+        p = _plan(config, overrides)
+        verdict = "fits" if p.fits else "does not fit"
+        rows.append(f"| {label} | {p.persistent_bytes / GiB:.1f} GiB | {p.training_peak / GiB:.1f} GiB "
+                    f"| {p.rollout_peak / GiB:.1f} GiB | {p.kv_bytes / GiB:.1f} GiB | {p.kv_tokens / 1e6:.2f}M "
+                    f"| {100 * p.kv_tokens / p.kv_tokens_wanted:.0f}% | {verdict} (peak {p.peak / GiB:.1f} of "
+                    f"{p.usable_bytes / GiB:.0f} GiB usable) |")
+    return "\n\n" + "\n".join(rows) + "\n\n"  # blank lines: a table is a block of its own in markdown
+
+
+def kept_kv_pool_1_5b() -> str:
+    """The 1.5B recipe's KV pool on one 80 GB GPU with and without ``rollout.keep_kv_cache``."""
+    from siri.train.memory_plan import GiB
+
+    kept, released = _plan(SIRI_1_5B, ["rollout.keep_kv_cache=true"]), _plan(SIRI_1_5B, [])
+    return f"{kept.kv_bytes / GiB:.1f} GiB pool ({released.kv_bytes / GiB:.1f} GiB with the pool released each step)"
+
+
+def cuda_graphs_1_5b() -> str:
+    """The CUDA graphs' memory in the 1.5B recipe's plan."""
+    from siri.train.memory_plan import GiB
+
+    return f"{_plan(SIRI_1_5B, []).graph_bytes / GiB:.2f} GiB"
+
+
+#: ``benchmarks/bench_vs_trl.py --out DIR`` results, one directory per measured setup.
+VS_TRL_RESULTS = REPO / "docs" / "bench"
+
+
+def vs_trl_table() -> str:
+    """A markdown table of every ``docs/bench/*/bench_vs_trl.json``: seconds per step and per
+    generated token (median, and the range over the timed steps) of siri and TRL, the split into
+    generation and update, peak memory, and the ratios TRL / siri."""
+    import json
+
+    rows = ["| model | dtype | prompts x G, cap | steps timed | tool | s/step (range) | ms/token (range) | "
+            "generation s | update s | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    for path in sorted(VS_TRL_RESULTS.glob("*/bench_vs_trl.json")):
+        r = json.loads(path.read_text())
+        setup = f"{r['prompts_per_step']} x {r['group_size']}, {r['cap']}"
+        for tool in ("siri", "trl"):
+            t = r[tool]
+            lo, hi = t["step_s_range"]
+            tlo, thi = t["s_per_token_range"]
+            rows.append(f"| {r['model']} | {r['dtype']} | {setup} | {r['repeats']} | {tool} | {t['step_s']:.2f} "
+                        f"({lo:.2f}-{hi:.2f}) | {1e3 * t['s_per_token']:.2f} ({1e3 * tlo:.2f}-{1e3 * thi:.2f}) | "
+                        f"{t['generation_s']:.2f} | {t['update_s']:.2f} | {t['peak_extra_bytes'] / 2**20:.0f} |")
+        q = r["ratios_trl_over_siri"]
+        ratios.append(f"- {r['model']}, {r['dtype']}: TRL / siri per generated token "
+                      f"**{q['s_per_token']:.2f}x**, per step {q['step_s']:.2f}x, generation "
+                      f"{q.get('generation_s', float('nan')):.2f}x, update {q.get('update_s', float('nan')):.2f}x "
+                      f"({r['threads']} threads, torch {r['torch']}; `{path.relative_to(REPO)}`)")
+    return "\n" + "\n".join(rows) + "\n\n" + "\n".join(ratios) + "\n"
+
+
+FIGURES: dict[str, Callable[[], str]] = {
+    "vs-trl": vs_trl_table,
+    "dry-run-1.5b-8gpu": lambda: dry_run_memory_plan(SIRI_1_5B, "--nproc", "8"),
+    "memory-8x80": memory_table_8x80,
+    "kv-pool-1.5b-kept": kept_kv_pool_1_5b,
+    "cuda-graphs-1.5b": cuda_graphs_1_5b,
+}
+
+
+def figure_names(text: str, where: str = "text") -> list[str]:
+    """The figure names ``text`` marks, in order; ValueError for an unclosed, unopened or
+    nested marker (``where`` names the file in the message)."""
+    names, open_name = [], None
+    for match in OPENING.finditer(text):
+        closing, name = match.group(1) == "/", match.group(2)
+        if not closing and open_name is None:
+            open_name = name
+        elif closing and open_name == name:
+            names.append(name)
+            open_name = None
+        else:
+            raise ValueError(f"{where}: marker {match.group(0)} at offset {match.start()} does not pair with "
+                             f"{'nothing' if open_name is None else f'the open figures:{open_name}'}")
+    if open_name is not None:
+        raise ValueError(f"{where}: <!-- figures:{open_name} --> is never closed")
+    return names
+
+
+def render(text: str, figures: dict[str, str]) -> str:
+    """``text`` with every marked figure replaced by ``figures[name]``."""
+    return MARKER.sub(lambda m: f"<!-- figures:{m.group(1)} -->{figures[m.group(1)]}<!-- /figures:{m.group(1)} -->",
+                      text)
+
+
+def current(text: str) -> dict[str, str]:
+    """``{name: the text between its markers}`` as ``text`` has it now."""
+    return {m.group(1): m.group(2) for m in MARKER.finditer(text)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a figure differs")
+    p.add_argument("--list", action="store_true", help="print each figure's name and the files that hold it")
+    p.add_argument("--only", action="append", metavar="NAME", help=f"only these figures: {', '.join(FIGURES)}")
+    args = p.parse_args(argv)
+    texts = {path: path.read_text() for path in FILES if path.exists()}
+    where: dict[str, list[Path]] = {name: [] for name in FIGURES}
+    for path, text in texts.items():
+        for name in figure_names(text, str(path.relative_to(REPO))):
+            if name not in FIGURES:
+                p.error(f"{path.relative_to(REPO)} marks a figure named {name!r}; known: {', '.join(FIGURES)}")
+            where[name].append(path)
+    unused = [name for name, paths in where.items() if not paths]
+    if unused:
+        p.error(f"no file marks the figures {', '.join(unused)}")
+    if args.list:
+        for name, paths in where.items():
+            print(f"{name}: {', '.join(str(path.relative_to(REPO)) for path in paths)}")
+        return 0
+    wanted = args.only or list(FIGURES)
+    for name in wanted:
+        if name not in FIGURES:
+            p.error(f"--only {name}: no such figure; known: {', '.join(FIGURES)}")
+    stale, made = 0, {}
+    for path, text in texts.items():
+        have = current(text)
+        for name in have:
+            if name in wanted and name not in made:
+                made[name] = FIGURES[name]()
+        figures = {name: made.get(name, have[name]) for name in have}
+        new = render(text, figures)
+        if new == text:
+            continue
+        changed = [name for name in have if figures[name] != have[name]]
+        stale += len(changed)
+        rel = str(path.relative_to(REPO))
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), rel, rel + " (now)"))
+            print(f"{rel}: figures that differ from what the code prints: {', '.join(changed)}")
+        else:
+            path.write_text(new)
+            print(f"{rel}: rewrote {', '.join(changed)}")
+    if args.check and stale:
+        print("run `python scripts/readme_figures.py` to rewrite them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
