@@ -47,13 +47,40 @@ def problems(count: int) -> list[dict[str, str]]:
     return [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a, b in pairs]
 
 
+def corpus(rows: list[dict[str, str]]) -> list[str]:
+    """The texts a benchmark model's tokenizer is trained on: the prompts and a boxed answer."""
+    return [f"{r['prompt']} {INSTRUCTION} The answer is \\boxed{{{r['answer']}}}." for r in rows]
+
+
 def tiny_model_dir(root: Path, rows: list[dict[str, str]]) -> Path:
     """A tiny random Qwen2 and byte-level BPE tokenizer with a chat template, saved under ``root``."""
     from siri.models.tiny_lm import save_tiny_lm
 
-    corpus = [f"{r['prompt']} {INSTRUCTION} The answer is \\boxed{{{r['answer']}}}." for r in rows]
-    save_tiny_lm(root / "model", corpus, vocab_size=512, hidden_size=128, layers=2, max_positions=2048)
+    save_tiny_lm(root / "model", corpus(rows), vocab_size=512, hidden_size=128, layers=2, max_positions=2048)
     return root / "model"
+
+
+def llama_135m_dir(root: Path, rows: list[dict[str, str]]) -> Path:
+    """A randomly initialised Llama with the shape of a 135M instruct model (30 layers, hidden
+    576, 9 query / 3 KV heads of 64, MLP 1536, vocab 49,152, tied embeddings; 134.5M parameters),
+    with a small BPE tokenizer whose ids fit its vocabulary. Random weights decode at the same
+    speed as trained ones; they only differ in when a response stops."""
+    import transformers
+
+    from siri.models.tiny_lm import build_tokenizer
+
+    tokenizer = build_tokenizer(corpus(rows), 512)
+    config = transformers.LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                                      tie_word_embeddings=True, rms_norm_eps=1e-5,
+                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root / "model"
+
+
+SHAPES = {"tiny": ("tiny random Qwen2", tiny_model_dir), "llama-135m": ("random Llama, 135M shape", llama_135m_dir)}
 
 
 def kv_pool_gb(model_dir: Path, args) -> float:
@@ -196,7 +223,9 @@ def summarize(rows: list[dict[str, float]], warmup: int) -> dict:
 
 def main() -> None:
     p = common.parser(__doc__)
-    p.add_argument("--model", default=None, help="a local Hugging Face model directory (default: a tiny random one)")
+    p.add_argument("--model", default=None, help="a local Hugging Face model directory (default: --shape)")
+    p.add_argument("--shape", default="tiny", choices=tuple(SHAPES),
+                   help="without --model: a random model of this shape, built here (nothing is downloaded)")
     p.add_argument("--prompts", type=int, default=2, help="prompts per step")
     p.add_argument("--group", type=int, default=4, help="responses per prompt (GRPO's G)")
     p.add_argument("--cap", type=int, default=64, help="max response tokens (a constant cap)")
@@ -217,7 +246,7 @@ def main() -> None:
         rows = problems(args.prompts * steps)
         data = root / "train.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        model_dir = Path(args.model) if args.model else tiny_model_dir(root, rows)
+        model_dir = Path(args.model) if args.model else SHAPES[args.shape][1](root, rows)
         siri = siri_trainer(args, model_dir, data, root, steps)
         trl = trl_trainer(args, model_dir, rows, root, steps)
         bench = Interleaved(trl, siri, args.device)
@@ -232,7 +261,7 @@ def main() -> None:
               f"{r['reward_s']:9.3f} {r['update_s']:9.3f} {r['tokens']:7.0f} {r['peak_extra_bytes'] / 2**20:9.1f}")
     print("TRL / siri: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     common.write_results(args.out, "bench_vs_trl", {
-        "device": args.device, "model": args.model or "tiny random Qwen2", "prompts_per_step": args.prompts,
+        "device": args.device, "model": args.model or SHAPES[args.shape][0], "prompts_per_step": args.prompts,
         "group_size": args.group, "cap": args.cap, "dtype": args.dtype, "lr": args.lr, "warmup": args.warmup,
         "repeats": args.repeats, "process_peak_rss_bytes": common.proc_status_kib("VmHWM") * 1024,
         "siri": results["siri"], "trl": results["trl"], "ratios_trl_over_siri": ratios})
