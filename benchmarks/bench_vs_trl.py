@@ -21,8 +21,9 @@ timed, the rest of the step counted as the update); the peak memory above the st
     .venv/bin/python benchmarks/bench_vs_trl.py --model DIR --prompts 8 --group 8 --cap 1024 \\
         --dtype bfloat16 --repeats 10                                           # a measurement
 
-Needs TRL (``pip install "siri[trl]"``). TRL generates with transformers' ``generate`` here;
-its vLLM path is not measured.
+Needs TRL (``pip install "siri[trl]"``). TRL generates with transformers' ``generate``, or with
+vLLM colocated in the process with ``--trl-vllm`` (a GPU and vllm; the GPU suite passes it when
+vllm is importable).
 """
 from __future__ import annotations
 
@@ -123,6 +124,14 @@ def boxed_reward(prompts, completions, completion_ids, answer, **kwargs):
     return [capped_reward(text, ref, "stop") for text, ref in zip(texts, answer)]
 
 
+def trl_generation(args) -> dict:
+    """TRL's generation path: HF ``generate`` by default; ``--trl-vllm``: vLLM colocated in this
+    process (TRL's fastest single-GPU setting), with a context that holds prompt plus cap."""
+    if not args.trl_vllm:
+        return {}
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_max_model_length": MAX_PROMPT_TOKENS + args.cap + 1}
+
+
 def trl_trainer(args, model_dir: Path, rows: list[dict[str, str]], root: Path, steps: int):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -139,7 +148,7 @@ def trl_trainer(args, model_dir: Path, rows: list[dict[str, str]], root: Path, s
         loss_type="dapo", epsilon=0.2, epsilon_high=0.28, temperature=1.0, top_p=1.0, shuffle_dataset=False,
         logging_steps=1, save_strategy="no", report_to="none", use_cpu=args.device == "cpu",
         bf16=args.dtype == "bfloat16", seed=0, disable_tqdm=True,
-        model_init_kwargs={"dtype": torch.float32})
+        model_init_kwargs={"dtype": torch.float32}, **trl_generation(args))
     trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[length.capped(boxed_reward)], args=config,
                           train_dataset=dataset)
     length.attach(trainer)
@@ -232,6 +241,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="compute dtype (master weights stay float32 in both)")
+    p.add_argument("--trl-vllm", action="store_true",
+                   help="TRL generates with vLLM (colocate) instead of HF generate (needs a GPU and vllm)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per tool before the --repeats timed ones")
     p.add_argument("--kv-cache-gb", type=float, default=None, help="siri's KV pool (default: twice what a step's sequences can fill)")
     args = p.parse_args()
@@ -262,7 +273,7 @@ def main() -> None:
     print("TRL / siri: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     common.write_results(args.out, "bench_vs_trl", {
         "device": args.device, "model": args.model or SHAPES[args.shape][0], "prompts_per_step": args.prompts,
-        "group_size": args.group, "cap": args.cap, "dtype": args.dtype, "lr": args.lr, "warmup": args.warmup,
+        "group_size": args.group, "cap": args.cap, "dtype": args.dtype, "trl_generation": "vllm" if args.trl_vllm else "generate", "lr": args.lr, "warmup": args.warmup,
         "repeats": args.repeats, "process_peak_rss_bytes": common.proc_status_kib("VmHWM") * 1024,
         "siri": results["siri"], "trl": results["trl"], "ratios_trl_over_siri": ratios})
 

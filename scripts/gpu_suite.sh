@@ -133,6 +133,7 @@ UNVERIFIED=(
   "tests/test_engine_cuda.py::test_graphs_are_reused_across_generate_calls: no capture in the second generate(), capture time printed"
   "tests/test_paged_attention_run.py: the CUDA split clamp and the chunk_tokens device scalar (CUDA op tests)"
   "tests/test_grpo_loss.py: a NaN log-prob reaches the CUDA loss (CUDA op tests)"
+  "benchmarks/bench_vs_trl.py: siri's training step against TRL's GRPOTrainer on a GPU (vLLM colocate when vllm is carried)"
 )
 # Fails (rather than letting every CUDA test skip quietly) when the build has no CUDA kernels
 # or torch sees no device.
@@ -167,6 +168,11 @@ for bench in benchmarks/bench_*.py; do
   # reward scoring on the machine's 16 cores: --check-goal fails the step unless the pool scores
   # at least 0.8 x workers times as fast as the trainer's serial path
   [[ $bench == *bench_rewards.py ]] && extra=(--responses 512 --repeats 2 --check-goal)
+  # siri's step against TRL's on a 135M-shaped model in bf16; TRL generates with vLLM when it is there
+  if [[ $bench == *bench_vs_trl.py ]]; then
+    extra=(--shape llama-135m --prompts 8 --group 8 --cap 512 --dtype bfloat16 --repeats 3)
+    "$PY" -c "import vllm" 2>/dev/null && extra+=(--trl-vllm)
+  fi
   limit=$BENCH_TIME_LIMIT_S
   # Liger's fused GRPO loss, when carried, is torch.compiled once per dtype inside the run
   [[ $bench == *bench_grpo_loss.py ]] && limit=$((BENCH_TIME_LIMIT_S * 5 / 3))

@@ -44,8 +44,9 @@ CARRIED = ["transformers", "math-verify", "antlr4-python3-runtime"]
 TARGET = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:",
           "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
           "--platform", "manylinux2014_x86_64"]
-#: Optional baselines that fit the device tool's 64 MiB working-tree limit.
-BASELINES = ["liger-kernel"]
+#: Optional baselines that fit a 64 MiB transfer: liger-kernel for the loss benchmark, TRL (and its
+#: accelerate) for bench_vs_trl.py.
+BASELINES = ["liger-kernel", "trl", "accelerate"]
 #: The GPU machine's environment markers (requirements whose markers exclude it are not followed).
 TARGET_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "implementation_name": "cpython",
                   "platform_python_implementation": "CPython", "os_name": "posix", "sys_platform": "linux",
