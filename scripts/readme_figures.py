@@ -3,7 +3,9 @@
 A figure is the text between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` (a block
 of lines or a few words inside a sentence). Each NAME in :data:`FIGURES` is produced from the
 current code: the memory plan that ``siri train CONFIG --dry-run`` prints, and numbers from the
-same plan (:func:`siri.train.memory_plan.plan_memory`). Nothing is downloaded: the paper's
+same plan (:func:`siri.train.memory_plan.plan_memory`); the demo study's table, per-seed line,
+verdict, trajectories and wall times from its committed ``docs/demo/summary.json`` and
+``timing.json`` (a one-line note while they are missing). Nothing is downloaded: the paper's
 model shapes are built into siri.
 
     python scripts/readme_figures.py              # rewrite the figures that changed
@@ -134,12 +136,139 @@ def vs_trl_table() -> str:
     return "\n" + "\n".join(rows) + "\n\n" + "\n".join(ratios) + "\n"
 
 
+#: The committed study behind the README's demo figures: ``summary.json`` and ``timing.json`` of
+#: :data:`DEMO_COMMAND`'s output directory, copied here.
+DEMO_RESULTS = REPO / "docs" / "demo"
+DEMO_COMMAND = "siri demo --study --out siri-study"
+
+
+def _demo_file(name: str) -> dict | None:
+    import json
+
+    path = DEMO_RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _demo_missing(name: str) -> str:
+    return (f"\n\n*The study's committed {name} is missing: run `{DEMO_COMMAND}` and copy its `{name}` to "
+            f"`docs/demo/`.*\n\n")
+
+
+def demo_study_table(summary: dict | None = None) -> str:
+    """The study's table from its ``summary.json`` (``summary``, or ``docs/demo/summary.json``):
+    a line saying the eval protocol and the spread, then one row per compared checkpoint:
+    accuracy and tokens as mean ± spread (std over seeds; with one seed the standard error over
+    prompts), and per tier mean accuracy / mean tokens."""
+    from siri.demo.arms import checkpoint_title
+    from siri.demo.verdict import format_mean_spread
+
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    s, seeds, tiers = summary["eval_settings"], summary["seeds"], list(summary["tiers"])
+    first = summary["per_seed"][str(seeds[0])][summary["checkpoints"][0]]
+    per_tier = ", ".join(f"{first['tiers'][t]['num_prompts']} {t}" for t in tiers if t in first["tiers"])
+    spread = (f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1
+              else f"one seed ({seeds[0]}): mean ± standard error over prompts")
+    rows = [f"Held-out eval: {first['num_prompts']} problems ({per_tier}), pass@1 over {s['n']} samples at "
+            f"T={s['temperature']:g}, max {s['max_tokens']} tokens; L_max = {summary['l_max']}, "
+            f"L_min = {summary['l_min']}; {spread}; per tier: mean accuracy / mean tokens.", "",
+            "| checkpoint | accuracy | tokens | " + " | ".join(tiers) + " |",
+            "| --- | ---: | ---: |" + " ---: |" * len(tiers)]
+    for name in summary["checkpoints"]:
+        r = summary["results"][name]
+        cells = [f"{100 * r['tiers'][t]['accuracy']['mean']:.0f}% / {r['tiers'][t]['mean_tokens']['mean']:.0f}"
+                 if t in r["tiers"] else "" for t in tiers]
+        rows.append(f"| {checkpoint_title(name)} | {format_mean_spread(r['accuracy'])} | "
+                    f"{format_mean_spread(r['mean_tokens'], percent=False)} | " + " | ".join(cells) + " |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+def demo_per_seed(summary: dict | None = None) -> str:
+    """One line: each compared checkpoint's accuracy (%) per seed, in the summary's seed order."""
+    from siri.demo.arms import checkpoint_title
+
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    seeds = summary["seeds"]
+    parts = [f"{checkpoint_title(name)} " + " / ".join(f"{100 * v:.1f}" for v in summary["results"][name]["accuracy"]
+                                                       ["values"]) for name in summary["checkpoints"]]
+    return (f"\n\nPer seed (accuracy %, seed{'s' if len(seeds) > 1 else ''} {' / '.join(map(str, seeds))}): "
+            + "; ".join(parts) + ".\n\n")
+
+
+def demo_verdict(summary: dict | None = None) -> str:
+    """The verdict's lines as ``siri demo`` prints them, one list item each."""
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    return "\n\n" + "\n".join(f"- {line}" for line in summary["verdict"]["lines"]) + "\n\n"
+
+
+def demo_trajectories(summary: dict | None = None) -> str:
+    """Every arm after N steps, for each of SIRI's peaks and troughs: accuracy (± std over
+    seeds when there are several) / tokens, mean over seeds; the same eval as the study table."""
+    from siri.demo.arms import checkpoint_title
+    from siri.demo.report import mean_trajectories
+
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    paths = {arm: points for arm, points in mean_trajectories(summary).items() if points}
+    if not paths:
+        return "\n\n*The summary has no trajectory.*\n\n"
+    labels = [p["label"] for p in next(iter(paths.values()))]
+    seeds = len(summary["seeds"])
+    rows = [f"After N steps (checkpoint step_N) at each of SIRI's peaks and troughs: accuracy"
+            f"{' ± std over ' + str(seeds) + ' seeds' if seeds > 1 else ''} / mean tokens"
+            f"{', mean over seeds' if seeds > 1 else ''}.", "",
+            "| arm | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    for arm, points in paths.items():
+        cells = {p["label"]: f"{100 * p['accuracy']:.0f}%"
+                 + (f" ± {100 * p['accuracy_err']:.0f}" if p.get("accuracy_err") is not None else "")
+                 + f" / {p['mean_tokens']:.0f}" for p in points}
+        rows.append(f"| {checkpoint_title(arm)} | " + " | ".join(cells.get(label, "") for label in labels) + " |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def demo_timing(timing: dict | None = None) -> str:
+    """The study's wall times from its ``timing.json`` (``timing``, or ``docs/demo/timing.json``):
+    the whole run, the range of the RL runs and of the evaluations, and the machine when recorded."""
+    timing = timing if timing is not None else _demo_file("timing.json")
+    if timing is None:
+        return _demo_missing("timing.json")
+    runs, evals = list(timing["run_seconds"].values()), list(timing["eval_seconds"].values())
+    machine = timing.get("machine") or {}
+    where = ", ".join(x for x in (f"{machine['cores']} cores" if machine.get("cores") else "", machine.get("cpu") or "",
+                                  f"GPU {machine['gpu']}" if machine.get("gpu") else "") if x)
+    jobs = timing.get("jobs") or {}
+    side = (f", {jobs['run']} RL runs and {jobs['eval']} evaluations at a time" if jobs.get("run") and jobs.get("eval")
+            else "")
+    text = f"The run took **{_duration(timing['seconds'])}**" + (f" ({where})" if where else "")
+    if runs:
+        text += f": {len(runs)} RL runs of {min(runs):.0f}-{max(runs):.0f} s each"
+    if evals:
+        text += f", {len(evals)} evaluations of {min(evals):.0f}-{max(evals):.0f} s each"
+    return "\n\n" + text + side + ".\n\n"
+
+
 FIGURES: dict[str, Callable[[], str]] = {
     "vs-trl": vs_trl_table,
     "dry-run-1.5b-8gpu": lambda: dry_run_memory_plan(SIRI_1_5B, "--nproc", "8"),
     "memory-8x80": memory_table_8x80,
     "kv-pool-1.5b-kept": kept_kv_pool_1_5b,
     "cuda-graphs-1.5b": cuda_graphs_1_5b,
+    "demo-study-table": demo_study_table,
+    "demo-per-seed": demo_per_seed,
+    "demo-verdict": demo_verdict,
+    "demo-trajectories": demo_trajectories,
+    "demo-timing": demo_timing,
 }
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from siri.eval import load_eval_reports
 from siri.train.metrics import read_run_metrics
 
-__all__ = ["plot_comparison", "plot_pareto", "plot_run", "run_schedule", "trajectory_points"]
+__all__ = ["STEP_LABELS", "plot_comparison", "plot_pareto", "plot_run", "run_schedule", "trajectory_place",
+           "trajectory_points"]
 
 # training.png panels: title -> metric keys drawn on it (absent keys are skipped)
 _PANELS = {
@@ -49,7 +50,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
              _plot_training(records, out / "training.png")]
     trajectory = trajectory_points(records, run_schedule(run_dir))
     if trajectory:
-        paths.append(plot_pareto(trajectory, out / "trajectory.png"))
+        paths.append(plot_pareto(trajectory, out / "trajectory.png", point_labels=STEP_LABELS))
     points = _pareto_points(reports)
     if points:
         paths.append(plot_pareto(points, out / "pareto.png"))
@@ -78,7 +79,7 @@ def plot_comparison(runs: dict[str, str | os.PathLike], out_path: str | os.PathL
     return _save(fig, out_path)
 
 
-def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
+def plot_pareto(points: list[dict], out_path: str | os.PathLike, *, point_labels: str | None = None) -> Path:
     """Accuracy (y) against mean response tokens (x); upper-left is better.
 
     Args:
@@ -86,13 +87,15 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
             fraction in [0, 1]), ``mean_tokens`` (float) and optionally ``series`` (str):
             points of one series share a colour and marker and are joined in list order
             (e.g. one benchmark across checkpoints); a legend names the series (when there
-            are several) and a point's label is written beside it unless the legend already
-            says it (a one-point series named like its point). Optional
+            are several) and a point's label is written beside it unless it is empty or the
+            legend already says it (a one-point series named like its point). Optional
             ``accuracy_err`` (a fraction, like ``accuracy``) and ``tokens_err`` (tokens):
             non-negative half-widths drawn as error bars in the series colour (e.g. the
             spread over seeds, ``siri.demo.verdict.spread``); a point without them (or with
             None) has none.
         out_path: the PNG to write (parent directories created).
+        point_labels: what the labels beside the points mean (e.g. :data:`STEP_LABELS`),
+            written under the x axis's label.
 
     Returns ``out_path`` as a Path. Raises ValueError when ``points`` is empty or an error
     is negative.
@@ -119,13 +122,13 @@ def plot_pareto(points: list[dict], out_path: str | os.PathLike) -> Path:
             ax.errorbar(x, y, yerr=yerr, xerr=xerr, fmt="none", ecolor=color, elinewidth=1, capsize=3,
                         alpha=0.8, zorder=2, label="_nolegend_")
         for p in pts:
-            if len(series) > 1 and len(pts) == 1 and p["label"] == name:
-                continue  # the legend names it; a label beside it would only crowd nearby points
+            if not p["label"] or (len(series) > 1 and len(pts) == 1 and p["label"] == name):
+                continue  # none, or the legend names it: a label beside it would only crowd nearby points
             ax.annotate(p["label"], (p["mean_tokens"], p["accuracy"]), xytext=(4, 4),
                         textcoords="offset points", fontsize=8, color=color)
     # above the axes, where no point can be
     ax.set_title("upper left is better: more accurate, fewer tokens", fontsize=9, color="0.4", loc="left")
-    ax.set_xlabel("mean response length (tokens)")
+    ax.set_xlabel("mean response length (tokens)" + (f"\n{point_labels}" if point_labels else ""))
     ax.set_ylabel("accuracy (pass@1)")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.margins(0.15)
@@ -199,24 +202,44 @@ def _plot_training(records: list[dict], path: Path) -> Path:
 
 def trajectory_points(records: list[dict], schedule=None) -> list[dict]:
     """The accuracy-vs-tokens points of evaluation during training, in step order: one per
-    record with ``eval_accuracy``, labelled by the checkpoint step it matches (``step + 1``)
-    and "peak" / "trough" where the schedule has one; with a periodic ``schedule`` each cycle
-    is its own series (SIRI's claim is that every cycle moves the path to the upper left)."""
+    record with ``eval_accuracy``, placed by :func:`trajectory_place` (labelled by the
+    checkpoint it matches, ``step_N`` = after N steps, and "peak" / "trough" where the schedule
+    has one; with a periodic ``schedule`` each cycle is its own series: SIRI's claim is that
+    every cycle moves the path to the upper left)."""
     evaluated = [r for r in records if _is_number(r.get("eval_accuracy")) and _is_number(r.get("eval_response_len_mean"))]
     if not evaluated:
         return []
-    last = max(r["step"] for r in evaluated) + 1
-    peaks = set(schedule.peaks(last)) if schedule is not None else set()
-    troughs = set(schedule.troughs(last)) if schedule is not None else set()
-    period = getattr(schedule, "period", None) if schedule is not None else None
+    num_steps = max(r["step"] for r in records) + 1
     points = []
     for r in evaluated:
-        t = r["step"]
-        tag = " peak" if t in peaks else " trough" if t in troughs else ""
-        series = f"cycle {t // period + 1}" if period else "during training"
-        points.append({"label": f"{t + 1}{tag}", "series": series, "accuracy": r["eval_accuracy"],
+        label, series = trajectory_place(r["step"], schedule, num_steps)
+        points.append({"label": label, "series": series, "accuracy": r["eval_accuracy"],
                        "mean_tokens": r["eval_response_len_mean"]})
     return points
+
+
+#: What a trajectory point's label counts, said under the x axis of a trajectory plot.
+STEP_LABELS = "point labels: N = after N training steps (checkpoint step_N)"
+
+
+def trajectory_place(step: int, schedule, num_steps: int) -> tuple[str, str]:
+    """``(label, series)`` of the weights after ``step`` (0-based, as in metrics.jsonl) of a
+    run of ``num_steps`` steps.
+
+    The label counts steps as checkpoints do: ``"N"`` with N = step + 1 (``step_N`` holds these
+    weights), plus " peak" / " trough" where the schedule has one at ``step``. The series is
+    "cycle k" for a periodic ``schedule`` (one with a ``period``): a cycle runs from a peak
+    down through a trough and up to the next peak, and the peak that closes cycle k (step
+    k x period) belongs to it; so a run that ends on a peak ends its last cycle, rather than
+    opening a one-point cycle after it. Without a period (or a schedule) the series is
+    "during training"."""
+    schedule_steps = max(num_steps, step + 1)
+    peaks = set(schedule.peaks(schedule_steps)) if schedule is not None else set()
+    troughs = set(schedule.troughs(schedule_steps)) if schedule is not None else set()
+    tag = " peak" if step in peaks else " trough" if step in troughs else ""
+    period = getattr(schedule, "period", None) if schedule is not None else None
+    series = f"cycle {max(1, math.ceil(step / period))}" if period else "during training"
+    return f"{step + 1}{tag}", series
 
 
 def run_schedule(run_dir: Path):

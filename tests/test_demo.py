@@ -54,12 +54,16 @@ def test_summary_has_every_checkpoint_and_they_load_with_transformers(demo):
     assert summary["eval_settings"]["temperature"] == 0.6 and summary["eval_settings"]["n"] >= 2
     assert summary["eval_settings"]["max_tokens"] == 3 * summary["l_max"]
     assert summary["verdict"]["lines"] and set(summary["verdict"]["pareto_front"]) <= set(CHECKPOINTS)
-    for plot in ("pareto.png", "training_comparison.png", "siri_trajectory.png"):
+    for plot in ("pareto.png", "training_comparison.png", "siri_trajectory.png", "trajectories.png"):
         assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
     timing = json.loads((out / "timing.json").read_text())
     assert timing["seconds"] > 0
     assert set(timing["run_seconds"]) == {f"{arm}/seed{s}" for arm in summary["arms"] for s in summary["seeds"]}
-    assert set(timing["eval_seconds"]) == {f"{name}/seed{s}" for name in CHECKPOINTS for s in summary["seeds"]}
+    assert set(timing["eval_seconds"]) == {f"base/seed{s}" for s in summary["seeds"]} | {
+        f"{arm}/step_{n}/seed{s}" for arm in summary["arms"] for n in summary["trajectory"]["steps"]
+        for s in summary["seeds"]}
+    assert timing["jobs"]["run"] >= 1 and timing["jobs"]["eval"] >= 1 and timing["machine"]["cores"] >= 1
+    assert summary["variation"] and "One seed illustrates the pipeline" in summary["variation"][0]
 
 
 def test_smoke_trains_something(demo):
@@ -72,18 +76,43 @@ def test_smoke_trains_something(demo):
         assert max(m["grad_norm"] for m in metrics) > 0, arm
 
 
-def test_siri_evaluates_itself_at_every_peak_and_trough(demo):
+def test_every_arm_is_evaluated_at_siris_peaks_and_troughs_with_the_final_protocol(demo):
+    """One eval protocol: every arm has a checkpoint after N steps for each of SIRI's peaks and
+    troughs, each evaluated on the whole held-out set with the final settings; the compared
+    checkpoints are points of these trajectories (the same numbers), and nothing is evaluated
+    on a subset during training."""
     out, summary = demo
     from siri.config import load_config
 
-    run_dir = out / "runs" / f"seed{SEED}" / "siri"
-    schedule = load_config(run_dir / "config.yaml", validate=False).length_schedule()
-    steps = len(read_run_metrics(run_dir))
-    expected = sorted(set(schedule.peaks(steps)) | set(schedule.troughs(steps)))
-    evaluated = [m["step"] for m in read_run_metrics(run_dir) if "eval_accuracy" in m]
-    assert evaluated == expected and len(expected) >= 4
-    labels = [p["label"] for p in summary["trajectory"][str(SEED)]]
-    assert len(labels) == len(expected) and any("peak" in x for x in labels) and any("trough" in x for x in labels)
+    seed = str(SEED)
+    schedule = load_config(out / "runs" / f"seed{SEED}" / "siri" / "config.yaml", validate=False).length_schedule()
+    steps = len(read_run_metrics(out / "runs" / f"seed{SEED}" / "siri"))
+    expected = sorted(t + 1 for t in set(schedule.peaks(steps)) | set(schedule.troughs(steps)))
+    assert summary["trajectory"]["steps"] == expected and len(expected) >= 4 and expected[-1] == steps
+    assert list(summary["trajectory"]["arms"]) == summary["arms"]
+    for arm in summary["arms"]:
+        run_dir = out / "runs" / f"seed{SEED}" / arm
+        assert not any("eval_accuracy" in m for m in read_run_metrics(run_dir))
+        saved = {int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*")}
+        assert set(expected) <= saved, (arm, saved)
+        points = summary["trajectory"]["arms"][arm][seed]
+        assert [p["step"] for p in points] == expected
+        assert points[-1]["label"] == f"{steps} peak" and points[-1]["series"] == points[-2]["series"]
+        for point in points:
+            report = json.loads((out / "eval" / f"seed{SEED}" / arm / f"step_{point['step']}.json").read_text())
+            assert report["settings"] == summary["eval_settings"]
+            result = report["benchmarks"]["eval"]
+            assert result["num_prompts"] == 12 and result["num_samples"] == 12 * summary["eval_settings"]["n"]
+            assert (point["accuracy"], point["mean_tokens"]) == (result["accuracy"], result["mean_tokens"])
+    per_seed = summary["per_seed"][seed]
+    siri = {p["step"]: p for p in summary["trajectory"]["arms"]["siri"][seed]}
+    last_trough = max(t + 1 for t in schedule.troughs(steps))
+    for name, arm, step in (("siri_low", "siri", last_trough), ("siri_high", "siri", steps),
+                            ("baseline", "baseline", steps), ("compress_only", "compress_only", steps)):
+        point = {p["step"]: p for p in summary["trajectory"]["arms"][arm][seed]}[step]
+        assert per_seed[name]["checkpoint"].endswith(f"step_{step}")
+        assert (per_seed[name]["accuracy"], per_seed[name]["mean_tokens"]) == (point["accuracy"], point["mean_tokens"])
+    assert siri[last_trough]["label"].endswith("trough")
 
 
 def test_eval_inputs_are_exactly_what_the_engine_saw(demo):
@@ -134,6 +163,8 @@ def test_cli_smoke_prints_table_verdict_and_final_line(demo):
     for name in CHECKPOINTS:
         assert name in result.stdout
     assert "verdict" in result.stdout and "Pareto front" in result.stdout
+    assert "One seed illustrates the pipeline" in result.stdout and "another processor" in result.stdout
+    assert "every arm at SIRI" in result.stdout
     assert "demo done" in result.stdout and str(out / "summary.json") in result.stdout.replace("\n", "")
     assert json.loads((out / "summary.json").read_text()) == summary
 

@@ -5,11 +5,11 @@ import random
 import pytest
 
 from siri.config import load_config
-from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
+from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoint_title, checkpoints_of
 from siri.demo.caps import choose_caps, distribution
 from siri.demo.parallel import run_jobs
-from siri.demo.report import mean_trajectory
-from siri.demo.run import DEFAULT_CONFIG, DemoSettings
+from siri.demo.report import mean_trajectory, trajectory_summary, variation_note
+from siri.demo.run import DEFAULT_CONFIG, DemoSettings, siri_schedule
 from siri.demo.task import TIERS, make_problems
 
 
@@ -57,6 +57,9 @@ def test_arm_sets_and_checkpoints():
     assert DEFAULT_ARMS == ("siri", "baseline", "compress_only") and set(STUDY_ARMS) == set(ARMS)
     assert checkpoints_of("siri") == {"siri_low": "trough", "siri_high": "peak"}
     assert checkpoints_of("thinkprune") == {"thinkprune": "final"}
+    assert [checkpoint_title(n) for n in ("base", "siri_low", "siri_high", "baseline", "length_penalty")] == [
+        "base", "SIRI-low (last trough)", "SIRI-high (last peak)", "baseline (fixed L_max)", "length penalty (Kimi)"]
+    assert all(arm.title for arm in ARMS.values())
     assert DemoSettings.study().seeds == 3 and DemoSettings.study().arms == STUDY_ARMS
     with pytest.raises(ValueError, match="arms must include 'siri'"):
         DemoSettings(arms=("baseline",))
@@ -107,3 +110,35 @@ def test_the_trajectory_is_averaged_over_the_seeds_that_all_evaluated_a_step():
     assert [p["accuracy"] for p in single] == [p["accuracy"] for p in seeds["0"]]
     assert all(p["accuracy_err"] is None and p["tokens_err"] is None for p in single)
     assert mean_trajectory({"0": [], "1": []}) == []
+
+
+def test_every_arm_is_evaluated_at_siris_peaks_and_troughs_counted_as_checkpoints():
+    """The trajectory steps are SIRI's peaks and troughs as checkpoints count them (step_N =
+    after N steps); every arm gets a point at each, in step order, labelled by SIRI's schedule,
+    and the final peak closes cycle 3 instead of opening a cycle 4."""
+    schedule, num_steps = siri_schedule(DEFAULT_CONFIG, [], 116, 49, 3)
+    assert num_steps == 91
+    extrema = sorted(set(schedule.peaks(num_steps)) | set(schedule.troughs(num_steps)))
+    steps = [t + 1 for t in extrema]
+    assert steps == [1, 16, 31, 46, 61, 76, 91]
+    results = {(arm, n, s): {"accuracy": n / 100, "mean_tokens": 100.0 - n, "truncation_rate": 0.0,
+                             "tiers": {"hard": {"accuracy": n / 200, "mean_tokens": 50.0, "num_prompts": 3}}}
+               for s in (4, 5) for n in reversed(steps) for arm in ("siri", "baseline")}
+    trajectory = trajectory_summary(results, schedule, num_steps)
+    assert trajectory["steps"] == steps and list(trajectory["arms"]) == ["siri", "baseline"]
+    for arm in ("siri", "baseline"):
+        assert list(trajectory["arms"][arm]) == ["4", "5"]
+        points = trajectory["arms"][arm]["5"]
+        assert [p["step"] for p in points] == steps
+        assert [p["label"] for p in points] == ["1 peak", "16 trough", "31 peak", "46 trough", "61 peak",
+                                                "76 trough", "91 peak"]
+        assert [p["series"] for p in points] == ["cycle 1"] * 3 + ["cycle 2"] * 2 + ["cycle 3"] * 2
+        assert points[2]["accuracy"] == 0.31 and points[2]["tiers"] == {"hard": {"accuracy": 0.155, "mean_tokens": 50.0}}
+
+
+def test_one_seed_says_it_illustrates_and_points_to_the_study():
+    one = " ".join(variation_note(1))
+    assert "One seed illustrates the pipeline" in one and "siri demo --study" in one and "paired" in one
+    assert "another processor" in one
+    several = " ".join(variation_note(3))
+    assert "3 seeds" in several and "another processor" in several and "illustrates" not in several

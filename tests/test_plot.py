@@ -7,7 +7,7 @@ import pytest
 from siri.algo.schedule import make_schedule
 from siri.eval import EvalSettings, write_eval_report
 from siri.train.metrics import read_run_metrics
-from siri.plot import plot_comparison, plot_pareto, plot_run
+from siri.plot import STEP_LABELS, plot_comparison, plot_pareto, plot_run, trajectory_place, trajectory_points
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -195,3 +195,40 @@ def test_pareto_axis_stays_near_the_accuracy_range(tmp_path, figures):
     bottom, top = figures[0].axes[0].get_ylim()
     assert top <= 1.0 + 0.05 * 1.1 and bottom >= -0.05 * 1.1
     assert top > 0.99 and bottom < 0.02
+
+
+def test_trajectory_points_count_steps_as_checkpoints_and_close_the_last_cycle(tmp_path, figures):
+    """A point after 0-based step t is labelled t + 1, as its checkpoint step_{t+1}; a peak closes
+    its cycle, so a run that ends on a peak (41 steps of period 20) ends cycle 2 instead of
+    opening a one-point cycle 3; the plot's x label says what the labels count."""
+    schedule = make_schedule("cosine", l_max=64, l_min=32, period=20)
+    run = write_run(tmp_path / "run", steps=41)
+    records = read_run_metrics(run)
+    for r in records:
+        if r["step"] in (0, 10, 20, 30, 40):
+            r.update(eval_accuracy=0.5 + r["step"] / 100, eval_response_len_mean=60.0 - r["step"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "config.yaml").write_text("schedule: {kind: cosine, l_max: 64, l_min: 32, period: 20}\n")
+    points = trajectory_points(records, schedule)
+    assert [(p["label"], p["series"]) for p in points] == [
+        ("1 peak", "cycle 1"), ("11 trough", "cycle 1"), ("21 peak", "cycle 1"), ("31 trough", "cycle 2"),
+        ("41 peak", "cycle 2")]
+    assert trajectory_place(40, schedule, 41) == ("41 peak", "cycle 2")
+    assert trajectory_place(45, schedule, 50) == ("46", "cycle 3")          # a partial cycle is still one
+    assert trajectory_place(3, make_schedule("constant", l_max=64), 10) == ("4", "during training")
+    assert trajectory_place(3, None, 10) == ("4", "during training")
+    plot_run(run)
+    trajectory = next(fig for fig in figures if any(t.get_text() == "41 peak" for t in fig.axes[0].texts))
+    assert trajectory.axes[0].get_xlabel().endswith(STEP_LABELS) and "step_N" in STEP_LABELS
+
+
+def test_pareto_writes_no_empty_label_and_notes_what_labels_mean(tmp_path, figures):
+    points = [{"label": "1", "series": "a", "accuracy": 0.5, "mean_tokens": 40.0},
+              {"label": "", "series": "a", "accuracy": 0.6, "mean_tokens": 30.0},
+              {"label": "91", "series": "a", "accuracy": 0.7, "mean_tokens": 20.0}]
+    plot_pareto(points, tmp_path / "p.png", point_labels="labels: steps")
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.texts] == ["1", "91"]
+    assert ax.get_xlabel() == "mean response length (tokens)\nlabels: steps"
+    plot_pareto(points, tmp_path / "q.png")
+    assert figures[1].axes[0].get_xlabel() == "mean response length (tokens)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ARMS", "DEFAULT_ARMS", "STUDY_ARMS", "Arm", "checkpoints_of"]
+__all__ = ["ARMS", "DEFAULT_ARMS", "STUDY_ARMS", "Arm", "checkpoint_title", "checkpoints_of"]
 
 
 _CONSTANT = ("schedule.kind=constant", "schedule.l_min=null", "schedule.period=null")
@@ -21,13 +21,15 @@ _CONSTANT = ("schedule.kind=constant", "schedule.l_min=null", "schedule.period=n
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: its name, a one-line description, and its config overrides as
+    """One arm: its name, a one-line description, its config overrides as
     ``section.key=value`` templates over ``{l_max}``, ``{l_min}``, ``{period}``, ``{l_mid}``
-    (``(l_max + l_min) // 2``) and ``{two_periods}`` (``2 * period``)."""
+    (``(l_max + l_min) // 2``) and ``{two_periods}`` (``2 * period``), and the short title
+    tables give it."""
 
     name: str
     description: str
     override_templates: tuple[str, ...]
+    title: str = ""
 
     def overrides(self, l_max: int, l_min: int, period: int) -> list[str]:
         """The config overrides (``section.key=value``) of this arm."""
@@ -38,14 +40,15 @@ class Arm:
 
 ARMS = {arm.name: arm for arm in (
     Arm("siri", "cosine cap L_max -> L_min -> L_max (SIRI)",
-        ("schedule.kind=cosine", "schedule.l_max={l_max}", "schedule.l_min={l_min}", "schedule.period={period}")),
-    Arm("baseline", "fixed cap L_max (DAPO)", (*_CONSTANT, "schedule.l_max={l_max}")),
-    Arm("compress_only", "fixed cap L_min", (*_CONSTANT, "schedule.l_max={l_min}")),
+        ("schedule.kind=cosine", "schedule.l_max={l_max}", "schedule.l_min={l_min}", "schedule.period={period}"),
+        "SIRI"),
+    Arm("baseline", "fixed cap L_max (DAPO)", (*_CONSTANT, "schedule.l_max={l_max}"), "baseline (fixed L_max)"),
+    Arm("compress_only", "fixed cap L_min", (*_CONSTANT, "schedule.l_max={l_min}"), "compress-only (fixed L_min)"),
     Arm("thinkprune", "staged cap L_max -> (L_max+L_min)/2 -> L_min, stays (ThinkPrune)",
         ("schedule.kind=piecewise", "schedule.l_max=null", "schedule.l_min=null", "schedule.period=null",
-         "schedule.points=[[0, {l_max}], [{period}, {l_mid}], [{two_periods}, {l_min}]]")),
+         "schedule.points=[[0, {l_max}], [{period}, {l_mid}], [{two_periods}, {l_min}]]"), "ThinkPrune (staged)"),
     Arm("length_penalty", "fixed cap L_max + in-group length reward (Kimi k1.5)",
-        (*_CONSTANT, "schedule.l_max={l_max}", "reward.length_reward=kimi")),
+        (*_CONSTANT, "schedule.l_max={l_max}", "reward.length_reward=kimi"), "length penalty (Kimi)"),
 )}
 DEFAULT_ARMS = ("siri", "baseline", "compress_only")
 STUDY_ARMS = tuple(ARMS)
@@ -55,3 +58,14 @@ def checkpoints_of(arm: str) -> dict[str, str]:
     """The checkpoints an arm contributes to the comparison: checkpoint name -> the kind of
     saved checkpoint it is (SIRI: its last trough and last peak; the others: the final one)."""
     return {"siri_low": "trough", "siri_high": "peak"} if arm == "siri" else {arm: "final"}
+
+
+_SIRI_TITLES = {"base": "base", "siri_low": "SIRI-low (last trough)", "siri_high": "SIRI-high (last peak)"}
+
+
+def checkpoint_title(name: str) -> str:
+    """A compared checkpoint's (or an arm's) title in tables: "SIRI-low (last trough)",
+    "baseline (fixed L_max)", ...; an unknown name is its own title."""
+    if name in _SIRI_TITLES:
+        return _SIRI_TITLES[name]
+    return ARMS[name].title or name if name in ARMS else name

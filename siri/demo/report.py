@@ -2,7 +2,16 @@
 
 ``summary.json`` is a pure function of the seed, the settings and the machine's arithmetic:
 no wall times (those go to ``timing.json``), so the same seed on the same machine writes the
-same file.
+same file. Its keys: ``seeds``, ``arms``, ``checkpoints`` (the compared ones, in table order),
+``l_max`` / ``l_min``, ``tiers``, ``caps``, ``results`` (``siri.demo.verdict.aggregate``:
+mean and spread over seeds per checkpoint and tier), ``verdict`` (``siri.demo.verdict.verdict``,
+its ``lines`` as printed), ``variation`` (lines: what the number of seeds supports),
+``trajectory`` (``{"steps": [N, ...], "arms": {arm: {seed: [point, ...]}}}``: every arm after
+N steps for each of SIRI's peaks and troughs, evaluated like the compared checkpoints; a point
+is ``{"step", "label", "series", "accuracy", "mean_tokens", "truncation_rate", "tiers": {tier:
+{"accuracy", "mean_tokens"}}}`` with the label and cycle of that step in SIRI's schedule),
+``per_seed`` (each seed's numbers and checkpoint paths), ``eval_file``, ``eval_settings``,
+``runs``.
 """
 from __future__ import annotations
 
@@ -20,9 +29,46 @@ def checkpoint_names(arms) -> list[str]:
     return ["base", *[name for arm in arms for name in checkpoints_of(arm)]]
 
 
+def point_of(result: dict) -> dict:
+    """A trajectory point's numbers from an eval result of ``siri.demo.run.evaluate_checkpoint``."""
+    return {"accuracy": result["accuracy"], "mean_tokens": result["mean_tokens"],
+            "truncation_rate": result["truncation_rate"],
+            "tiers": {t: {"accuracy": r["accuracy"], "mean_tokens": r["mean_tokens"]}
+                      for t, r in result["tiers"].items()}}
+
+
+def trajectory_summary(results: dict[tuple[str, int, int], dict], schedule, num_steps: int) -> dict:
+    """``summary["trajectory"]`` (see the module docstring) from ``{(arm, N, seed): eval
+    result}`` (N: steps done, ``step_N``), each point labelled and given its cycle by SIRI's
+    ``schedule`` over ``num_steps`` steps (``siri.plot.trajectory_place``)."""
+    from siri.plot import trajectory_place
+
+    steps = sorted({n for _, n, _ in results})
+    arms: dict[str, dict[str, list[dict]]] = {}
+    for (arm, n, seed) in sorted(results, key=lambda key: key[1]):
+        label, series = trajectory_place(n - 1, schedule, num_steps)
+        arms.setdefault(arm, {}).setdefault(str(seed), []).append(
+            {"step": n, "label": label, "series": series, **point_of(results[(arm, n, seed)])})
+    return {"steps": steps, "arms": arms}
+
+
+def variation_note(seeds: int) -> list[str]:
+    """What ``seeds`` seeds support, for the console and ``summary["variation"]``."""
+    elsewhere = ("The same seed gives different numbers on another processor (BLAS kernels differ by CPU, and a few "
+                 "flipped samples compound over the RL steps); on the same machine and build it gives the same "
+                 "summary.")
+    if seeds == 1:
+        return ["One seed illustrates the pipeline; it supports no claim about the methods. Claims come from "
+                "`siri demo --study`: every arm over 3 seeds, compared by paired statistics over the seeds.",
+                elsewhere]
+    return [f"{seeds} seeds, paired by seed (seed i of one arm with seed i of another): a difference counts when "
+            f"it is beyond the seed spread.",
+            elsewhere + " A rerun elsewhere should reproduce the verdict's conclusions, not its digits."]
+
+
 def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], seeds: list[int], *, runs, settings,
               eval_file, eval_settings, prompt_tiers: dict[int, str], l_max: int, l_min: int, concise: dict,
-              base_lengths: dict) -> dict:
+              base_lengths: dict, trajectory: dict) -> dict:
     """The summary dict (see the module docstring): a pure function of the results.
 
     Args:
@@ -30,10 +76,8 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
         checkpoints: seed -> checkpoint name -> path.
         runs: ``"{arm}/seed{s}"`` -> run directory.
         prompt_tiers: eval problem index -> its tier (one seed's per-tier spread comes from its prompts).
+        trajectory: ``{"steps", "arms"}`` (the module docstring), kept as it is.
     """
-    from siri.train.metrics import read_run_metrics
-    from siri.plot import run_schedule, trajectory_points
-
     names = checkpoint_names(settings.arms)
     by_checkpoint = {name: [results[f"{name}/seed{s}"] for s in seeds] for name in names}
     aggregated = aggregate(by_checkpoint, prompt_tiers=prompt_tiers)
@@ -45,10 +89,6 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
                         "checkpoint": checkpoints[s][name]}
                  for name in names}
         for s in seeds}
-    trajectory = {}
-    for s in seeds:
-        run_dir = Path(runs[f"siri/seed{s}"])
-        trajectory[str(s)] = trajectory_points(read_run_metrics(run_dir), run_schedule(run_dir))
     summary = {
         "seeds": seeds, "arms": list(settings.arms), "checkpoints": names,
         "l_max": l_max, "l_min": l_min, "tiers": {t: list(r) for t, r in settings.tiers.items()},
@@ -57,6 +97,7 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
         "results": aggregated,
         "verdict": verdict(aggregated, siri=("siri_low", "siri_high"), reference=references,
                            tiers=tuple(settings.tiers)),
+        "variation": variation_note(len(seeds)),
         "trajectory": trajectory,
         "per_seed": per_seed,
         "eval_file": str(eval_file), "eval_settings": asdict(eval_settings),
@@ -90,12 +131,19 @@ def mean_trajectory(trajectories: dict[str, list[dict]]) -> list[dict]:
     return averaged
 
 
+def mean_trajectories(summary: dict) -> dict[str, list[dict]]:
+    """Each arm's trajectory averaged over seeds (``mean_trajectory``), arm -> points."""
+    return {arm: mean_trajectory(by_seed) for arm, by_seed in summary["trajectory"]["arms"].items()}
+
+
 def plot_demo(out: Path, summary: dict) -> list[Path]:
     """``plots/training_comparison.png`` (the first seed's runs), ``plots/pareto.png`` (every
-    checkpoint, mean with error bars) and ``plots/siri_trajectory.png`` (SIRI's peaks and
+    checkpoint, mean with error bars), ``plots/siri_trajectory.png`` (SIRI's peaks and
     troughs cycle by cycle, mean over seeds with std error bars, beside the other
-    checkpoints' means); per-run plots in each run."""
-    from siri.plot import plot_comparison, plot_pareto, plot_run
+    checkpoints' means) and ``plots/trajectories.png`` (every arm at SIRI's peak and trough
+    steps, mean over seeds, each path labelled at its ends); per-run plots in each run. The
+    trajectory plots label points by steps done (``step_N``)."""
+    from siri.plot import STEP_LABELS, plot_comparison, plot_pareto, plot_run
 
     first = summary["seeds"][0]
     results = summary["results"]
@@ -106,10 +154,16 @@ def plot_demo(out: Path, summary: dict) -> list[Path]:
     first_runs = {arm: summary["runs"][f"{arm}/seed{first}"] for arm in summary["arms"]}
     plots = [plot_comparison(first_runs, out / "plots" / "training_comparison.png"),
              plot_pareto(finals, out / "plots" / "pareto.png")]
-    path = mean_trajectory(summary["trajectory"])
-    if path:
+    paths = mean_trajectories(summary)
+    if paths.get("siri"):
         others = [p for p in finals if p["label"] not in ("siri_low", "siri_high")]
-        plots.append(plot_pareto([*path, *others], out / "plots" / "siri_trajectory.png"))
+        plots.append(plot_pareto([*paths["siri"], *others], out / "plots" / "siri_trajectory.png",
+                                 point_labels=STEP_LABELS))
+    arms = [{**p, "series": arm, "label": p["label"].split()[0] if i in (0, len(points) - 1) else ""}
+            for arm, points in paths.items() for i, p in enumerate(points)]
+    if arms:
+        base = [p for p in finals if p["label"] == "base"]
+        plots.append(plot_pareto([*base, *arms], out / "plots" / "trajectories.png", point_labels=STEP_LABELS))
     for run_dir in summary["runs"].values():
         plot_run(run_dir)
     return plots
@@ -136,6 +190,7 @@ def print_report(console, summary: dict) -> None:
         table.add_row(name, format_mean_spread(r["accuracy"]), format_mean_spread(r["mean_tokens"], percent=False),
                       *tiers)
     console.print(table)
+    print_trajectories(console, summary)
     hard = summary["caps"]["base_lengths"].get("hard", {}).get("correct", {})
     if hard.get("count"):
         console.print(f"base model, hard tier: correct answers have {hard['min']}-{hard['max']} tokens "
@@ -146,3 +201,27 @@ def print_report(console, summary: dict) -> None:
     console.print("[bold]verdict[/bold]")
     for line in summary["verdict"]["lines"]:
         console.print(f"  {line}")
+    console.print("[bold yellow]what this supports[/bold yellow]")
+    for line in summary["variation"]:
+        console.print(f"  {line}", markup=False)
+
+
+def print_trajectories(console, summary: dict) -> None:
+    """Every arm's accuracy / tokens after N steps, for each of SIRI's peaks and troughs (mean
+    over seeds)."""
+    from rich.table import Table
+
+    paths = mean_trajectories(summary)
+    if not any(paths.values()):
+        return
+    seeds = len(summary["seeds"])
+    table = Table(title="every arm at SIRI's peaks and troughs, after N steps: accuracy / tokens"
+                        + (f" (mean over {seeds} seeds)" if seeds > 1 else "") + ", the same eval as above")
+    table.add_column("arm", no_wrap=True)
+    labels = [p["label"] for p in next(points for points in paths.values() if points)]
+    for label in labels:
+        table.add_column(label, justify="right", no_wrap=True)
+    for arm, points in paths.items():
+        cells = {p["label"]: f"{100 * p['accuracy']:.0f}% / {p['mean_tokens']:.0f}" for p in points}
+        table.add_row(arm, *[cells.get(label, "") for label in labels])
+    console.print(table)

@@ -11,14 +11,17 @@ Stages:
    per tier, of all answers and of the correct ones, are measured and reported.
 4. the arms (``siri.demo.arms``) with ``siri/demo/demo.yaml``, the same steps, batch and seeds:
    by default SIRI, fixed L_max and compress-only; ``--study`` adds ThinkPrune's staged cap and
-   Kimi's length reward and runs every arm for 3 seeds. SIRI evaluates itself at every peak
-   and trough while training (its trajectory). Runs go side by side in single-threaded
-   processes (``siri.demo.parallel``).
-5. eval of the base and every arm's checkpoints (SIRI: last trough = SIRI-low, last peak =
-   SIRI-high; the others: final) per seed: pass@1 over k samples at temperature 0.6, max
-   tokens 3 x L_max, per tier.
-6. ``DIR/summary.json`` (per seed, mean and spread, trajectory, verdict), a table, the verdict,
-   plots in ``DIR/plots``.
+   Kimi's length reward and runs every arm for 3 seeds. Every arm saves a checkpoint at each
+   of SIRI's peak and trough steps (``step_N``: after N steps), so every arm's trajectory is
+   measured at the same steps. Runs go side by side in single-threaded processes
+   (``siri.demo.parallel``).
+5. one eval protocol for everything: the base and every arm's checkpoints at SIRI's peak and
+   trough steps, per seed, on the whole held-out set: pass@1 over k samples at temperature
+   0.6, max tokens 3 x L_max, per tier. The compared checkpoints are points of these
+   trajectories (SIRI: last trough = SIRI-low, last peak = SIRI-high; the others: the final
+   step, which is SIRI's last peak).
+6. ``DIR/summary.json`` (per seed, mean and spread, every arm's trajectory, verdict, and what
+   the number of seeds supports), a table, the verdict, plots in ``DIR/plots``.
 
 The data, the base model and the caps depend on ``--seed``; the RL runs and the evaluation
 draws of seed index i use seed + i.
@@ -26,6 +29,7 @@ draws of seed index i use seed + i.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 import time
@@ -54,7 +58,9 @@ SMOKE_CONFIG = Path(__file__).with_name("smoke.yaml")
 @dataclass
 class DemoSettings:
     """What the demo does besides the RL config. ``cycles`` periods of the config's schedule
-    are trained (plus one step, so SIRI ends at a peak)."""
+    are trained (plus one step, so SIRI ends at a peak). The eval settings (``eval_problems``,
+    ``eval_samples``, ``eval_temperature``, ``eval_max_tokens_factor``) are the one protocol of
+    every evaluation: the compared checkpoints and every point of every trajectory."""
 
     train_problems: int = 3000
     eval_problems: int = 192
@@ -65,8 +71,6 @@ class DemoSettings:
     eval_samples: int = 4
     eval_temperature: float = 0.6
     eval_max_tokens_factor: int = 3
-    trajectory_problems: int = 96
-    trajectory_samples: int = 2
     tiers: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(TIERS))
     """Difficulty tiers, name -> (fewest, most) items; the caps need "medium" and "hard"."""
     arms: tuple[str, ...] = DEFAULT_ARMS
@@ -80,8 +84,7 @@ class DemoSettings:
         lists, so a base fine-tuned for seconds answers some problems and RL has rewards. For tests."""
         return cls(train_problems=300, eval_problems=12, tiers={"easy": (2, 3), "medium": (4, 5), "hard": (7, 8)},
                    base=BaseModelSettings(sft=SftSettings(steps=100, batch_size=16)),
-                   length_probe_prompts=6, length_probe_samples=2, eval_samples=2, trajectory_problems=6,
-                   trajectory_samples=1)
+                   length_probe_prompts=6, length_probe_samples=2, eval_samples=2)
 
     @classmethod
     def study(cls) -> "DemoSettings":
@@ -104,7 +107,7 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
              settings: DemoSettings | None = None, overrides: list[str] | None = None,
              progress: bool = True) -> dict:
     """Run every stage (see the module docstring) and return the summary dict."""
-    from siri.demo.report import plot_demo, print_report, summarize
+    from siri.demo.report import plot_demo, print_report, summarize, trajectory_summary
     from siri.progress import make_console
 
     console = make_console()
@@ -147,6 +150,7 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
     worker_progress = progress and jobs == 1
 
     job_seconds: dict[str, dict[str, float]] = {"run": {}, "eval": {}}
+    job_counts = {"run": jobs}
 
     def done(what: str):
         def report(name: str, seconds: float) -> None:
@@ -155,36 +159,46 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
         return report
 
     stage(4, f"RL: {len(settings.arms)} arms x {len(seeds)} seed(s), {jobs} at a time")
-    trajectory = dict(data=str(eval_file), problems=settings.trajectory_problems, samples=settings.trajectory_samples,
-                      temperature=settings.eval_temperature, max_tokens=settings.eval_max_tokens_factor * l_max)
+    schedule, num_steps = siri_schedule(config or DEFAULT_CONFIG, overrides or [], l_max, l_min, settings.cycles)
+    extrema = sorted(set(schedule.peaks(num_steps)) | set(schedule.troughs(num_steps)))
     tasks = {f"{arm}/seed{s}": (arm, str(out), str(config or DEFAULT_CONFIG), list(overrides or []), l_max, l_min,
-                                settings.cycles, s, trajectory, worker_progress)
+                                settings.cycles, s, extrema, worker_progress)
              for s in seeds for arm in settings.arms}
     runs = run_jobs(train_arm, tasks, jobs, on_done=done("run"))
 
-    stage(5, "eval of the base and every arm's checkpoints")
+    steps = [t + 1 for t in extrema]
+    stage(5, f"eval of the base and every arm at SIRI's peaks and troughs (after {', '.join(map(str, steps))} steps)")
     eval_settings = EvalSettings(n=settings.eval_samples, temperature=settings.eval_temperature,
                                  max_tokens=settings.eval_max_tokens_factor * l_max, seed=seed)
     examples = [EvalExample(i, p.answer, _prompt_ids(tokenizer, p)) for i, p in enumerate(held_out)]
     tiers = [p.tier for p in held_out]
-    checkpoints = {s: {"base": str(out / "base"), **arm_checkpoints(
-        {arm: Path(runs[f"{arm}/seed{s}"]) for arm in settings.arms})} for s in seeds}
-    eval_tasks = {f"{name}/seed{s}": (path, examples, tiers, asdict(replace(eval_settings, seed=s)),
-                                      str(out / "eval" / f"seed{s}" / f"{name}.json"), name, worker_progress)
-                  for s in seeds for name, path in checkpoints[s].items()}
+    evaluated = {s: {"base": str(out / "base"),
+                     **{f"{arm}/step_{n}": str(checkpoint_at(Path(runs[f"{arm}/seed{s}"]), n))
+                        for n in steps for arm in settings.arms}} for s in seeds}
+    eval_tasks = {f"{key}/seed{s}": (path, examples, tiers, asdict(replace(eval_settings, seed=s)),
+                                     str(out / "eval" / f"seed{s}" / f"{key}.json"), key, worker_progress)
+                  for s in seeds for key, path in evaluated[s].items()}
     jobs = settings.jobs or default_jobs(len(eval_tasks))
     results = run_jobs(evaluate_checkpoint, eval_tasks, jobs, on_done=done("eval"))
+    job_counts["eval"] = jobs
+    checkpoints = {s: {"base": str(out / "base"), **arm_checkpoints(
+        {arm: Path(runs[f"{arm}/seed{s}"]) for arm in settings.arms})} for s in seeds}
+    named = {f"{name}/seed{s}": results[f"{_evaluated_key(evaluated[s], path)}/seed{s}"]
+             for s in seeds for name, path in checkpoints[s].items()}
+    trajectory = trajectory_summary({(arm, n, s): results[f"{arm}/step_{n}/seed{s}"]
+                                     for s in seeds for n in steps for arm in settings.arms},
+                                    schedule, num_steps)
 
     stage(6, "summary, verdict and plots")
-    summary = summarize(results, checkpoints, seeds, runs=runs, settings=settings, eval_file=eval_file,
+    summary = summarize(named, checkpoints, seeds, runs=runs, settings=settings, eval_file=eval_file,
                         eval_settings=eval_settings, prompt_tiers=dict(enumerate(tiers)), l_max=l_max, l_min=l_min,
-                        concise=concise,
-                        base_lengths=base_report)
+                        concise=concise, base_lengths=base_report, trajectory=trajectory)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     # wall times apart from the summary, so the same seed on the same machine writes the same summary
     write_text_atomic(out / "timing.json", json.dumps({"seconds": round(time.perf_counter() - started, 1),
                                                        "run_seconds": job_seconds["run"],
-                                                       "eval_seconds": job_seconds["eval"]}, indent=1))
+                                                       "eval_seconds": job_seconds["eval"],
+                                                       "jobs": job_counts, "machine": machine()}, indent=1))
     plots = plot_demo(out, summary)
     print_report(console, summary)
     console.print(f"demo done in {time.perf_counter() - started:.0f} s. Summary: {out / 'summary.json'}; plots: "
@@ -212,34 +226,71 @@ def _write_split(path: Path, problems: list[Problem], tokenizer) -> Path:
     return path
 
 
+def siri_schedule(config: str | Path, overrides: list[str], l_max: int, l_min: int, cycles: int):
+    """SIRI's length schedule in this demo and its number of steps (``cycles`` periods + 1, so
+    it ends at a peak): whose peaks and troughs are the steps every arm is evaluated at."""
+    period = int(load_config(config, overrides, validate=False).schedule.get("period") or 1)
+    cfg = load_config(config, [*overrides, *ARMS["siri"].overrides(l_max, l_min, period)], validate=False)
+    return cfg.length_schedule(), cycles * period + 1
+
+
+def checkpoint_at(run_dir: Path, step: int) -> Path:
+    """The run's checkpoint after ``step`` steps (``checkpoints/step_<step>``); RuntimeError when
+    the run has none."""
+    found = dict(list_checkpoints(run_dir))
+    if step not in found:
+        raise RuntimeError(f"{run_dir} has no checkpoint after {step} steps (has {sorted(found)})")
+    return found[step]
+
+
 def train_arm(arm: str, out: str, config: str, overrides: list[str], l_max: int, l_min: int, cycles: int,
-              seed: int, trajectory: dict, progress: bool) -> str:
+              seed: int, save_at: list[int], progress: bool) -> str:
     """Train one arm with the real trainer (a job of ``run_jobs``); returns its run directory.
-    A finished run with the same resolved config is reused, one with a different config is
-    started over. SIRI also evaluates itself at each peak and trough (``trajectory``: the eval
-    file, how many of its problems, samples, temperature, max tokens)."""
+    Besides the checkpoints its config writes, it saves one after each step in ``save_at``
+    (0-based: SIRI's peaks and troughs; ``checkpoints/step_<t+1>``, kind "trajectory"), so
+    every arm can be evaluated at the same steps. A finished run with the same resolved config
+    and every one of those checkpoints is reused; otherwise it is started over (a missing
+    checkpoint before the newest one cannot be recovered by resuming)."""
+    from siri.train import checkpoint
     from siri.train.trainer import Trainer
 
     out_path = Path(out)
     run_dir = out_path / "runs" / f"seed{seed}" / arm
     period = int(load_config(config, overrides, validate=False).schedule.get("period") or 1)
-    extra = []
-    if arm == "siri":
-        extra = [f"eval.data={trajectory['data']}", f"eval.limit={trajectory['problems']}",
-                 f"eval.n={trajectory['samples']}", f"eval.temperature={trajectory['temperature']}",
-                 f"eval.max_tokens={trajectory['max_tokens']}", "trainer.eval_at_extrema=true"]
     cfg = load_config(config, [*overrides, f"model.path={out_path / 'base'}",
                                f"data.train={out_path / 'data' / 'train.jsonl'}", f"trainer.run_dir={run_dir}",
                                f"trainer.seed={seed}", f"trainer.steps={cycles * period + 1}",
                                f"trainer.progress={str(progress).lower()}",
-                               *ARMS[arm].overrides(l_max, l_min, period), *extra])
+                               *ARMS[arm].overrides(l_max, l_min, period)])
     saved = run_dir / "config.yaml"
     if saved.exists():
         import yaml
 
-        if yaml.safe_load(saved.read_text()) != config_to_dict(cfg):
+        have = [step for step, _ in list_checkpoints(run_dir)]
+        lost = [t for t in save_at if have and t + 1 < max(have) and t + 1 not in have]
+        if yaml.safe_load(saved.read_text()) != config_to_dict(cfg) or lost:
             shutil.rmtree(run_dir)
-    Trainer(cfg).fit()
+    trainer = Trainer(cfg)
+    schedule, steps = cfg.length_schedule(), cfg.trainer.steps
+    own = set(schedule.peaks(steps)), set(schedule.troughs(steps))
+    wanted = set(save_at)
+
+    def save_trajectory_checkpoint(metrics: dict) -> None:
+        # called after step t's metrics are logged, before the trainer saves what its config asks for
+        t = metrics["step"]
+        if t in wanted and not checkpoint.checkpoint_kinds(t, cfg.trainer, *own):
+            trainer.save(["trajectory"])
+
+    trainer.callbacks.append(save_trajectory_checkpoint)
+    # the demo reports each run's progress itself; the trainer's per-step lines (written when
+    # stdout is not a terminal) from several arms at once would interleave without their names
+    step_lines = logging.getLogger("siri")
+    level = step_lines.level
+    step_lines.setLevel(logging.WARNING)
+    try:
+        trainer.fit()
+    finally:
+        step_lines.setLevel(level)
     return str(run_dir)
 
 
@@ -254,6 +305,29 @@ def arm_checkpoints(runs: dict[str, Path]) -> dict[str, str]:
                 raise RuntimeError(f"{run_dir} has no '{kind}' checkpoint")
             found[name] = str(paths[-1])
     return found
+
+
+def _evaluated_key(evaluated: dict[str, str], path: str) -> str:
+    """The eval task (``"base"`` or ``"{arm}/step_{N}"``) that evaluated checkpoint ``path``."""
+    found = [key for key, where in evaluated.items() if Path(where) == Path(path)]
+    if not found:
+        raise RuntimeError(f"{path} is a compared checkpoint but not one of SIRI's peak or trough steps")
+    return found[0]
+
+
+def machine() -> dict:
+    """The machine the wall times were measured on: cores available and the CPU's model name."""
+    import os
+    import platform
+
+    cpu = platform.machine()
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"cores": cores, "cpu": cpu, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def evaluate_checkpoint(path: str, examples: list[EvalExample], tiers: list[str], settings: dict, report: str,
