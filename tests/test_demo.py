@@ -2,15 +2,20 @@
 determinism, and that it trains something. (The full demo's numbers are checked by
 scripts/verify_demo.py, not here: they need minutes.)"""
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import transformers
 
 from siri.data import PromptFormatter
+from siri.demo.caps import L_MAX_FACTOR, L_MIN_MARGIN
+from siri.demo.gates import BaseModelGateError
 from siri.demo.report import checkpoint_names
 from siri.demo.run import SMOKE_CONFIG, DemoSettings, run_demo
 from siri.demo.task import INSTRUCTION, TIERS
@@ -132,7 +137,8 @@ def test_caps_separate_the_tiers_and_arms_use_them(demo):
     out, summary = demo
     l_max, l_min = summary["l_max"], summary["l_min"]
     concise = summary["caps"]["concise_tokens"]
-    assert concise["medium"]["max"] < l_min < concise["hard"]["min"] <= concise["hard"]["max"] < l_max
+    assert l_min == math.ceil(concise["hard"]["median"]) + L_MIN_MARGIN
+    assert l_max == math.ceil(L_MAX_FACTOR * summary["caps"]["base_lengths"]["hard"]["all"]["p99"]) > l_min
     runs = out / "runs" / f"seed{SEED}"
     siri = [m["cap"] for m in read_run_metrics(runs / "siri")]
     assert siri[0] == l_max and min(siri) == l_min and siri[-1] == l_max, siri
@@ -201,3 +207,30 @@ def test_siri_eval_defaults_to_the_prompt_format_the_model_was_trained_with(demo
     default_result = reports["default"]["benchmarks"]["eval"]
     assert default_result["accuracy"] == summary["per_seed"][str(SEED)]["base"]["accuracy"]
     assert default_result["mean_tokens"] == summary["per_seed"][str(SEED)]["base"]["mean_tokens"]
+
+
+def test_summary_holds_gates_mechanism_frontier_and_predictions(demo):
+    out, summary = demo
+    assert [g["name"] for g in summary["gates"]["gates"]] == ["truncation", "confirmations_harmless",
+                                                              "correction_needed"]
+    assert summary["gates"]["gates"][2]["passed"] is None      # the smoke's lists are too short to slip
+    for points in summary["trajectory"]["arms"]["siri"].values():
+        for point in points:
+            assert {"R", "C", "U", "long_hard"} <= set(point) and 0 <= point["R"] <= 1
+            assert {"R", "C", "U", "slip_rate", "confirmations"} <= set(point["tiers"]["hard"])
+    assert summary["base_points"][str(SEED)]["R"] > 0               # the base spends tokens on confirmations
+    assert summary["frontier"]["cycles"] == [1, 2, 3] and len(summary["frontier"]["siri"][str(SEED)]) == 3
+    predictions = summary["predictions"]
+    assert len(predictions["predictions"]) == 4 and len(predictions["refutations"]) == 4
+    assert len(predictions["lines"]) == 9
+
+
+def test_a_base_that_fails_a_gate_stops_the_demo_before_rl(demo, tmp_path):
+    """The smoke's base cuts a quarter of its hard answers at its L_max; with the gates enforced
+    (as in `siri demo`) the run stops with the failing gate's name and trains nothing."""
+    out, _ = demo
+    settings = replace(DemoSettings.smoke(), enforce_gates=True)
+    shutil.copytree(out / "base", tmp_path / "base")
+    with pytest.raises(BaseModelGateError, match="truncation"):
+        run_demo(tmp_path, seed=SEED, config=SMOKE_CONFIG, settings=settings, progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -1,14 +1,15 @@
 """The demo's parts on their own: tiers, caps, arms and the parallel job runner (the whole
 demo runs in test_demo.py)."""
+import math
 import random
 
 import pytest
 
 from siri.config import load_config
 from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoint_title, checkpoints_of
-from siri.demo.caps import choose_caps, distribution
+from siri.demo.caps import L_MAX_FACTOR, L_MIN_MARGIN, choose_caps, distribution
 from siri.demo.parallel import run_jobs
-from siri.demo.report import mean_trajectory, trajectory_summary, variation_note
+from siri.demo.report import frontier_summary, mean_trajectory, trajectory_summary, variation_note
 from siri.demo.run import DEFAULT_CONFIG, DemoSettings, siri_schedule
 from siri.demo.task import TIERS, make_problems
 
@@ -24,16 +25,19 @@ def test_problems_take_the_tiers_in_turn_and_respect_exclusions():
     assert len({p.prompt for p in train}) == 90
 
 
-def test_caps_separate_medium_from_hard():
-    l_max, l_min = choose_caps({"easy": [10, 14], "medium": [20, 31], "hard": [40, 50]})
-    assert 31 < l_min < 40 and l_max == 80  # 1.6 x 50
-    with pytest.raises(ValueError, match="no L_min separates them"):
-        choose_caps({"medium": [20, 45], "hard": [40, 50]})
+def test_caps_come_from_the_base_p99_and_the_hard_concise_median():
+    base_hard = list(range(1, 201))                        # p99 (nearest rank) = 198
+    l_max, l_min = choose_caps(base_hard, [40, 50, 44])
+    assert l_max == math.ceil(L_MAX_FACTOR * 198) and l_min == 44 + L_MIN_MARGIN
+    with pytest.raises(ValueError, match="nothing to compress"):
+        choose_caps([30, 31], [40, 50])
+    with pytest.raises(ValueError, match="sampled hard-tier lengths"):
+        choose_caps([], [40])
 
 
 def test_length_distribution():
     d = distribution(list(range(1, 11)), threshold=7)
-    assert (d["count"], d["min"], d["p10"], d["median"], d["p90"], d["max"]) == (10, 1, 1, 5.5, 9, 10)
+    assert (d["count"], d["min"], d["p10"], d["median"], d["p90"], d["p99"], d["max"]) == (10, 1, 1, 5.5, 9, 10, 10)
     assert d["fraction_above"] == 0.3
     assert distribution([], 3) == {"count": 0}
 
@@ -133,7 +137,14 @@ def test_every_arm_is_evaluated_at_siris_peaks_and_troughs_counted_as_checkpoint
         assert [p["label"] for p in points] == ["1 peak", "16 trough", "31 peak", "46 trough", "61 peak",
                                                 "76 trough", "91 peak"]
         assert [p["series"] for p in points] == ["cycle 1"] * 3 + ["cycle 2"] * 2 + ["cycle 3"] * 2
-        assert points[2]["accuracy"] == 0.31 and points[2]["tiers"] == {"hard": {"accuracy": 0.155, "mean_tokens": 50.0}}
+        assert points[2]["accuracy"] == 0.31 and points[2]["tiers"]["hard"]["accuracy"] == 0.155
+        assert points[2]["tiers"]["hard"]["C"] is None and points[2]["long_hard"]["num_prompts"] == 0
+    assert (trajectory["peaks"], trajectory["troughs"]) == ([31, 61, 91], [16, 46, 76])
+    frontier = frontier_summary(trajectory, l_max=100)
+    assert frontier["cycles"] == [1, 2, 3] and frontier["steps"] == [[16, 31], [46, 61], [76, 91]]
+    # cycle 1: (84 tokens, 16%) is dominated by (69, 31%); the areas grow as the points move out
+    assert frontier["siri"]["5"][0] == pytest.approx(31 * 0.31 / 100)
+    assert frontier["siri"]["5"] == sorted(frontier["siri"]["5"]) and frontier["arms"]["baseline"] == frontier["arms"]["siri"]
 
 
 def test_one_seed_says_it_illustrates_and_points_to_the_study():

@@ -15,6 +15,7 @@ is ``{"step", "label", "series", "accuracy", "mean_tokens", "truncation_rate", "
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,12 +30,21 @@ def checkpoint_names(arms) -> list[str]:
     return ["base", *[name for arm in arms for name in checkpoints_of(arm)]]
 
 
+_MECHANISM_KEYS = ("R", "C", "U", "slip_rate", "confirmations")
+
+
 def point_of(result: dict) -> dict:
-    """A trajectory point's numbers from an eval result of ``siri.demo.run.evaluate_checkpoint``."""
+    """A trajectory point's numbers from an eval result of ``siri.demo.run.evaluate_checkpoint``:
+    accuracy, tokens, truncation, the mechanism's rates (``siri.demo.mechanism``) overall and per
+    tier, and the long hard lists' accuracy and tokens."""
+    mechanism = result.get("mechanism", {})
     return {"accuracy": result["accuracy"], "mean_tokens": result["mean_tokens"],
             "truncation_rate": result["truncation_rate"],
-            "tiers": {t: {"accuracy": r["accuracy"], "mean_tokens": r["mean_tokens"]}
-                      for t, r in result["tiers"].items()}}
+            **{k: mechanism.get(k) for k in _MECHANISM_KEYS},
+            "tiers": {t: {"accuracy": r["accuracy"], "mean_tokens": r["mean_tokens"],
+                          **{k: r.get(k) for k in _MECHANISM_KEYS}}
+                      for t, r in result["tiers"].items()},
+            "long_hard": result.get("long_hard", {"accuracy": None, "mean_tokens": None, "num_prompts": 0})}
 
 
 def trajectory_summary(results: dict[tuple[str, int, int], dict], schedule, num_steps: int) -> dict:
@@ -49,7 +59,24 @@ def trajectory_summary(results: dict[tuple[str, int, int], dict], schedule, num_
         label, series = trajectory_place(n - 1, schedule, num_steps)
         arms.setdefault(arm, {}).setdefault(str(seed), []).append(
             {"step": n, "label": label, "series": series, **point_of(results[(arm, n, seed)])})
-    return {"steps": steps, "arms": arms}
+    return {"steps": steps, "peaks": [p + 1 for p in schedule.peaks(num_steps) if p > 0],
+            "troughs": [t + 1 for t in schedule.troughs(num_steps)], "arms": arms}
+
+
+def frontier_summary(trajectory: dict, l_max: int) -> dict:
+    """``summary["frontier"]``: per cycle k (its trough and the peak that closes it), the frontier
+    area (``siri.demo.mechanism.frontier_area`` against (``l_max``, 0)) of each arm's two
+    points at those steps, per seed: ``{"cycles": [1, ...], "steps": [[trough, peak], ...],
+    "siri": {seed: [area, ...]}, "arms": {arm: {seed: [area, ...]}}}``."""
+    from siri.demo.mechanism import frontier_area
+
+    cycles = list(zip(trajectory["troughs"], trajectory["peaks"]))
+    areas = {arm: {seed: [frontier_area([(p["mean_tokens"], p["accuracy"]) for p in points if p["step"] in cycle],
+                                        l_max) for cycle in cycles]
+                   for seed, points in by_seed.items()}
+             for arm, by_seed in trajectory["arms"].items()}
+    return {"cycles": list(range(1, len(cycles) + 1)), "steps": [list(c) for c in cycles],
+            "siri": areas.get("siri", {}), "arms": areas}
 
 
 def variation_note(seeds: int) -> list[str]:
@@ -68,7 +95,7 @@ def variation_note(seeds: int) -> list[str]:
 
 def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], seeds: list[int], *, runs, settings,
               eval_file, eval_settings, prompt_tiers: dict[int, str], l_max: int, l_min: int, concise: dict,
-              base_lengths: dict, trajectory: dict) -> dict:
+              base_lengths: dict, trajectory: dict, gates: dict | None = None) -> dict:
     """The summary dict (see the module docstring): a pure function of the results.
 
     Args:
@@ -76,8 +103,11 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
         checkpoints: seed -> checkpoint name -> path.
         runs: ``"{arm}/seed{s}"`` -> run directory.
         prompt_tiers: eval problem index -> its tier (one seed's per-tier spread comes from its prompts).
-        trajectory: ``{"steps", "arms"}`` (the module docstring), kept as it is.
+        trajectory: ``{"steps", "peaks", "troughs", "arms"}`` (the module docstring), kept as it is.
+        gates: ``siri.demo.gates.gate_report`` of the base model's gates.
     """
+    from siri.demo.predictions import evaluate_predictions
+
     names = checkpoint_names(settings.arms)
     by_checkpoint = {name: [results[f"{name}/seed{s}"] for s in seeds] for name in names}
     aggregated = aggregate(by_checkpoint, prompt_tiers=prompt_tiers)
@@ -92,17 +122,22 @@ def summarize(results: dict[str, dict], checkpoints: dict[int, dict[str, str]], 
     summary = {
         "seeds": seeds, "arms": list(settings.arms), "checkpoints": names,
         "l_max": l_max, "l_min": l_min, "tiers": {t: list(r) for t, r in settings.tiers.items()},
-        "caps": {"concise_tokens": {t: {"min": min(v), "max": max(v)} for t, v in concise.items()},
+        "caps": {"concise_tokens": {t: {"min": min(v), "median": statistics.median(v), "max": max(v)}
+                                    for t, v in concise.items()},
                  "base_lengths": base_lengths},
         "results": aggregated,
         "verdict": verdict(aggregated, siri=("siri_low", "siri_high"), reference=references,
                            tiers=tuple(settings.tiers)),
         "variation": variation_note(len(seeds)),
+        "gates": gates,
         "trajectory": trajectory,
+        "base_points": {str(s): point_of(results[f"base/seed{s}"]) for s in seeds},
+        "frontier": frontier_summary(trajectory, l_max),
         "per_seed": per_seed,
         "eval_file": str(eval_file), "eval_settings": asdict(eval_settings),
         "runs": dict(runs),
     }
+    summary["predictions"] = evaluate_predictions(summary)
     return summary
 
 
@@ -127,8 +162,27 @@ def mean_trajectory(trajectories: dict[str, list[dict]]) -> list[dict]:
         averaged.append({"label": point["label"], "series": point["series"],
                          "accuracy": statistics.fmean(accuracy), "mean_tokens": statistics.fmean(tokens),
                          "accuracy_err": statistics.stdev(accuracy) if several else None,
-                         "tokens_err": statistics.stdev(tokens) if several else None})
+                         "tokens_err": statistics.stdev(tokens) if several else None,
+                         "mechanism": {name: _mean_known([read(p) for p in same])
+                                       for name, read in MECHANISM_COLUMNS.items()}})
     return averaged
+
+
+#: The mechanism's numbers the report shows per trajectory point: name -> how to read it from a point.
+MECHANISM_COLUMNS = {
+    "R": lambda p: p.get("R"),
+    "hard accuracy": lambda p: p.get("tiers", {}).get("hard", {}).get("accuracy"),
+    "hard C": lambda p: p.get("tiers", {}).get("hard", {}).get("C"),
+    "hard U": lambda p: p.get("tiers", {}).get("hard", {}).get("U"),
+    "long hard accuracy": lambda p: p.get("long_hard", {}).get("accuracy"),
+}
+
+
+def _mean_known(values: list) -> float | None:
+    """The mean of ``values``, None when any is None (a rate without a denominator in a seed)."""
+    import statistics
+
+    return None if not values or any(v is None for v in values) else statistics.fmean(values)
 
 
 def mean_trajectories(summary: dict) -> dict[str, list[dict]]:
@@ -174,6 +228,7 @@ def print_report(console, summary: dict) -> None:
     on the hard tier, and the verdict."""
     from rich.table import Table
 
+    from siri.demo.gates import Gate
     from siri.demo.verdict import format_mean_spread
 
     s, seeds = summary["eval_settings"], len(summary["seeds"])
@@ -198,6 +253,14 @@ def print_report(console, summary: dict) -> None:
                       f"L_min = {summary['l_min']}")
     else:
         console.print("base model, hard tier: no correct answer in the length probe")
+    if summary.get("gates"):
+        console.print("[bold]base model gates[/bold] (checked before any RL)")
+        for gate in summary["gates"]["gates"]:
+            console.print(f"  {Gate(**gate).line()}", markup=False)
+    if summary.get("predictions"):
+        console.print("[bold]pre-registered predictions[/bold] (siri/demo/predictions.py)")
+        for line in summary["predictions"]["lines"]:
+            console.print(f"  {line}", markup=False)
     console.print("[bold]verdict[/bold]")
     for line in summary["verdict"]["lines"]:
         console.print(f"  {line}")
@@ -225,3 +288,17 @@ def print_trajectories(console, summary: dict) -> None:
         cells = {p["label"]: f"{100 * p['accuracy']:.0f}% / {p['mean_tokens']:.0f}" for p in points}
         table.add_row(arm, *[cells.get(label, "") for label in labels])
     console.print(table)
+    table = Table(title="the mechanism at the same points: R (confirmation tokens / tokens) | hard: accuracy, "
+                        "C = P(correction | slip) | accuracy on the hard lists longer than L_min")
+    table.add_column("arm", no_wrap=True)
+    for label in labels:
+        table.add_column(label, justify="right", no_wrap=True)
+    for arm, points in paths.items():
+        cells = {p["label"]: " ".join(_percent(p["mechanism"][name]) for name in
+                                      ("R", "hard accuracy", "hard C", "long hard accuracy")) for p in points}
+        table.add_row(arm, *[cells.get(label, "") for label in labels])
+    console.print(table)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}"

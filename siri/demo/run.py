@@ -6,9 +6,12 @@ Stages:
    held-out eval splits in ``DIR/data/{train,eval}.jsonl`` (``prompt``, ``answer``, ``tier``,
    ``input`` = the formatted model input), tiers in turn.
 2. base: a tiny Qwen2 + byte-level BPE tokenizer, SFT on verbose traces (cached in ``DIR/base``).
-3. caps: L_min between the medium tier's longest concise trace and the hard tier's shortest,
-   L_max 1.6 x the hard tier's longest (``siri.demo.caps``); the base model's sampled lengths
-   per tier, of all answers and of the correct ones, are measured and reported.
+3. caps and gates (``siri.demo.caps``, ``siri.demo.gates``): the base model is sampled on train
+   problems; L_max is 1.15 x its hard-tier p99 length, L_min 2 tokens above the hard tier's
+   concise median. Then the base's gates, printed before any RL: L_max cuts at most 2% of its
+   answers in every tier, the number of harmless confirmations does not change its accuracy
+   (within 3 points), and after a hard slip a correction is necessary (>= 80% right with one,
+   <= 20% without). A failed gate stops the demo with the reason.
 4. the arms (``siri.demo.arms``) with ``siri/demo/demo.yaml``, the same steps, batch and seeds:
    by default SIRI, fixed L_max and compress-only; ``--study`` adds ThinkPrune's staged cap and
    Kimi's length reward and runs every arm for 3 seeds. Every arm saves a checkpoint at each
@@ -44,7 +47,9 @@ from siri.config import config_to_dict, load_config
 from siri.data import PromptFormatter
 from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
 from siri.demo.base_model import BaseModelSettings, build_base_model, fingerprint, load_cached
-from siri.demo.caps import base_lengths, choose_caps, concise_lengths
+from siri.demo.caps import (L_MAX_FACTOR, L_MIN_MARGIN, choose_caps, concise_length, concise_lengths, length_report,
+                            sample_base)
+from siri.demo.gates import BaseModelGateError, check_base, gate_report
 from siri.demo.parallel import default_jobs, run_jobs
 from siri.progress import quiet_transformers
 from siri.demo.sft import SftSettings
@@ -65,8 +70,16 @@ class DemoSettings:
     train_problems: int = 3000
     eval_problems: int = 192
     base: BaseModelSettings = field(default_factory=BaseModelSettings)
-    length_probe_prompts: int = 48
+    length_probe_prompts: int = 288
+    """Train problems the base model is sampled on to set L_max (``siri.demo.caps``)."""
     length_probe_samples: int = 4
+    probe_max_tokens: int = 512
+    """The length probe's max tokens: far above any trace the base was fine-tuned on."""
+    gate_prompts: int = 384
+    """The next train problems after the length probe: the base model's gates (``siri.demo.gates``)."""
+    gate_samples: int = 8
+    enforce_gates: bool = True
+    """Refuse to run RL on a base model that fails a gate (the smoke run only reports them)."""
     cycles: int = 3
     eval_samples: int = 4
     eval_temperature: float = 0.6
@@ -84,7 +97,8 @@ class DemoSettings:
         lists, so a base fine-tuned for seconds answers some problems and RL has rewards. For tests."""
         return cls(train_problems=300, eval_problems=12, tiers={"easy": (2, 3), "medium": (4, 5), "hard": (7, 8)},
                    base=BaseModelSettings(sft=SftSettings(steps=100, batch_size=16)),
-                   length_probe_prompts=6, length_probe_samples=2, eval_samples=2)
+                   length_probe_prompts=6, length_probe_samples=2, probe_max_tokens=128, gate_prompts=6,
+                   gate_samples=2, enforce_gates=False, eval_samples=2)
 
     @classmethod
     def study(cls) -> "DemoSettings":
@@ -137,15 +151,26 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
     _write_split(out / "data" / "train.jsonl", train, tokenizer)
     eval_file = _write_split(out / "data" / "eval.jsonl", held_out, tokenizer)
 
-    stage(3, "caps: concise traces per tier, and the base model's sampled lengths")
+    stage(3, "caps and gates: the base model's sampled lengths set the caps, then its gates (before any RL)")
     concise = concise_lengths(tokenizer, train)
-    l_max, l_min = choose_caps(concise)
     probe = train[:settings.length_probe_prompts]
-    base_report = base_lengths(model, tokenizer, probe, [_prompt_ids(tokenizer, p) for p in probe],
-                               samples=settings.length_probe_samples,
-                               max_tokens=settings.eval_max_tokens_factor * l_max, l_min=l_min, seed=seed)
-    console.print(f"L_max = {l_max}, L_min = {l_min}; concise trace tokens per tier: "
-                  + ", ".join(f"{t} {min(v)}-{max(v)}" for t, v in concise.items()))
+    probe_samples = sample_base(model, tokenizer, probe, [_prompt_ids(tokenizer, p) for p in probe],
+                                samples=settings.length_probe_samples, max_tokens=settings.probe_max_tokens, seed=seed)
+    l_max, l_min = choose_caps([s.tokens for s in probe_samples if s.problem.tier == "hard"], concise.get("hard", []))
+    base_report = length_report(probe_samples, l_min)
+    console.print(f"L_max = {l_max} ({L_MAX_FACTOR} x the base's sampled hard p99, "
+                  f"{base_report['hard']['all']['p99']}), L_min = {l_min} (the hard concise median + {L_MIN_MARGIN}); "
+                  "concise trace tokens per tier: " + ", ".join(f"{t} {min(v)}-{max(v)}" for t, v in concise.items()))
+    gate_problems = train[settings.length_probe_prompts:settings.length_probe_prompts + settings.gate_prompts]
+    gates = check_base(model, tokenizer, gate_problems, [_prompt_ids(tokenizer, p) for p in gate_problems],
+                       l_max=l_max, samples=settings.gate_samples, seed=seed)
+    for gate in gates:
+        console.print(f"gate {gate.line()}", markup=False)
+    failed = [g.name for g in gates if not g.passed]
+    if failed and settings.enforce_gates:
+        raise BaseModelGateError(f"the base model fails the gate(s) {', '.join(failed)} (printed above), so this toy "
+                                 f"cannot test SIRI's mechanism; refusing to run RL. Grow the base "
+                                 f"(DemoSettings.base) or retune the task, not the RL")
     jobs = settings.jobs or default_jobs(len(settings.arms) * len(seeds))
     worker_progress = progress and jobs == 1
 
@@ -175,7 +200,9 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
     evaluated = {s: {"base": str(out / "base"),
                      **{f"{arm}/step_{n}": str(checkpoint_at(Path(runs[f"{arm}/seed{s}"]), n))
                         for n in steps for arm in settings.arms}} for s in seeds}
-    eval_tasks = {f"{key}/seed{s}": (path, examples, tiers, asdict(replace(eval_settings, seed=s)),
+    lengths = [len(p.items) for p in held_out]
+    too_long = long_hard_problems(tokenizer, held_out, l_min)
+    eval_tasks = {f"{key}/seed{s}": (path, examples, tiers, lengths, too_long, asdict(replace(eval_settings, seed=s)),
                                      str(out / "eval" / f"seed{s}" / f"{key}.json"), key, worker_progress)
                   for s in seeds for key, path in evaluated[s].items()}
     jobs = settings.jobs or default_jobs(len(eval_tasks))
@@ -192,7 +219,8 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
     stage(6, "summary, verdict and plots")
     summary = summarize(named, checkpoints, seeds, runs=runs, settings=settings, eval_file=eval_file,
                         eval_settings=eval_settings, prompt_tiers=dict(enumerate(tiers)), l_max=l_max, l_min=l_min,
-                        concise=concise, base_lengths=base_report, trajectory=trajectory)
+                        concise=concise, base_lengths=base_report, trajectory=trajectory,
+                        gates=gate_report(gates))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     # wall times apart from the summary, so the same seed on the same machine writes the same summary
     write_text_atomic(out / "timing.json", json.dumps({"seconds": round(time.perf_counter() - started, 1),
@@ -217,6 +245,12 @@ def _problems(settings: DemoSettings, seed: int) -> tuple[list[Problem], list[Pr
 
 def _prompt_ids(tokenizer, problem: Problem) -> list[int]:
     return tokenizer(format_prompt(tokenizer, problem), add_special_tokens=False)["input_ids"]
+
+
+def long_hard_problems(tokenizer, problems: list[Problem], l_min: int) -> list[bool]:
+    """Per problem, whether it is a hard one whose concise trace does not fit under ``l_min``:
+    the "longest lists", whose necessary reasoning no trough allows."""
+    return [p.tier == "hard" and concise_length(tokenizer, p) > l_min for p in problems]
 
 
 def _write_split(path: Path, problems: list[Problem], tokenizer) -> Path:
@@ -330,10 +364,15 @@ def machine() -> dict:
     return {"cores": cores, "cpu": cpu, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def evaluate_checkpoint(path: str, examples: list[EvalExample], tiers: list[str], settings: dict, report: str,
-                        label: str, progress: bool) -> dict:
+def evaluate_checkpoint(path: str, examples: list[EvalExample], tiers: list[str], lengths: list[int],
+                        long_hard: list[bool], settings: dict, report: str, label: str, progress: bool) -> dict:
     """siri's eval of one checkpoint (a job of ``run_jobs``): the result of
-    ``evaluate_examples`` plus ``tiers``: per tier, accuracy, mean tokens and problem count."""
+    ``evaluate_examples`` plus ``tiers`` (per tier: accuracy, mean tokens, problem count and
+    the mechanism's rates, ``siri.demo.mechanism.mechanism_rates``), ``mechanism`` (those rates
+    over all tiers) and ``long_hard`` (accuracy and tokens on the problems flagged in
+    ``long_hard``). ``tiers``, ``lengths`` (list items) and ``long_hard`` are per example."""
+    from siri.demo.mechanism import mechanism_rates, tier_mechanism
+
     import transformers
 
     from siri.engine import LLMEngine
@@ -343,14 +382,26 @@ def evaluate_checkpoint(path: str, examples: list[EvalExample], tiers: list[str]
     model = transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     engine = LLMEngine(model, page_size=16, max_num_seqs=256, kv_cache_bytes=256 << 20)
-    result = evaluate_examples(engine, tokenizer, examples, eval_settings, progress=progress, name=label)
+    result = evaluate_examples(engine, tokenizer, examples, eval_settings, progress=progress, name=label,
+                               keep_samples=True)
+    samples = result.pop("samples")
     by_tier: dict[str, list[dict]] = {}
     for row, tier in zip(result["per_prompt"], tiers):
         by_tier.setdefault(tier, []).append(row)
+    position = {e.index: i for i, e in enumerate(examples)}
+    count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    rates = tier_mechanism(samples, {e.index: n for e, n in zip(examples, lengths)},
+                           {e.index: t for e, t in zip(examples, tiers)}, count_tokens)
     result["tiers"] = {tier: {"accuracy": sum(r["accuracy"] for r in rows) / len(rows),
                               "mean_tokens": sum(r["mean_tokens"] for r in rows) / len(rows),
-                              "num_prompts": len(rows), "per_prompt": rows}
+                              "num_prompts": len(rows), **rates[tier], "per_prompt": rows}
                        for tier, rows in by_tier.items()}
+    result["mechanism"] = mechanism_rates([(s["response"], s["tokens"], lengths[position[s["index"]]])
+                                           for s in samples], count_tokens)
+    long_rows = [row for row, flag in zip(result["per_prompt"], long_hard) if flag]
+    result["long_hard"] = {"accuracy": sum(r["accuracy"] for r in long_rows) / len(long_rows) if long_rows else None,
+                           "mean_tokens": (sum(r["mean_tokens"] for r in long_rows) / len(long_rows)
+                                           if long_rows else None), "num_prompts": len(long_rows)}
     prompt = {"instruction": INSTRUCTION, "use_chat_template": True, "source": "siri demo"}
     write_eval_report(Path(report), model=path, label=label, step=None, settings=eval_settings,
                       results={"eval": result}, prompt=prompt)

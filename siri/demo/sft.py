@@ -17,7 +17,7 @@ from siri.progress import TrainProgress
 
 @dataclass
 class SftSettings:
-    steps: int = 400
+    steps: int = 1200
     batch_size: int = 16
     lr: float = 2e-3
     warmup_steps: int = 30

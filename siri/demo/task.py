@@ -1,40 +1,48 @@
-"""The demo's synthetic reasoning task: counting a list, with verbose traces.
+"""The demo's synthetic reasoning task: counting a list, with traces whose extra reasoning is
+either necessary or harmless.
 
 A problem is "Count the letters: q f k a m." (distinct letters) and the answer is how many
 there are. A trace walks the list and numbers each item (" q1 f2 k3 a4 m5"); the last number
-is the answer. A skipped or doubled item makes the answer wrong, so the walk has to be right
-at every step.
+is the count. Difficulty comes in tiers of list length (``TIERS``), so a hard problem's walk
+is long.
 
-The tiny base model does not learn to copy the letters (its walks' letters match the
-prompt's at about the chance level), but it learns to number the walk and stop at the list's
-length: the walk is its counter. Whether RL finds a shorter way to count is part of what the
-demo measures; the base's correct answers per tier and their lengths are in its summary.
+The traces the base model is fine-tuned on (``verbose_trace``) hold two kinds of extra
+reasoning, the two SIRI's claim is about:
 
-Difficulty comes in tiers of list length (``TIERS``): the shortest correct trace grows by
-2-3 tokens per item, so a hard problem's *necessary* reasoning is long. The demo puts
-L_min between the medium tier's longest concise trace and the hard tier's shortest one: a
-short cap alone cannot be met on hard problems without cutting needed steps, which is the
-situation SIRI's expansion phases are meant for.
+- **Necessary: a correction.** Items 1 to ``SLIP_FREE_ITEMS`` never slip; each later item is
+  skipped or counted twice with probability ``SLIP_RATE``, so only the hard tier's lists slip.
+  A walk that slipped ends on a number that is not the list's length, and is followed by
+  ``CORRECTION`` and a clean walk: without it the answer would be wrong.
+- **Harmless: confirmations.** Then K ~ U{0..``MAX_CONFIRMATIONS``} copies of a short
+  confirmation (``confirmation(n)``: " let me double-check. yes, n."), drawn independently of
+  the tier, the slip and the answer: a fixed cost that never changes the answer.
 
-The *verbose* traces the base model is fine-tuned on add what R1-distilled models do:
-"wait, let me re-check." loops that redo the whole count, and self-corrections (a skipped
-or doubled item in the first pass, followed by a re-check that fixes it). The answer is
-written as ``\\boxed{n}`` so the real reward path (answer extraction + math-verify) scores it.
-
+The answer is written as ``\\boxed{n}`` so the real reward path (answer extraction +
+math-verify) scores it. ``siri.demo.mechanism`` reads these parts back out of a response.
 Everything is a pure function of a ``random.Random``, so a seed fixes the data.
 """
 from __future__ import annotations
 
 import random
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-RECHECK = " wait, let me re-check."
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 INSTRUCTION = "Put the answer in \\boxed{}."
-
+CORRECTION = " wait, I miscounted. again:"
+CONFIRMATION_HEAD = " let me double-check. yes,"
+#: Items 1..SLIP_FREE_ITEMS of a walk never slip; each later one slips with SLIP_RATE.
+SLIP_FREE_ITEMS = 12
+SLIP_RATE = 0.08
+MAX_CONFIRMATIONS = 3
 
 #: The demo's difficulty tiers: name -> (fewest, most) list items.
 TIERS: dict[str, tuple[int, int]] = {"easy": (3, 6), "medium": (7, 11), "hard": (16, 22)}
+
+
+def confirmation(count: int | str) -> str:
+    """One harmless confirmation of the count: ``" let me double-check. yes, 7."``."""
+    return f"{CONFIRMATION_HEAD} {count}."
 
 
 @dataclass(frozen=True)
@@ -52,13 +60,14 @@ class Problem:
         return str(len(self.items))
 
 
-def make_problems(count: int, rng: random.Random, exclude: set[str] = frozenset(),
+def make_problems(count: int, rng: random.Random, exclude: AbstractSet[str] = frozenset(),
                   tiers: dict[str, tuple[int, int]] = TIERS) -> list[Problem]:
     """``count`` distinct random problems whose prompts are not in ``exclude``, the tiers in
     turn (easy, medium, hard, easy, ...), so every prefix of the list is balanced across
     tiers; the length is uniform within the tier."""
     names = list(tiers)
-    problems, seen = [], set(exclude)
+    problems: list[Problem] = []
+    seen = set(exclude)
     while len(problems) < count:
         tier = names[len(problems) % len(names)]
         low, high = tiers[tier]
@@ -69,34 +78,50 @@ def make_problems(count: int, rng: random.Random, exclude: set[str] = frozenset(
     return problems
 
 
-def _pass(problem: Problem, rng: random.Random, error_rate: float) -> tuple[str, bool]:
-    """One numbered walk (" q1 f2 k3"); with probability ``error_rate`` per item the item
-    is skipped or counted twice. Returns the text and whether the count came out right."""
+def walk(problem: Problem, rng: random.Random | None = None, *, slip_rate: float = SLIP_RATE,
+         slip_free: int = SLIP_FREE_ITEMS) -> tuple[str, int]:
+    """One numbered walk (" q1 f2 k3"); each item after the first ``slip_free`` is skipped or
+    counted twice with probability ``slip_rate`` (``rng`` None: a clean walk). Returns the text
+    and the count it ends on (the list's length when it did not slip)."""
     parts, n = [], 0
-    for item in problem.items:
+    for position, item in enumerate(problem.items, start=1):
         repeats = 1
-        if rng.random() < error_rate:
+        if rng is not None and position > slip_free and rng.random() < slip_rate:
             repeats = rng.choice([0, 2])
         for _ in range(repeats):
             n += 1
             parts.append(f" {item}{n}")
-    return "".join(parts), n == len(problem.items)
+    return "".join(parts), n
 
 
-def verbose_trace(problem: Problem, rng: random.Random, *, max_rechecks: int = 3, error_rate: float = 0.05) -> str:
-    """A response in the style of an over-thinking reasoning model.
+def slipped_walk(problem: Problem, rng: random.Random) -> str:
+    """A first walk that certainly slipped (one item after the slip-free ones skipped or doubled):
+    the prefix the base-model gates force. Needs a list longer than ``SLIP_FREE_ITEMS``."""
+    if len(problem.items) <= SLIP_FREE_ITEMS:
+        raise ValueError(f"a walk of {len(problem.items)} items cannot slip (items 1-{SLIP_FREE_ITEMS} never do)")
+    at = rng.randint(SLIP_FREE_ITEMS + 1, len(problem.items))
+    parts, n = [], 0
+    for position, item in enumerate(problem.items, start=1):
+        for _ in range(rng.choice([0, 2]) if position == at else 1):
+            n += 1
+            parts.append(f" {item}{n}")
+    return "".join(parts)
 
-    The first pass may skip or double an item (``error_rate`` per item); then 0 to
-    ``max_rechecks`` re-check passes follow (uniformly many), each correct, and at least one
-    when the first pass was wrong (the self-correction). Ends with ``\\boxed{answer}``.
-    """
-    text, right = _pass(problem, rng, error_rate)
+
+def verbose_trace(problem: Problem, rng: random.Random, *, slip_rate: float = SLIP_RATE,
+                  max_confirmations: int = MAX_CONFIRMATIONS) -> str:
+    """A response in the style of an over-thinking reasoning model: a walk that may slip; after
+    a slip ``CORRECTION`` and a clean walk; K ~ U{0..max_confirmations} confirmations of the
+    count (drawn independently of everything else); ``\\boxed{answer}``."""
+    text, count = walk(problem, rng, slip_rate=slip_rate)
     pieces = [text]
-    for _ in range(rng.randint(0 if right else 1, max_rechecks)):
-        pieces.append(RECHECK + _pass(problem, rng, 0.0)[0])
+    if count != len(problem.items):
+        pieces.append(CORRECTION + walk(problem)[0])
+    confirmations = rng.randint(0, max_confirmations)
+    pieces += [confirmation(problem.answer)] * confirmations
     return "".join(pieces) + f" \\boxed{{{problem.answer}}}"
 
 
 def concise_trace(problem: Problem) -> str:
-    """The shortest correct response: one walk and the answer."""
-    return f"{_pass(problem, random.Random(0), 0.0)[0]} \\boxed{{{problem.answer}}}"
+    """The shortest correct response: one clean walk and the answer."""
+    return f"{walk(problem)[0]} \\boxed{{{problem.answer}}}"
