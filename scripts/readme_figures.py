@@ -232,6 +232,86 @@ def demo_trajectories(summary: dict | None = None) -> str:
     return "\n\n" + "\n".join(rows) + "\n\n"
 
 
+def demo_gates(summary: dict | None = None) -> str:
+    """The caps and the base model's gates as the study measured them, one list item each."""
+    from siri.demo.gates import Gate
+
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    hard = summary["caps"]["base_lengths"]["hard"]["all"]
+    concise = summary["caps"]["concise_tokens"]["hard"]
+    lines = [f"- caps: L_max = {summary['l_max']} (the base's sampled hard-tier p99 is {hard['p99']} tokens), "
+             f"L_min = {summary['l_min']} (the hard concise median is {concise['median']:g} tokens)"]
+    lines += [f"- gate {Gate(**gate).line()}" for gate in (summary.get("gates") or {}).get("gates", [])]
+    return "\n\n" + "\n".join(lines) + "\n\n"
+
+
+def demo_mechanism(summary: dict | None = None) -> str:
+    """Every arm at SIRI's peaks and troughs, mean over seeds: R, hard accuracy, hard C and the
+    long hard lists' accuracy (%), and the base model's for reference."""
+    from siri.demo.arms import checkpoint_title
+    from siri.demo.report import MECHANISM_COLUMNS, mean_trajectories
+
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    paths = {arm: points for arm, points in mean_trajectories(summary).items() if points}
+    if not paths:
+        return "\n\n*The summary has no trajectory.*\n\n"
+    columns = ("R", "hard accuracy", "hard C", "long hard accuracy")
+
+    def cell(values: dict) -> str:
+        return " / ".join("-" if values[c] is None else f"{100 * values[c]:.0f}" for c in columns)
+
+    import statistics
+
+    base_points = list(summary.get("base_points", {}).values())
+    base = {c: statistics.fmean(v) if base_points and None not in (v := [MECHANISM_COLUMNS[c](p) for p in base_points])
+            else None for c in columns}
+    labels = [p["label"] for p in next(iter(paths.values()))]
+    rows = [f"R (confirmation tokens / tokens) / hard accuracy / hard C = P(correction | slip) / accuracy on the "
+            f"hard lists longer than L_min, in %, mean over {len(summary['seeds'])} seed(s); the base model: "
+            f"{cell(base)}.", "",
+            "| arm | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    for arm, points in paths.items():
+        cells = {p["label"]: cell(p["mechanism"]) for p in points}
+        rows.append(f"| {checkpoint_title(arm)} | " + " | ".join(cells.get(label, "") for label in labels) + " |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+def demo_frontier(summary: dict | None = None) -> str:
+    """Each arm's frontier area per cycle (its trough and closing peak against (L_max, 0)), mean ±
+    std over seeds."""
+    import statistics
+
+    from siri.demo.arms import checkpoint_title
+
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    frontier = summary["frontier"]
+    rows = ["| arm | " + " | ".join(f"cycle {c} (steps {a}, {b})" for c, (a, b) in
+                                     zip(frontier["cycles"], frontier["steps"])) + " |",
+            "| --- |" + " ---: |" * len(frontier["cycles"])]
+    for arm, by_seed in frontier["arms"].items():
+        cells = []
+        for i in range(len(frontier["cycles"])):
+            values = [areas[i] for areas in by_seed.values()]
+            cells.append(f"{statistics.fmean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}"
+                                                               if len(values) > 1 else ""))
+        rows.append(f"| {checkpoint_title(arm)} | " + " | ".join(cells) + " |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+def demo_predictions(summary: dict | None = None) -> str:
+    """The pre-registered predictions and refutations as the study evaluated them."""
+    summary = summary if summary is not None else _demo_file("summary.json")
+    if summary is None:
+        return _demo_missing("summary.json")
+    return "\n\n" + "\n".join(f"- {line}" for line in summary["predictions"]["lines"]) + "\n\n"
+
+
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
@@ -269,6 +349,10 @@ FIGURES: dict[str, Callable[[], str]] = {
     "demo-verdict": demo_verdict,
     "demo-trajectories": demo_trajectories,
     "demo-timing": demo_timing,
+    "demo-gates": demo_gates,
+    "demo-mechanism": demo_mechanism,
+    "demo-frontier": demo_frontier,
+    "demo-predictions": demo_predictions,
 }
 
 

@@ -201,7 +201,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     quiet_transformers()
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     config, settings = args.config, DemoSettings.study() if args.study else DemoSettings()
+    if args.seeds is not None:
+        settings = replace(settings, seeds=args.seeds)
     if args.smoke:
         config = config or SMOKE_CONFIG
         settings = replace(DemoSettings.smoke(), arms=settings.arms, seeds=settings.seeds)
@@ -291,8 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--smoke", action="store_true",
                         help="every stage at the smallest size (a few minutes; the numbers mean nothing)")
     p_demo.add_argument("--study", action="store_true",
-                        help="every arm (adds ThinkPrune's staged cap and Kimi's length reward) over 3 seeds, "
-                             "with mean and spread")
+                        help="every arm (adds ThinkPrune's staged cap and Kimi's length reward) over the study's "
+                             "seeds, with paired statistics and the pre-registered predictions")
+    p_demo.add_argument("--seeds", type=int,
+                        help="how many seeds, paired across arms (default: 1; with --study, the study's number)")
     p_demo.add_argument("--jobs", type=int, help="runs side by side (default: one per core)")
     p_demo.set_defaults(func=cmd_demo, parser=p_demo)
 

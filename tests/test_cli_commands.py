@@ -239,8 +239,10 @@ def test_plot_lists_the_pareto_plot_when_there_are_evals(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("flags, config, arms, seeds, jobs", [
     (["--smoke"], "smoke", None, 1, None),
-    (["--smoke", "--study", "--jobs", "2"], "smoke", "study", 3, 2),
-    (["--study"], None, "study", 3, None),
+    (["--smoke", "--study", "--jobs", "2"], "smoke", "study", 5, 2),
+    (["--study"], None, "study", 5, None),
+    (["--study", "--seeds", "3"], None, "study", 3, None),
+    (["--seeds", "2"], None, None, 2, None),
 ])
 def test_demo_combines_smoke_and_study_settings(monkeypatch, tmp_path, flags, config, arms, seeds, jobs):
     import siri.demo.run as demo_run

@@ -51,6 +51,7 @@ MISTAKES = {
     "demo missing config": (["demo", "--out", "{root}/demo", "--config", "{root}/nope.yaml", "--smoke"],
                             ["not found", "nope.yaml"]),
     "demo bad flag": (["demo", "--fast"], ["--fast", "siri demo --help"]),
+    "demo no seeds": (["demo", "--out", "{root}/demo", "--seeds", "0"], ["--seeds must be >= 1, got 0"]),
     "plot missing run": (["plot", "{root}/no_run"], ["does not exist", "no_run"]),
     "plot run without metrics": (["plot", "{root}/run_without_metrics"], ["metrics.jsonl"]),
     "plot missing argument": (["plot"], ["run_dir"]),

@@ -56,10 +56,10 @@ def test_summary_has_every_checkpoint_and_they_load_with_transformers(demo):
         tokenizer = transformers.AutoTokenizer.from_pretrained(entry["checkpoint"])
         assert model.config.model_type == "qwen2" and tokenizer.eos_token == "<|im_end|>"
     assert Path(summary["eval_file"]) == out / "data" / "eval.jsonl"
-    assert summary["eval_settings"]["temperature"] == 0.6 and summary["eval_settings"]["n"] >= 2
+    assert summary["eval_settings"]["temperature"] == 1.0 and summary["eval_settings"]["n"] >= 2
     assert summary["eval_settings"]["max_tokens"] == 3 * summary["l_max"]
     assert summary["verdict"]["lines"] and set(summary["verdict"]["pareto_front"]) <= set(CHECKPOINTS)
-    for plot in ("pareto.png", "training_comparison.png", "siri_trajectory.png", "trajectories.png"):
+    for plot in ("pareto.png", "training_comparison.png", "siri_trajectory.png", "trajectories.png", "mechanism.png"):
         assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
     timing = json.loads((out / "timing.json").read_text())
     assert timing["seconds"] > 0

@@ -1,5 +1,6 @@
 """The README's demo figures (scripts/readme_figures.py: demo-study-table, demo-per-seed,
-demo-verdict, demo-trajectories, demo-timing) rendered from a summary that summarize() builds
+demo-verdict, demo-trajectories, demo-timing, demo-gates, demo-mechanism, demo-frontier,
+demo-predictions) rendered from a summary that summarize() builds
 out of synthetic eval results: every number in the text is the summary's, and a missing
 committed summary renders a note instead of failing."""
 import json
@@ -13,7 +14,8 @@ import pytest
 
 from siri.algo.schedule import make_schedule
 from siri.demo.arms import checkpoint_title
-from siri.demo.report import summarize, trajectory_summary
+from siri.demo.gates import Gate, gate_report
+from siri.demo.report import MECHANISM_COLUMNS, summarize, trajectory_summary
 from siri.demo.run import DemoSettings
 from siri.eval import EvalSettings
 
@@ -22,6 +24,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import readme_figures  # noqa: E402
 
 TIERS = ("easy", "medium", "hard")
+GATES = [Gate("truncation", True, 0.004, "<= 2% in every tier", "sampled", {}, "cut hard 0.4%"),
+         Gate("correction_needed", False, 0.5, "with >= 80%", "forced prefixes", {}, "with 71.0%, without 21.0%")]
 PROMPTS = 12   # four per tier, tiers in turn
 N, L_MAX, L_MIN, PERIOD, CYCLES = 4, 103, 39, 30, 3
 
@@ -31,12 +35,15 @@ def eval_result(rng: random.Random, level: float, tokens: float) -> dict:
     rows = [{"index": i, "accuracy": rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) if rng.random() > level else 1.0,
              "mean_tokens": rng.uniform(0.5, 1.5) * tokens} for i in range(PROMPTS)]
     tiers = {t: [r for r in rows if TIERS[r["index"] % 3] == t] for t in TIERS}
+    rates = lambda: {"R": rng.random(), "C": rng.random(), "U": rng.random() / 10, "slip_rate": rng.random(),  # noqa: E731
+                     "confirmations": 3 * rng.random()}
     return {"accuracy": statistics.fmean(r["accuracy"] for r in rows),
             "mean_tokens": statistics.fmean(r["mean_tokens"] for r in rows), "truncation_rate": 0.0,
-            "num_prompts": PROMPTS, "num_samples": PROMPTS * N, "per_prompt": rows,
+            "num_prompts": PROMPTS, "num_samples": PROMPTS * N, "per_prompt": rows, "mechanism": rates(),
+            "long_hard": {"accuracy": rng.random(), "mean_tokens": tokens, "num_prompts": 2},
             "tiers": {t: {"accuracy": statistics.fmean(r["accuracy"] for r in rs),
                           "mean_tokens": statistics.fmean(r["mean_tokens"] for r in rs), "num_prompts": len(rs),
-                          "per_prompt": rs} for t, rs in tiers.items()}}
+                          **rates(), "per_prompt": rs} for t, rs in tiers.items()}}
 
 
 def synthetic_summary(seeds: list[int], arms=("siri", "baseline", "compress_only")) -> tuple[dict, dict]:
@@ -58,8 +65,9 @@ def synthetic_summary(seeds: list[int], arms=("siri", "baseline", "compress_only
                         settings=settings, eval_file="/data/eval.jsonl",
                         eval_settings=EvalSettings(n=N, temperature=0.6, max_tokens=3 * L_MAX, seed=seeds[0]),
                         prompt_tiers={i: TIERS[i % 3] for i in range(PROMPTS)}, l_max=L_MAX, l_min=L_MIN,
-                        concise={t: [10, 20] for t in TIERS}, base_lengths={},
-                        trajectory=trajectory_summary(at_steps, schedule, num_steps))
+                        concise={t: [10, 20] for t in TIERS},
+                        base_lengths={"hard": {"all": {"p99": 90}, "correct": {"count": 0}}},
+                        trajectory=trajectory_summary(at_steps, schedule, num_steps), gates=gate_report(GATES))
     return json.loads(json.dumps(summary)), results   # as read back from summary.json
 
 
@@ -171,3 +179,23 @@ def test_a_missing_committed_summary_renders_a_note_and_the_check_passes(tmp_pat
     text = page.read_text()
     assert "is missing" not in text and re.search(r"\| SIRI-low \(last trough\) \| [\d.]+% ± [\d.]+ \|", text)
     assert summary["verdict"]["lines"][0] in text and "The run took **1 min 0 s**" in text
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
+def test_the_gates_mechanism_frontier_and_predictions_figures_show_the_summary(seeds):
+    summary, _ = synthetic_summary(seeds)
+    gates = readme_figures.demo_gates(summary)
+    assert f"L_max = {L_MAX} (the base's sampled hard-tier p99 is 90 tokens), L_min = {L_MIN}" in gates
+    assert "- gate truncation: passed: cut hard 0.4%" in gates and "correction_needed: FAILED: with 71.0%" in gates
+    mechanism = table_rows(readme_figures.demo_mechanism(summary))
+    for arm in summary["arms"]:
+        points = summary["trajectory"]["arms"][arm]
+        last = [statistics.fmean(read(points[str(s)][-1]) for s in seeds)
+                for read in (MECHANISM_COLUMNS[c] for c in ("R", "hard accuracy", "hard C", "long hard accuracy"))]
+        assert mechanism[checkpoint_title(arm)][-1] == " / ".join(f"{100 * v:.0f}" for v in last)
+    frontier = table_rows(readme_figures.demo_frontier(summary))
+    areas = [summary["frontier"]["arms"]["siri"][str(s)][2] for s in seeds]
+    spread = f" ± {statistics.stdev(areas):.3f}" if len(seeds) > 1 else ""
+    assert frontier["SIRI"][-1] == f"{statistics.fmean(areas):.3f}{spread}"
+    predictions = readme_figures.demo_predictions(summary)
+    assert predictions.strip().splitlines() == [f"- {line}" for line in summary["predictions"]["lines"]]

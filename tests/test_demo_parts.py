@@ -6,7 +6,7 @@ import random
 import pytest
 
 from siri.config import load_config
-from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoint_title, checkpoints_of
+from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, STUDY_SEEDS, checkpoint_title, checkpoints_of
 from siri.demo.caps import L_MAX_FACTOR, L_MIN_MARGIN, choose_caps, distribution
 from siri.demo.parallel import run_jobs
 from siri.demo.report import frontier_summary, mean_trajectory, trajectory_summary, variation_note
@@ -64,7 +64,7 @@ def test_arm_sets_and_checkpoints():
     assert [checkpoint_title(n) for n in ("base", "siri_low", "siri_high", "baseline", "length_penalty")] == [
         "base", "SIRI-low (last trough)", "SIRI-high (last peak)", "baseline (fixed L_max)", "length penalty (Kimi)"]
     assert all(arm.title for arm in ARMS.values())
-    assert DemoSettings.study().seeds == 3 and DemoSettings.study().arms == STUDY_ARMS
+    assert DemoSettings.study().seeds == STUDY_SEEDS == 5 and DemoSettings.study().arms == STUDY_ARMS
     with pytest.raises(ValueError, match="arms must include 'siri'"):
         DemoSettings(arms=("baseline",))
     with pytest.raises(ValueError, match="seeds must be >= 1"):

@@ -44,11 +44,13 @@ class Gate:
     threshold: str
     method: str
     detail: dict
+    observed: str = ""
+    """What was measured, in words (``"worst tier 0.3% (hard)"``)."""
 
     def line(self) -> str:
         verdict = {True: "passed", False: "FAILED", None: "not measured"}[self.passed]
-        value = "n/a" if self.value is None else f"{self.value:.3f}"
-        return f"{self.name}: {verdict} ({value}, needs {self.threshold}; {self.method})"
+        observed = self.observed or ("n/a" if self.value is None else f"{self.value:.3f}")
+        return f"{self.name}: {verdict}: {observed}; needs {self.threshold} ({self.method})"
 
 
 def _correct(sample: Sample) -> bool:
@@ -63,8 +65,9 @@ def truncation_gate(samples: list[Sample]) -> Gate:
     rates = {tier: sum(cut) / len(cut) for tier, cut in by_tier.items()}
     worst = max(rates.values()) if rates else None
     return Gate("truncation", None if worst is None else worst <= MAX_TRUNCATION, worst,
-                f"<= {MAX_TRUNCATION:.2f} in every tier", "sampled at temperature 1.0, max tokens L_max",
-                {"per_tier": rates, "samples": {t: len(v) for t, v in by_tier.items()}})
+                f"<= {MAX_TRUNCATION:.0%} in every tier", "sampled at temperature 1.0, max tokens L_max",
+                {"per_tier": rates, "samples": {t: len(v) for t, v in by_tier.items()}},
+                "cut " + ", ".join(f"{t} {r:.1%}" for t, r in rates.items()))
 
 
 def confirmations_gate(samples: list[Sample]) -> Gate:
@@ -81,8 +84,10 @@ def confirmations_gate(samples: list[Sample]) -> Gate:
     counts = {str(k): sum(len(v) for v in by_tier.values()) for k, by_tier in sorted(cells.items())}
     # K as a string key: the detail goes to summary.json as it is
     return Gate("confirmations_harmless", None if gap is None else gap <= MAX_K_EFFECT, gap,
-                f"<= {MAX_K_EFFECT:.2f} between any two K", "stratified: sampled answers grouped by their number "
-                "of confirmations K, tiers weighted equally", {"accuracy_by_k": accuracy, "samples_by_k": counts})
+                f"<= {100 * MAX_K_EFFECT:g} points between any two K", "stratified: sampled answers grouped by their "
+                "number of confirmations K, tiers weighted equally", {"accuracy_by_k": accuracy, "samples_by_k": counts},
+                "accuracy by K " + ", ".join(f"{k}: {a:.1%} ({counts[k]})" for k, a in accuracy.items())
+                + ("" if gap is None else f", widest gap {100 * gap:.1f} points"))
 
 
 def correction_gate(model, tokenizer, problems: list[Problem], prompt_ids: list[list[int]], *, samples: int,
@@ -108,9 +113,11 @@ def correction_gate(model, tokenizer, problems: list[Problem], prompt_ids: list[
     passed = (accuracy["with_correction"] >= MIN_ACCURACY_CORRECTED
               and accuracy["without_correction"] <= MAX_ACCURACY_UNCORRECTED)
     return Gate("correction_needed", passed, accuracy["with_correction"] - accuracy["without_correction"],
-                f"with >= {MIN_ACCURACY_CORRECTED:.2f} and without <= {MAX_ACCURACY_UNCORRECTED:.2f}",
+                f"with >= {MIN_ACCURACY_CORRECTED:.0%} and without <= {MAX_ACCURACY_UNCORRECTED:.0%}",
                 "forced prefixes: a slipped first walk, then the correction or \\boxed{, completed at "
-                "temperature 1.0", {**accuracy, "prompts": len(chosen), "samples_per_prompt": samples})
+                "temperature 1.0", {**accuracy, "prompts": len(chosen), "samples_per_prompt": samples},
+                f"accuracy after a hard slip with the correction {accuracy['with_correction']:.1%}, without "
+                f"{accuracy['without_correction']:.1%} ({len(chosen)} problems x {samples})")
 
 
 def gate_report(gates: list[Gate]) -> dict:

@@ -19,7 +19,7 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from siri.demo.arms import checkpoints_of
+from siri.demo.arms import STUDY_SEEDS, checkpoints_of
 from siri.demo.verdict import aggregate, spread, verdict
 
 _RESULT_KEYS = ("accuracy", "mean_tokens", "truncation_rate", "num_prompts", "num_samples")
@@ -86,7 +86,8 @@ def variation_note(seeds: int) -> list[str]:
                  "summary.")
     if seeds == 1:
         return ["One seed illustrates the pipeline; it supports no claim about the methods. Claims come from "
-                "`siri demo --study`: every arm over 3 seeds, compared by paired statistics over the seeds.",
+                f"`siri demo --study`: every arm over {STUDY_SEEDS} seeds, compared by paired statistics over the "
+                "seeds.",
                 elsewhere]
     return [f"{seeds} seeds, paired by seed (seed i of one arm with seed i of another): a difference counts when "
             f"it is beyond the seed spread.",
@@ -194,8 +195,9 @@ def plot_demo(out: Path, summary: dict) -> list[Path]:
     """``plots/training_comparison.png`` (the first seed's runs), ``plots/pareto.png`` (every
     checkpoint, mean with error bars), ``plots/siri_trajectory.png`` (SIRI's peaks and
     troughs cycle by cycle, mean over seeds with std error bars, beside the other
-    checkpoints' means) and ``plots/trajectories.png`` (every arm at SIRI's peak and trough
-    steps, mean over seeds, each path labelled at its ends); per-run plots in each run. The
+    checkpoints' means), ``plots/trajectories.png`` (every arm at SIRI's peak and trough
+    steps, mean over seeds, each path labelled at its ends) and ``plots/mechanism.png``
+    (``siri.demo.mechanism_plot``); per-run plots in each run. The
     trajectory plots label points by steps done (``step_N``)."""
     from siri.plot import STEP_LABELS, plot_comparison, plot_pareto, plot_run
 
@@ -218,6 +220,10 @@ def plot_demo(out: Path, summary: dict) -> list[Path]:
     if arms:
         base = [p for p in finals if p["label"] == "base"]
         plots.append(plot_pareto([*base, *arms], out / "plots" / "trajectories.png", point_labels=STEP_LABELS))
+    if paths:
+        from siri.demo.mechanism_plot import plot_mechanism
+
+        plots.append(plot_mechanism(summary, out / "plots" / "mechanism.png"))
     for run_dir in summary["runs"].values():
         plot_run(run_dir)
     return plots

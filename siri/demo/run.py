@@ -14,13 +14,14 @@ Stages:
    <= 20% without). A failed gate stops the demo with the reason.
 4. the arms (``siri.demo.arms``) with ``siri/demo/demo.yaml``, the same steps, batch and seeds:
    by default SIRI, fixed L_max and compress-only; ``--study`` adds ThinkPrune's staged cap and
-   Kimi's length reward and runs every arm for 3 seeds. Every arm saves a checkpoint at each
+   Kimi's length reward and runs every arm for 5 seeds. Every arm saves a checkpoint at each
    of SIRI's peak and trough steps (``step_N``: after N steps), so every arm's trajectory is
    measured at the same steps. Runs go side by side in single-threaded processes
    (``siri.demo.parallel``).
 5. one eval protocol for everything: the base and every arm's checkpoints at SIRI's peak and
    trough steps, per seed, on the whole held-out set: pass@1 over k samples at temperature
-   0.6, max tokens 3 x L_max, per tier. The compared checkpoints are points of these
+   1.0 (RL's), max tokens 3 x L_max, per tier, with the mechanism's rates
+   (``siri.demo.mechanism``). The compared checkpoints are points of these
    trajectories (SIRI: last trough = SIRI-low, last peak = SIRI-high; the others: the final
    step, which is SIRI's last peak).
 6. ``DIR/summary.json`` (per seed, mean and spread, every arm's trajectory, verdict, and what
@@ -45,7 +46,7 @@ from siri.atomic_io import write_text_atomic
 from siri.train.checkpoint import list_checkpoints, read_info
 from siri.config import config_to_dict, load_config
 from siri.data import PromptFormatter
-from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, checkpoints_of
+from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, STUDY_SEEDS, checkpoints_of
 from siri.demo.base_model import BaseModelSettings, build_base_model, fingerprint, load_cached
 from siri.demo.caps import (L_MAX_FACTOR, L_MIN_MARGIN, choose_caps, concise_length, concise_lengths, length_report,
                             sample_base)
@@ -82,7 +83,9 @@ class DemoSettings:
     """Refuse to run RL on a base model that fails a gate (the smoke run only reports them)."""
     cycles: int = 3
     eval_samples: int = 4
-    eval_temperature: float = 0.6
+    eval_temperature: float = 1.0
+    """The temperature RL samples at and the gates are measured at: at 0.6 the base model answers every
+    tier right (its slips are all corrected), so no arm could show a gain."""
     eval_max_tokens_factor: int = 3
     tiers: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(TIERS))
     """Difficulty tiers, name -> (fewest, most) items; the caps need "medium" and "hard"."""
@@ -102,8 +105,8 @@ class DemoSettings:
 
     @classmethod
     def study(cls) -> "DemoSettings":
-        """Every arm over 3 seeds (``siri demo --study``)."""
-        return cls(arms=STUDY_ARMS, seeds=3)
+        """Every arm over ``STUDY_SEEDS`` seeds (``siri demo --study``)."""
+        return cls(arms=STUDY_ARMS, seeds=STUDY_SEEDS)
 
     def __post_init__(self):
         unknown = [a for a in self.arms if a not in ARMS]
