@@ -271,7 +271,9 @@ def demo_mechanism(summary: dict | None = None) -> str:
             else None for c in columns}
     labels = [p["label"] for p in next(iter(paths.values()))]
     rows = [f"R (confirmation tokens / tokens) / hard accuracy / hard C = P(correction | slip) / accuracy on the "
-            f"hard lists longer than L_min, in %, mean over {len(summary['seeds'])} seed(s); the base model: "
+            f"hard lists longer than L_min, in %, "
+            f"{'mean over ' + str(len(summary['seeds'])) + ' seeds' if len(summary['seeds']) > 1 else 'one seed'}; "
+            f"the base model: "
             f"{cell(base)}.", "",
             "| arm | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
     for arm, points in paths.items():

@@ -3,7 +3,7 @@ no siri engine): re-evaluates every checkpoint of one seed in DIR/summary.json (
 default) on DIR/data/eval.jsonl's `input` texts and compares with the numbers siri's eval
 reported for that seed, overall and per tier.
 
-    python scripts/verify_demo.py siri-demo [--samples 4] [--seed-index 0]
+    python scripts/verify_demo.py siri-demo [--samples 4] [--seed-index 0] [--json verify.json]
 
 Exit status 0 when the re-evaluation agrees with the report for every checkpoint (accuracy
 within 4 points, mean tokens within 10%). The demo's own verdict is printed after it.
@@ -61,6 +61,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=None, help="samples per prompt (default: the demo's)")
     parser.add_argument("--seed-index", type=int, default=0, help="which of the demo's seeds to re-evaluate")
     parser.add_argument("--seed", type=int, default=1234, help="torch seed of the HF sampling")
+    parser.add_argument("--json", help="also write every checkpoint's two evaluations and whether they agree here")
     args = parser.parse_args()
     transformers.utils.logging.disable_progress_bar()   # one "Loading weights" bar per checkpoint
     out = Path(args.demo_dir)
@@ -71,7 +72,7 @@ def main() -> int:
     if not 0 <= args.seed_index < len(summary["seeds"]):
         parser.error(f"--seed-index must be in [0, {len(summary['seeds'])}), got {args.seed_index}")
     reported = summary["per_seed"][str(summary["seeds"][args.seed_index])]
-    agree = True
+    agree, compared = True, {}
     print(f"{'checkpoint':15} {'siri acc':>9} {'hf acc':>8} {'siri tok':>9} {'hf tok':>8}   per tier (hf acc / tok)")
     for name in summary["checkpoints"]:
         s = reported[name]
@@ -79,9 +80,15 @@ def main() -> int:
         ok = abs(hf["accuracy"] - s["accuracy"]) <= 0.04 and \
             abs(hf["mean_tokens"] - s["mean_tokens"]) <= 0.10 * s["mean_tokens"]
         agree &= ok
+        compared[name] = {"siri": {k: s[k] for k in ("accuracy", "mean_tokens")}, "hf": hf, "agrees": ok}
         tiers = "  ".join(f"{t} {100 * v['accuracy']:.0f}% / {v['mean_tokens']:.0f}" for t, v in hf["tiers"].items())
         print(f"{name:15} {100 * s['accuracy']:8.1f}% {100 * hf['accuracy']:7.1f}% "
               f"{s['mean_tokens']:9.1f} {hf['mean_tokens']:8.1f}  {'agrees ' if ok else 'DIFFERS'}  {tiers}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "seed": summary["seeds"][args.seed_index], "samples": samples, "hf_seed": args.seed,
+            "tolerance": {"accuracy_points": 4, "mean_tokens_fraction": 0.10}, "agree": agree,
+            "checkpoints": compared}, indent=1))
     print("the demo's verdict:")
     for line in summary["verdict"]["lines"]:
         print(f"  {line}")

@@ -234,3 +234,22 @@ def test_a_base_that_fails_a_gate_stops_the_demo_before_rl(demo, tmp_path):
     with pytest.raises(BaseModelGateError, match="truncation"):
         run_demo(tmp_path, seed=SEED, config=SMOKE_CONFIG, settings=settings, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_verify_demo_reevaluates_every_checkpoint_with_hf_generate(demo, tmp_path):
+    """scripts/verify_demo.py on the smoke run: every compared checkpoint re-evaluated by plain HF
+    generate, both numbers and the agreement written to --json (exit 0 exactly when all agree)."""
+    out, summary = demo
+    report = tmp_path / "verify.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "verify_demo.py"),
+                             str(out), "--json", str(report)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    verified = json.loads(report.read_text())
+    assert list(verified["checkpoints"]) == summary["checkpoints"] and verified["seed"] == SEED
+    for name, entry in verified["checkpoints"].items():
+        assert entry["siri"]["accuracy"] == summary["per_seed"][str(SEED)][name]["accuracy"]
+        assert 0 <= entry["hf"]["accuracy"] <= 1 and entry["hf"]["mean_tokens"] > 0
+        assert set(entry["hf"]["tiers"]) == set(TIERS)
+    assert verified["agree"] == all(e["agrees"] for e in verified["checkpoints"].values())
+    assert (result.returncode == 0) == verified["agree"]
