@@ -314,6 +314,29 @@ def demo_predictions(summary: dict | None = None) -> str:
     return "\n\n" + "\n".join(f"- {line}" for line in summary["predictions"]["lines"]) + "\n\n"
 
 
+def demo_verify(verify: dict | None = None) -> str:
+    """The committed ``docs/demo/verify.json`` (``scripts/verify_demo.py --all-seeds --json``): how
+    many checkpoints plain HF ``generate`` agrees on, and the largest differences."""
+    verify = verify if verify is not None else _demo_file("verify.json")
+    if verify is None:
+        return ("\n\n*The committed verify.json is missing: run `python scripts/verify_demo.py siri-study "
+                "--all-seeds --json docs/demo/verify.json`.*\n\n")
+    entries = [(seed, name, entry) for seed, checked in verify["seeds"].items()
+               for name, entry in checked["checkpoints"].items()]
+    agree = sum(entry["agrees"] for _, _, entry in entries)
+    accuracy = max(entries, key=lambda e: abs(e[2]["hf"]["accuracy"] - e[2]["siri"]["accuracy"]))
+    tokens = max(entries, key=lambda e: abs(e[2]["hf"]["mean_tokens"] / e[2]["siri"]["mean_tokens"] - 1))
+    tolerance = verify["tolerance"]
+    return (f"\n\nPlain Hugging Face `generate` (no siri code on the generation path, {verify['samples']} samples "
+            f"per problem) agrees with siri's eval on **{agree} of {len(entries)}** checkpoints "
+            f"({len(verify['seeds'])} seeds; agreement: accuracy within {tolerance['accuracy_points']} points and "
+            f"mean tokens within {100 * tolerance['mean_tokens_fraction']:.0f}%). Largest differences: accuracy "
+            f"{100 * (accuracy[2]['hf']['accuracy'] - accuracy[2]['siri']['accuracy']):+.1f} points ({accuracy[1]}, "
+            f"seed {accuracy[0]}), mean tokens "
+            f"{100 * (tokens[2]['hf']['mean_tokens'] / tokens[2]['siri']['mean_tokens'] - 1):+.1f}% ({tokens[1]}, "
+            f"seed {tokens[0]}).\n\n")
+
+
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
@@ -355,6 +378,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "demo-mechanism": demo_mechanism,
     "demo-frontier": demo_frontier,
     "demo-predictions": demo_predictions,
+    "demo-verify": demo_verify,
 }
 
 

@@ -3,7 +3,7 @@ no siri engine): re-evaluates every checkpoint of one seed in DIR/summary.json (
 default) on DIR/data/eval.jsonl's `input` texts and compares with the numbers siri's eval
 reported for that seed, overall and per tier.
 
-    python scripts/verify_demo.py siri-demo [--samples 4] [--seed-index 0] [--json verify.json]
+    python scripts/verify_demo.py siri-demo [--samples 4] [--seed-index 0 | --all-seeds] [--json verify.json]
 
 Exit status 0 when the re-evaluation agrees with the report for every checkpoint (accuracy
 within 4 points, mean tokens within 10%). The demo's own verdict is printed after it.
@@ -55,40 +55,52 @@ def hf_evaluate(checkpoint: str, rows: list[dict], samples: int, temperature: fl
     return {"accuracy": statistics.fmean(correct), "mean_tokens": statistics.fmean(lengths), "tiers": per_tier}
 
 
+TOLERANCE = {"accuracy_points": 4, "mean_tokens_fraction": 0.10}
+
+
+def verify_seed(summary: dict, rows: list[dict], seed_index: int, samples: int, hf_seed: int) -> dict:
+    """Re-evaluate seed ``seed_index``'s compared checkpoints with HF generate and print a line
+    each; ``{"agree": bool, "checkpoints": {name: {"siri", "hf", "agrees"}}}``."""
+    settings = summary["eval_settings"]
+    reported = summary["per_seed"][str(summary["seeds"][seed_index])]
+    agree, compared = True, {}
+    print(f"seed {summary['seeds'][seed_index]}")
+    print(f"{'checkpoint':15} {'siri acc':>9} {'hf acc':>8} {'siri tok':>9} {'hf tok':>8}   per tier (hf acc / tok)")
+    for name in summary["checkpoints"]:
+        s = reported[name]
+        hf = hf_evaluate(s["checkpoint"], rows, samples, settings["temperature"], settings["max_tokens"], hf_seed)
+        ok = abs(hf["accuracy"] - s["accuracy"]) <= TOLERANCE["accuracy_points"] / 100 and \
+            abs(hf["mean_tokens"] - s["mean_tokens"]) <= TOLERANCE["mean_tokens_fraction"] * s["mean_tokens"]
+        agree &= ok
+        compared[name] = {"siri": {k: s[k] for k in ("accuracy", "mean_tokens")}, "hf": hf, "agrees": ok}
+        tiers = "  ".join(f"{t} {100 * v['accuracy']:.0f}% / {v['mean_tokens']:.0f}" for t, v in hf["tiers"].items())
+        print(f"{name:15} {100 * s['accuracy']:8.1f}% {100 * hf['accuracy']:7.1f}% "
+              f"{s['mean_tokens']:9.1f} {hf['mean_tokens']:8.1f}  {'agrees ' if ok else 'DIFFERS'}  {tiers}")
+    return {"agree": agree, "checkpoints": compared}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("demo_dir")
     parser.add_argument("--samples", type=int, default=None, help="samples per prompt (default: the demo's)")
     parser.add_argument("--seed-index", type=int, default=0, help="which of the demo's seeds to re-evaluate")
+    parser.add_argument("--all-seeds", action="store_true", help="re-evaluate every seed of the demo")
     parser.add_argument("--seed", type=int, default=1234, help="torch seed of the HF sampling")
     parser.add_argument("--json", help="also write every checkpoint's two evaluations and whether they agree here")
     args = parser.parse_args()
     transformers.utils.logging.disable_progress_bar()   # one "Loading weights" bar per checkpoint
     out = Path(args.demo_dir)
     summary = json.loads((out / "summary.json").read_text())
-    settings = summary["eval_settings"]
     rows = [json.loads(line) for line in Path(summary["eval_file"]).open()]
-    samples = args.samples or settings["n"]
+    samples = args.samples or summary["eval_settings"]["n"]
     if not 0 <= args.seed_index < len(summary["seeds"]):
         parser.error(f"--seed-index must be in [0, {len(summary['seeds'])}), got {args.seed_index}")
-    reported = summary["per_seed"][str(summary["seeds"][args.seed_index])]
-    agree, compared = True, {}
-    print(f"{'checkpoint':15} {'siri acc':>9} {'hf acc':>8} {'siri tok':>9} {'hf tok':>8}   per tier (hf acc / tok)")
-    for name in summary["checkpoints"]:
-        s = reported[name]
-        hf = hf_evaluate(s["checkpoint"], rows, samples, settings["temperature"], settings["max_tokens"], args.seed)
-        ok = abs(hf["accuracy"] - s["accuracy"]) <= 0.04 and \
-            abs(hf["mean_tokens"] - s["mean_tokens"]) <= 0.10 * s["mean_tokens"]
-        agree &= ok
-        compared[name] = {"siri": {k: s[k] for k in ("accuracy", "mean_tokens")}, "hf": hf, "agrees": ok}
-        tiers = "  ".join(f"{t} {100 * v['accuracy']:.0f}% / {v['mean_tokens']:.0f}" for t, v in hf["tiers"].items())
-        print(f"{name:15} {100 * s['accuracy']:8.1f}% {100 * hf['accuracy']:7.1f}% "
-              f"{s['mean_tokens']:9.1f} {hf['mean_tokens']:8.1f}  {'agrees ' if ok else 'DIFFERS'}  {tiers}")
+    indices = range(len(summary["seeds"])) if args.all_seeds else [args.seed_index]
+    seeds = {str(summary["seeds"][i]): verify_seed(summary, rows, i, samples, args.seed) for i in indices}
+    agree = all(seed["agree"] for seed in seeds.values())
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "seed": summary["seeds"][args.seed_index], "samples": samples, "hf_seed": args.seed,
-            "tolerance": {"accuracy_points": 4, "mean_tokens_fraction": 0.10}, "agree": agree,
-            "checkpoints": compared}, indent=1))
+        Path(args.json).write_text(json.dumps({"samples": samples, "hf_seed": args.seed, "tolerance": TOLERANCE,
+                                               "agree": agree, "seeds": seeds}, indent=1))
     print("the demo's verdict:")
     for line in summary["verdict"]["lines"]:
         print(f"  {line}")

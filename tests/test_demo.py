@@ -246,10 +246,12 @@ def test_verify_demo_reevaluates_every_checkpoint_with_hf_generate(demo, tmp_pat
                              str(out), "--json", str(report)], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode in (0, 1), result.stderr[-2000:]
     verified = json.loads(report.read_text())
-    assert list(verified["checkpoints"]) == summary["checkpoints"] and verified["seed"] == SEED
-    for name, entry in verified["checkpoints"].items():
+    assert list(verified["seeds"]) == [str(SEED)]
+    checked = verified["seeds"][str(SEED)]
+    assert list(checked["checkpoints"]) == summary["checkpoints"]
+    for name, entry in checked["checkpoints"].items():
         assert entry["siri"]["accuracy"] == summary["per_seed"][str(SEED)][name]["accuracy"]
         assert 0 <= entry["hf"]["accuracy"] <= 1 and entry["hf"]["mean_tokens"] > 0
         assert set(entry["hf"]["tiers"]) == set(TIERS)
-    assert verified["agree"] == all(e["agrees"] for e in verified["checkpoints"].values())
+    assert verified["agree"] == checked["agree"] == all(e["agrees"] for e in checked["checkpoints"].values())
     assert (result.returncode == 0) == verified["agree"]

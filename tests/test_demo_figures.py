@@ -156,10 +156,13 @@ def test_the_timing_figure_shows_the_wall_times():
 
 def test_a_missing_committed_summary_renders_a_note_and_the_check_passes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(readme_figures, "DEMO_RESULTS", tmp_path / "docs" / "demo")
-    names = ["demo-study-table", "demo-per-seed", "demo-verdict", "demo-trajectories", "demo-timing"]
+    names = ["demo-study-table", "demo-per-seed", "demo-verdict", "demo-trajectories", "demo-timing", "demo-gates",
+             "demo-mechanism", "demo-frontier", "demo-predictions"]
     for name in names:
         note = readme_figures.FIGURES[name]()
         assert len(note.strip().splitlines()) == 1 and "is missing" in note and readme_figures.DEMO_COMMAND in note
+    note = readme_figures.FIGURES["demo-verify"]()
+    assert "verify.json is missing" in note and "verify_demo.py siri-study --all-seeds" in note
     page = tmp_path / "page.md"
     page.write_text("".join(f"<!-- figures:{name} --><!-- /figures:{name} -->\n" for name in names))
     monkeypatch.setattr(readme_figures, "REPO", tmp_path)
@@ -199,3 +202,17 @@ def test_the_gates_mechanism_frontier_and_predictions_figures_show_the_summary(s
     assert frontier["SIRI"][-1] == f"{statistics.fmean(areas):.3f}{spread}"
     predictions = readme_figures.demo_predictions(summary)
     assert predictions.strip().splitlines() == [f"- {line}" for line in summary["predictions"]["lines"]]
+
+
+def test_the_verify_figure_counts_agreements_and_names_the_largest_differences():
+    entry = lambda siri_acc, hf_acc, siri_tok, hf_tok, ok: {  # noqa: E731
+        "siri": {"accuracy": siri_acc, "mean_tokens": siri_tok}, "hf": {"accuracy": hf_acc, "mean_tokens": hf_tok},
+        "agrees": ok}
+    verify = {"samples": 4, "hf_seed": 1, "tolerance": {"accuracy_points": 4, "mean_tokens_fraction": 0.1},
+              "agree": False, "seeds": {
+                  "0": {"agree": True, "checkpoints": {"base": entry(0.9, 0.92, 50.0, 51.0, True)}},
+                  "1": {"agree": False, "checkpoints": {"base": entry(0.9, 0.85, 50.0, 40.0, False),
+                                                        "siri_low": entry(0.5, 0.5, 20.0, 20.0, True)}}}}
+    text = readme_figures.demo_verify(verify)
+    assert "agrees with siri's eval on **2 of 3** checkpoints (2 seeds;" in text
+    assert "accuracy -5.0 points (base, seed 1), mean tokens -20.0% (base, seed 1)" in text
