@@ -259,7 +259,7 @@ def demo_mechanism(summary: dict | None = None) -> str:
     paths = {arm: points for arm, points in mean_trajectories(summary).items() if points}
     if not paths:
         return "\n\n*The summary has no trajectory.*\n\n"
-    columns = ("R", "hard accuracy", "hard C", "long hard accuracy")
+    columns = ("R", "hard accuracy", "hard slip rate", "hard C", "long hard accuracy")
 
     def cell(values: dict) -> str:
         return " / ".join("-" if values[c] is None else f"{100 * values[c]:.0f}" for c in columns)
@@ -270,7 +270,8 @@ def demo_mechanism(summary: dict | None = None) -> str:
     base = {c: statistics.fmean(v) if base_points and None not in (v := [MECHANISM_COLUMNS[c](p) for p in base_points])
             else None for c in columns}
     labels = [p["label"] for p in next(iter(paths.values()))]
-    rows = [f"R (confirmation tokens / tokens) / hard accuracy / hard C = P(correction | slip) / accuracy on the "
+    rows = [f"R (confirmation tokens / tokens) / hard accuracy / hard P(slip) / hard C = P(correction | slip) / "
+            f"accuracy on the "
             f"hard lists longer than L_min, in %, "
             f"{'mean over ' + str(len(summary['seeds'])) + ' seeds' if len(summary['seeds']) > 1 else 'one seed'}; "
             f"the base model: "

@@ -194,7 +194,8 @@ def test_the_gates_mechanism_frontier_and_predictions_figures_show_the_summary(s
     for arm in summary["arms"]:
         points = summary["trajectory"]["arms"][arm]
         last = [statistics.fmean(read(points[str(s)][-1]) for s in seeds)
-                for read in (MECHANISM_COLUMNS[c] for c in ("R", "hard accuracy", "hard C", "long hard accuracy"))]
+                for read in (MECHANISM_COLUMNS[c] for c in ("R", "hard accuracy", "hard slip rate", "hard C",
+                                                            "long hard accuracy"))]
         assert mechanism[checkpoint_title(arm)][-1] == " / ".join(f"{100 * v:.0f}" for v in last)
     frontier = table_rows(readme_figures.demo_frontier(summary))
     areas = [summary["frontier"]["arms"]["siri"][str(s)][2] for s in seeds]

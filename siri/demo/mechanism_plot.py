@@ -1,6 +1,7 @@
 """``plots/mechanism.png``: what each arm's reasoning looks like at SIRI's peaks and troughs, drawn
 from ``summary.json`` alone (mean over seeds): R, hard accuracy next to the long hard lists'
-accuracy, and C = P(correction | slip) on hard lists; the base model's values as dotted lines."""
+accuracy, and C = P(correction | slip) next to P(slip) on hard lists; the base model's values as
+dotted lines."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from siri.plot import _colors, _figure, _save
 
 PANELS = (("R", "R: confirmation tokens / tokens"),
           ("hard accuracy", "hard accuracy (solid), hard lists longer than L_min (dashed)"),
-          ("hard C", "hard C = P(correction | slip)"))
+          ("hard C", "hard C = P(correction | slip) (solid), P(slip) (dashed)"))
 
 
 def plot_mechanism(summary: dict, out_path: str | Path) -> Path:
@@ -29,9 +30,9 @@ def plot_mechanism(summary: dict, out_path: str | Path) -> Path:
         for arm, points in paths.items():
             steps = [int(p["label"].split()[0]) for p in points]
             ax.plot(steps, [p["mechanism"][key] for p in points], marker="o", color=colors[arm], label=arm)
-            if key == "hard accuracy":
-                ax.plot(steps, [p["mechanism"]["long hard accuracy"] for p in points], linestyle="--",
-                        color=colors[arm])
+            dashed = {"hard accuracy": "long hard accuracy", "hard C": "hard slip rate"}.get(key)
+            if dashed:
+                ax.plot(steps, [p["mechanism"][dashed] for p in points], linestyle="--", color=colors[arm])
         values = [MECHANISM_COLUMNS[key](p) for p in base_points]
         if values and None not in values:
             ax.axhline(statistics.fmean(values), color="grey", linestyle=":", label="base")

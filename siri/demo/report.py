@@ -173,6 +173,7 @@ def mean_trajectory(trajectories: dict[str, list[dict]]) -> list[dict]:
 MECHANISM_COLUMNS = {
     "R": lambda p: p.get("R"),
     "hard accuracy": lambda p: p.get("tiers", {}).get("hard", {}).get("accuracy"),
+    "hard slip rate": lambda p: p.get("tiers", {}).get("hard", {}).get("slip_rate"),
     "hard C": lambda p: p.get("tiers", {}).get("hard", {}).get("C"),
     "hard U": lambda p: p.get("tiers", {}).get("hard", {}).get("U"),
     "long hard accuracy": lambda p: p.get("long_hard", {}).get("accuracy"),
@@ -295,13 +296,14 @@ def print_trajectories(console, summary: dict) -> None:
         table.add_row(arm, *[cells.get(label, "") for label in labels])
     console.print(table)
     table = Table(title="the mechanism at the same points: R (confirmation tokens / tokens) | hard: accuracy, "
-                        "C = P(correction | slip) | accuracy on the hard lists longer than L_min")
+                        "P(slip), C = P(correction | slip) | accuracy on the hard lists longer than L_min")
     table.add_column("arm", no_wrap=True)
     for label in labels:
         table.add_column(label, justify="right", no_wrap=True)
     for arm, points in paths.items():
         cells = {p["label"]: " ".join(_percent(p["mechanism"][name]) for name in
-                                      ("R", "hard accuracy", "hard C", "long hard accuracy")) for p in points}
+                                      ("R", "hard accuracy", "hard slip rate", "hard C", "long hard accuracy"))
+                 for p in points}
         table.add_row(arm, *[cells.get(label, "") for label in labels])
     console.print(table)
 
