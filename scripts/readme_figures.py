@@ -210,7 +210,7 @@ def demo_trajectories(summary: dict | None = None) -> str:
     """Every arm after N steps, for each of SIRI's peaks and troughs: accuracy (± std over
     seeds when there are several) / tokens, mean over seeds; the same eval as the study table."""
     from siri.demo.arms import checkpoint_title
-    from siri.demo.report import mean_trajectories
+    from siri.demo.trajectory import mean_trajectories
 
     summary = summary if summary is not None else _demo_file("summary.json")
     if summary is None:
@@ -251,7 +251,7 @@ def demo_mechanism(summary: dict | None = None) -> str:
     """Every arm at SIRI's peaks and troughs, mean over seeds: R, hard accuracy, hard C and the
     long hard lists' accuracy (%), and the base model's for reference."""
     from siri.demo.arms import checkpoint_title
-    from siri.demo.report import MECHANISM_COLUMNS, mean_trajectories
+    from siri.demo.trajectory import MECHANISM_COLUMNS, mean_trajectories
 
     summary = summary if summary is not None else _demo_file("summary.json")
     if summary is None:

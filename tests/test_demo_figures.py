@@ -15,7 +15,8 @@ import pytest
 from siri.algo.schedule import make_schedule
 from siri.demo.arms import checkpoint_title
 from siri.demo.gates import Gate, gate_report
-from siri.demo.report import MECHANISM_COLUMNS, summarize, trajectory_summary
+from siri.demo.report import summarize
+from siri.demo.trajectory import MECHANISM_COLUMNS, trajectory_summary
 from siri.demo.run import DemoSettings
 from siri.eval import EvalSettings
 

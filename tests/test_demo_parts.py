@@ -9,7 +9,8 @@ from siri.config import load_config
 from siri.demo.arms import ARMS, DEFAULT_ARMS, STUDY_ARMS, STUDY_SEEDS, checkpoint_title, checkpoints_of
 from siri.demo.caps import L_MAX_FACTOR, L_MIN_MARGIN, choose_caps, distribution
 from siri.demo.parallel import run_jobs
-from siri.demo.report import frontier_summary, mean_trajectory, trajectory_summary, variation_note
+from siri.demo.report import variation_note
+from siri.demo.trajectory import frontier_summary, mean_trajectory, trajectory_summary
 from siri.demo.run import DEFAULT_CONFIG, DemoSettings, siri_schedule
 from siri.demo.task import TIERS, make_problems
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from siri.demo.report import MECHANISM_COLUMNS, mean_trajectories
+from siri.demo.trajectory import MECHANISM_COLUMNS, mean_trajectories
 from siri.plot import _colors, _figure, _save
 
 PANELS = (("R", "R: confirmation tokens / tokens"),

@@ -24,8 +24,10 @@ Stages:
    (``siri.demo.mechanism``). The compared checkpoints are points of these
    trajectories (SIRI: last trough = SIRI-low, last peak = SIRI-high; the others: the final
    step, which is SIRI's last peak).
-6. ``DIR/summary.json`` (per seed, mean and spread, every arm's trajectory, verdict, and what
-   the number of seeds supports), a table, the verdict, plots in ``DIR/plots``.
+6. ``DIR/summary.json`` (the gates; per seed, mean and spread; every arm's trajectory with the
+   mechanism's rates; the frontier area per cycle; the pre-registered predictions,
+   ``siri.demo.predictions``; the verdict; what the number of seeds supports), tables, the
+   predictions and the verdict on the console, plots in ``DIR/plots``.
 
 The data, the base model and the caps depend on ``--seed``; the RL runs and the evaluation
 draws of seed index i use seed + i.
@@ -124,7 +126,8 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, config: str | Path | None = 
              settings: DemoSettings | None = None, overrides: list[str] | None = None,
              progress: bool = True) -> dict:
     """Run every stage (see the module docstring) and return the summary dict."""
-    from siri.demo.report import plot_demo, print_report, summarize, trajectory_summary
+    from siri.demo.report import plot_demo, print_report, summarize
+    from siri.demo.trajectory import trajectory_summary
     from siri.progress import make_console
 
     console = make_console()
