@@ -255,3 +255,28 @@ def test_verify_demo_reevaluates_every_checkpoint_with_hf_generate(demo, tmp_pat
         assert set(entry["hf"]["tiers"]) == set(TIERS)
     assert verified["agree"] == checked["agree"] == all(e["agrees"] for e in checked["checkpoints"].values())
     assert (result.returncode == 0) == verified["agree"]
+
+
+def test_the_correction_gate_forces_slipped_prefixes_on_a_real_model(demo):
+    """Gate 3 end to end on the smoke base (its own lists are too short to slip, so the smoke
+    run reports it unmeasured): slipped first walks are forced, once followed by the correction
+    and once by \\boxed{, and the model's completions are scored."""
+    import random
+
+    from siri.demo.gates import correction_gate
+    from siri.demo.run import format_prompt
+    from siri.demo.task import LETTERS, SLIP_FREE_ITEMS, Problem
+
+    out, _ = demo
+    model = transformers.AutoModelForCausalLM.from_pretrained(out / "base").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out / "base")
+    rng = random.Random(0)
+    problems = [Problem(tuple(rng.sample(LETTERS, SLIP_FREE_ITEMS + 2)), "hard") for _ in range(3)]
+    problems.append(Problem(tuple("abc"), "easy"))                  # too short to slip: left out
+    ids = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in problems]
+    gate = correction_gate(model, tokenizer, problems, ids, samples=2, max_tokens=24, seed=0)
+    assert gate.name == "correction_needed" and gate.passed in (True, False)
+    assert gate.detail["prompts"] == 3 and gate.detail["samples_per_prompt"] == 2
+    with_correction, without = gate.detail["with_correction"], gate.detail["without_correction"]
+    assert 0 <= with_correction <= 1 and 0 <= without <= 1 and gate.value == with_correction - without
+    assert gate.passed == (with_correction >= 0.8 and without <= 0.2) and "x 2)" in gate.observed
