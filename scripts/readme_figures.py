@@ -200,10 +200,15 @@ def demo_per_seed(summary: dict | None = None) -> str:
 
 def demo_verdict(summary: dict | None = None) -> str:
     """The verdict's lines as ``siri demo`` prints them, one list item each."""
+    return _summary_lines(summary, "verdict")
+
+
+def _summary_lines(summary: dict | None, key: str) -> str:
+    """``summary[key]["lines"]`` (``summary`` or the committed one) as a list, one item per line."""
     summary = summary if summary is not None else _demo_file("summary.json")
     if summary is None:
         return _demo_missing("summary.json")
-    return "\n\n" + "\n".join(f"- {line}" for line in summary["verdict"]["lines"]) + "\n\n"
+    return "\n\n" + "\n".join(f"- {line}" for line in summary[key]["lines"]) + "\n\n"
 
 
 def demo_trajectories(summary: dict | None = None) -> str:
@@ -309,10 +314,7 @@ def demo_frontier(summary: dict | None = None) -> str:
 
 def demo_predictions(summary: dict | None = None) -> str:
     """The pre-registered predictions and refutations as the study evaluated them."""
-    summary = summary if summary is not None else _demo_file("summary.json")
-    if summary is None:
-        return _demo_missing("summary.json")
-    return "\n\n" + "\n".join(f"- {line}" for line in summary["predictions"]["lines"]) + "\n\n"
+    return _summary_lines(summary, "predictions")
 
 
 def demo_verify(verify: dict | None = None) -> str:
